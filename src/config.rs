@@ -1,0 +1,181 @@
+//! Configuration from the environment (on hosts, `/etc/dob/dob.env`), parsed and
+//! checked before any work starts. Parsing takes a lookup function instead of reading
+//! the process environment, so it is tested without touching global state.
+
+use crate::{Error, Result};
+use jiff::tz::TimeZone;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Everything `dob-api` needs to run.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// PostgreSQL URL; may list several hosts with `target_session_attrs=read-write`.
+    pub database_url: String,
+    /// Where to listen when systemd does not pass a socket.
+    pub listen: SocketAddr,
+    /// Threads answering requests.
+    pub workers: usize,
+    /// Pooled database connections.
+    pub pool_size: u32,
+    /// What "today" means for birthdays.
+    pub timezone: TimeZone,
+    /// The IANA name of `timezone`, for logs.
+    pub timezone_name: String,
+    /// Longest a client socket read or write may block (slow or idle clients).
+    pub client_timeout: Duration,
+    /// Longest a request waits for a pooled connection before answering 503.
+    pub pool_timeout: Duration,
+    /// Longest a connection attempt to one database host may take.
+    pub connect_timeout: Duration,
+    /// Server-side limit on one statement.
+    pub statement_timeout: Duration,
+    /// After SIGTERM: how long readiness reports 503 while requests are still served,
+    /// so the load balancer stops sending new ones before the process exits.
+    pub drain: Duration,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+impl ApiConfig {
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
+        let database_url = get("DOB_DATABASE_URL").ok_or_else(|| {
+            Error::config("DOB_DATABASE_URL", "is required (a postgresql:// URL)")
+        })?;
+        // Check the URL now, so a typo fails at start and not at the first request.
+        database_url.parse::<postgres::Config>().map_err(|e| {
+            Error::config(
+                "DOB_DATABASE_URL",
+                format!("is not a valid PostgreSQL URL: {e}"),
+            )
+        })?;
+
+        let listen_raw = get("DOB_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen_raw.parse().map_err(|_| {
+            Error::config(
+                "DOB_LISTEN",
+                format!("{listen_raw:?} is not an address like 127.0.0.1:8080"),
+            )
+        })?;
+
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let workers = parse_in_range(&get, "DOB_WORKERS", (cpus * 8).clamp(8, 64), 1, 1024)?;
+        let pool_size = parse_in_range(&get, "DOB_POOL_SIZE", workers.min(32), 1, 1024)? as u32;
+
+        let timezone_name = get("DOB_TIMEZONE").unwrap_or_else(|| "UTC".to_owned());
+        let timezone = if timezone_name == "UTC" {
+            TimeZone::UTC
+        } else {
+            TimeZone::get(&timezone_name).map_err(|e| {
+                Error::config(
+                    "DOB_TIMEZONE",
+                    format!("{timezone_name:?} is not a known IANA time zone: {e}"),
+                )
+            })?
+        };
+
+        let millis = |key, default| {
+            parse_in_range(&get, key, default, 1, 3_600_000)
+                .map(|ms| Duration::from_millis(ms as u64))
+        };
+        Ok(ApiConfig {
+            database_url,
+            listen,
+            workers,
+            pool_size,
+            timezone,
+            timezone_name,
+            client_timeout: millis("DOB_CLIENT_TIMEOUT_MS", 10_000)?,
+            pool_timeout: millis("DOB_POOL_TIMEOUT_MS", 1_000)?,
+            connect_timeout: millis("DOB_CONNECT_TIMEOUT_MS", 2_000)?,
+            statement_timeout: millis("DOB_STATEMENT_TIMEOUT_MS", 5_000)?,
+            drain: Duration::from_secs(
+                parse_in_range(&get, "DOB_DRAIN_SECONDS", 5, 0, 3_600)? as u64
+            ),
+        })
+    }
+}
+
+fn parse_in_range(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &str,
+    default: usize,
+    min: usize,
+    max: usize,
+) -> Result<usize> {
+    let Some(raw) = get(key) else {
+        return Ok(default);
+    };
+    match raw.trim().parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(Error::config(
+            key,
+            format!("{raw:?} is not a whole number from {min} to {max}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<ApiConfig> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ApiConfig::from_lookup(|k| env.get(k).cloned())
+    }
+
+    const URL: (&str, &str) = ("DOB_DATABASE_URL", "postgresql://dob@127.0.0.1:5432/dob");
+
+    #[test]
+    fn defaults_apply_when_only_the_url_is_set() {
+        let c = config(&[URL]).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.timezone_name, "UTC");
+        assert!(c.workers >= 8);
+        assert!(c.pool_size as usize <= c.workers);
+    }
+
+    #[test]
+    fn the_database_url_is_required_and_checked() {
+        let err = config(&[]).unwrap_err().to_string();
+        assert!(err.contains("DOB_DATABASE_URL"), "{err}");
+        let err = config(&[("DOB_DATABASE_URL", "postgresql://h:notaport/db")]).unwrap_err();
+        assert!(err.to_string().contains("DOB_DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn a_multi_host_read_write_url_is_accepted() {
+        let url =
+            "postgresql://dob@10.0.1.10:5432,10.0.2.10:5432/dob?target_session_attrs=read-write";
+        assert!(config(&[("DOB_DATABASE_URL", url)]).is_ok());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (key, value) in [
+            ("DOB_LISTEN", "localhost"),
+            ("DOB_WORKERS", "0"),
+            ("DOB_POOL_SIZE", "many"),
+            ("DOB_TIMEZONE", "Mars/Olympus_Mons"),
+            ("DOB_CLIENT_TIMEOUT_MS", "-1"),
+        ] {
+            let err = config(&[URL, (key, value)]).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_iana_timezone_is_loaded() {
+        let c = config(&[URL, ("DOB_TIMEZONE", "Europe/Dublin")]).unwrap();
+        assert_eq!(c.timezone.iana_name(), Some("Europe/Dublin"));
+    }
+}

@@ -1,0 +1,442 @@
+//! Routing and handlers. A handler is a plain function from the request and the app
+//! state to a [`Reply`]; the server module turns replies into HTTP responses, times
+//! them and logs them. All of the API contract lives here.
+
+use crate::birthday;
+use crate::domain::{DateOfBirth, Username, ValidationError};
+use crate::metrics::{DbSnapshot, Metrics, RouteLabel};
+use crate::store::{Role, Store, StoreError};
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tiny_http::{Method, Request};
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 1024;
+
+/// Seconds a client should wait before retrying a write refused by a read-only region:
+/// about how long a failover takes.
+const READ_ONLY_RETRY_AFTER: u32 = 30;
+
+/// Shared state every handler sees.
+pub struct App {
+    pub store: Store,
+    pub metrics: Metrics,
+    pub timezone: TimeZone,
+    /// Set on SIGTERM: readiness answers 503 so the load balancer drains this host.
+    pub draining: AtomicBool,
+}
+
+impl App {
+    /// Today's date in `DOB_TIMEZONE`: the only place the API reads the clock.
+    pub fn today(&self) -> Date {
+        self.timezone.to_datetime(Timestamp::now()).date()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// A response, independent of the HTTP library.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub content_type: Option<&'static str>,
+    pub allow: Option<&'static str>,
+    pub retry_after: Option<u32>,
+}
+
+pub const JSON: &str = "application/json";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+impl Reply {
+    fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            body: Vec::new(),
+            content_type: None,
+            allow: None,
+            retry_after: None,
+        }
+    }
+
+    fn json(status: u16, body: String) -> Reply {
+        Reply {
+            status,
+            body: body.into_bytes(),
+            content_type: Some(JSON),
+            allow: None,
+            retry_after: None,
+        }
+    }
+
+    /// `{"error": message}`.
+    pub fn error(status: u16, message: &str) -> Reply {
+        let mut body = String::with_capacity(message.len() + 16);
+        body.push_str("{\"error\":");
+        // Serialising a &str cannot fail.
+        body.push_str(&serde_json::to_string(message).unwrap_or_default());
+        body.push('}');
+        Reply::json(status, body)
+    }
+
+    fn with_allow(mut self, allow: &'static str) -> Reply {
+        self.allow = Some(allow);
+        self
+    }
+
+    fn with_retry_after(mut self, seconds: u32) -> Reply {
+        self.retry_after = Some(seconds);
+        self
+    }
+}
+
+/// Where a request target goes. The path is matched raw, as sent: no percent-decoding.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    Hello(&'a str),
+    Healthz,
+    Readyz,
+    Metrics,
+    NotFound,
+}
+
+pub fn route(target: &str) -> Route<'_> {
+    let path = target.split_once('?').map_or(target, |(path, _query)| path);
+    match path {
+        "/healthz" => Route::Healthz,
+        "/readyz" => Route::Readyz,
+        "/metrics" => Route::Metrics,
+        _ => match path.strip_prefix("/hello/") {
+            Some(segment) if !segment.contains('/') => Route::Hello(segment),
+            _ => Route::NotFound,
+        },
+    }
+}
+
+/// Answers one request. Returns the route label it is counted under.
+pub fn handle(app: &App, request: &mut Request) -> (RouteLabel, Reply) {
+    let method = request.method().clone();
+    match (route(request.url()), method) {
+        (Route::Hello(_), Method::Get) => (RouteLabel::HelloGet, get_hello(app, request)),
+        (Route::Hello(_), Method::Put) => (RouteLabel::HelloPut, put_hello(app, request)),
+        (Route::Hello(_), _) => (RouteLabel::Other, method_not_allowed("GET, PUT")),
+        (Route::Healthz, Method::Get) => (
+            RouteLabel::Healthz,
+            Reply::json(200, r#"{"status":"ok"}"#.to_owned()),
+        ),
+        (Route::Readyz, Method::Get) => (RouteLabel::Readyz, readyz(app)),
+        (Route::Metrics, Method::Get) => (RouteLabel::Metrics, metrics(app)),
+        (Route::Healthz | Route::Readyz | Route::Metrics, _) => {
+            (RouteLabel::Other, method_not_allowed("GET"))
+        }
+        (Route::NotFound, _) => (
+            RouteLabel::Other,
+            Reply::error(
+                404,
+                "no such endpoint: use /hello/<username>, /healthz, /readyz or /metrics",
+            ),
+        ),
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Reply {
+    let message = match allow {
+        "GET" => "method not allowed: use GET",
+        _ => "method not allowed: use GET or PUT",
+    };
+    Reply::error(405, message).with_allow(allow)
+}
+
+fn username_of(request: &Request) -> Result<Username<'_>, ValidationError> {
+    match route(request.url()) {
+        Route::Hello(segment) => Username::parse(segment),
+        _ => Err(ValidationError::UsernameEmpty),
+    }
+}
+
+fn get_hello(app: &App, request: &Request) -> Reply {
+    let username = match username_of(request) {
+        Ok(username) => username,
+        Err(err) => return Reply::error(400, &err.to_string()),
+    };
+    match app.store.get_date_of_birth(username.as_str()) {
+        Ok(Some(date)) => {
+            let dob = DateOfBirth::from_stored(date);
+            let days = birthday::days_until_birthday(dob.date(), app.today());
+            let mut body = String::with_capacity(96 + username.as_str().len());
+            birthday::write_greeting_json(&mut body, username.as_str(), days);
+            Reply::json(200, body)
+        }
+        Ok(None) => Reply::error(
+            404,
+            "no such user: store a date of birth first with PUT /hello/<username>",
+        ),
+        Err(err) => store_error(err),
+    }
+}
+
+fn put_hello(app: &App, request: &mut Request) -> Reply {
+    if let Err(err) = username_of(request) {
+        return Reply::error(400, &err.to_string());
+    }
+    if request.body_length().is_some_and(|len| len > MAX_BODY) {
+        return Reply::error(413, "request body too large: at most 1024 bytes");
+    }
+    if let Some(header) = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Content-Type"))
+    {
+        if !is_json_media_type(header.value.as_str()) {
+            return Reply::error(415, "Content-Type must be application/json");
+        }
+    }
+    let mut buf = [0u8; MAX_BODY + 1];
+    let len = match read_up_to(request.as_reader(), &mut buf) {
+        Ok(len) if len > MAX_BODY => {
+            return Reply::error(413, "request body too large: at most 1024 bytes")
+        }
+        Ok(len) => len,
+        Err(_) => return Reply::error(400, "could not read the request body"),
+    };
+    let raw_date = match date_of_birth_field(&buf[..len]) {
+        Ok(raw) => raw,
+        Err(message) => return Reply::error(400, message),
+    };
+    let dob = match DateOfBirth::parse(&raw_date, app.today()) {
+        Ok(dob) => dob,
+        Err(err) => return Reply::error(400, &err.to_string()),
+    };
+    // Re-borrow: checked above, and reading the body needed the request mutably.
+    let Ok(username) = username_of(request) else {
+        return Reply::error(400, "invalid username");
+    };
+    match app
+        .store
+        .upsert_date_of_birth(username.as_str(), dob.date())
+    {
+        Ok(()) => Reply::empty(204),
+        Err(err) => store_error(err),
+    }
+}
+
+fn is_json_media_type(value: &str) -> bool {
+    let media = value.split(';').next().unwrap_or("").trim();
+    let Some((kind, subtype)) = media.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || (subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json")))
+}
+
+fn read_up_to(mut reader: impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(filled)
+}
+
+/// Extracts `dateOfBirth` from a JSON object body, borrowing it from the body when it
+/// has no escapes. Other fields are ignored. The slow path only runs for bad bodies, to
+/// say precisely what is wrong.
+fn date_of_birth_field(body: &[u8]) -> Result<Cow<'_, str>, &'static str> {
+    #[derive(Deserialize)]
+    struct PutBody<'a> {
+        #[serde(rename = "dateOfBirth", borrow, default)]
+        date_of_birth: Option<Cow<'a, str>>,
+    }
+    let missing = "body must be a JSON object with a dateOfBirth field";
+    // A derived struct also deserialises from a JSON array, positionally; only an
+    // object may take the fast path.
+    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let fast = if is_object {
+        serde_json::from_slice::<PutBody>(body).ok()
+    } else {
+        None
+    };
+    match fast {
+        Some(PutBody {
+            date_of_birth: Some(date),
+        }) => Ok(date),
+        Some(PutBody {
+            date_of_birth: None,
+        }) => Err(missing),
+        None => match serde_json::from_slice::<serde_json::Value>(body) {
+            Err(_) => Err("body is not valid JSON"),
+            Ok(serde_json::Value::Object(fields)) if fields.contains_key("dateOfBirth") => {
+                Err("dateOfBirth must be a string in YYYY-MM-DD form")
+            }
+            Ok(_) => Err(missing),
+        },
+    }
+}
+
+fn store_error(err: StoreError) -> Reply {
+    match err {
+        StoreError::Unavailable => {
+            Reply::error(503, "the database is unavailable; retry shortly").with_retry_after(1)
+        }
+        StoreError::NotReady => {
+            Reply::error(503, "the database is not ready yet; retry shortly").with_retry_after(1)
+        }
+        StoreError::ReadOnly => Reply::error(
+            503,
+            "this region is read-only: its database is a replica; retry after failover or write to the primary region",
+        )
+        .with_retry_after(READ_ONLY_RETRY_AFTER),
+        StoreError::Internal(err) => {
+            log::error!("database query failed: {err}");
+            Reply::error(500, "internal error; it has been logged")
+        }
+    }
+}
+
+fn readyz(app: &App) -> Reply {
+    if app.is_draining() {
+        return readyz_not_ready("shutting down", app.store.role());
+    }
+    match app.store.check_ready() {
+        Ok(role) => Reply::json(
+            200,
+            format!(r#"{{"status":"ready","role":"{}"}}"#, role.as_str()),
+        ),
+        Err(StoreError::NotReady) => {
+            readyz_not_ready("database schema not ready yet", app.store.role())
+        }
+        Err(StoreError::Internal(err)) => {
+            log::warn!("readiness query failed: {err}");
+            readyz_not_ready("database query failed", app.store.role())
+        }
+        Err(_) => readyz_not_ready("database unavailable", app.store.role()),
+    }
+}
+
+fn readyz_not_ready(reason: &str, role: Role) -> Reply {
+    Reply::json(
+        503,
+        format!(
+            r#"{{"error":"not ready: {reason}","role":"{}"}}"#,
+            role.as_str()
+        ),
+    )
+}
+
+fn metrics(app: &App) -> Reply {
+    let (connections, idle, max) = app.store.pool_state();
+    let snapshot = DbSnapshot {
+        role: app.store.role().as_str(),
+        pool_connections: connections,
+        pool_idle: idle,
+        pool_max: max,
+        schema_ready: app.store.schema_ready(),
+        draining: app.is_draining(),
+    };
+    let mut reply = Reply::json(200, app.metrics.render(&snapshot));
+    reply.content_type = Some(PROMETHEUS_TEXT);
+    reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_the_raw_path() {
+        assert_eq!(route("/hello/Bob"), Route::Hello("Bob"));
+        assert_eq!(route("/hello/Bob?x=1"), Route::Hello("Bob"));
+        assert_eq!(route("/hello/%41"), Route::Hello("%41"));
+        assert_eq!(route("/hello/"), Route::Hello(""));
+        assert_eq!(route("/hello/a/b"), Route::NotFound);
+        assert_eq!(route("/hello"), Route::NotFound);
+        assert_eq!(route("/healthz"), Route::Healthz);
+        assert_eq!(route("/readyz?verbose"), Route::Readyz);
+        assert_eq!(route("/metrics"), Route::Metrics);
+        assert_eq!(route("/"), Route::NotFound);
+    }
+
+    #[test]
+    fn json_media_types_are_recognised() {
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/merge-patch+json",
+        ] {
+            assert!(is_json_media_type(ok), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "json",
+            "",
+            "application/+json",
+        ] {
+            assert!(!is_json_media_type(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_date_field_is_extracted_and_extra_fields_are_ignored() {
+        assert_eq!(
+            date_of_birth_field(br#"{"dateOfBirth":"1990-01-02"}"#).unwrap(),
+            "1990-01-02"
+        );
+        assert_eq!(
+            date_of_birth_field(br#"{"name":"x","dateOfBirth":"1990-01-02","n":[1,{}]}"#).unwrap(),
+            "1990-01-02"
+        );
+        assert_eq!(
+            date_of_birth_field(br#"{"dateOfBirth":"\u0031990-01-02"}"#).unwrap(),
+            "1990-01-02"
+        );
+    }
+
+    #[test]
+    fn bad_bodies_say_what_is_wrong() {
+        let missing = "body must be a JSON object with a dateOfBirth field";
+        assert_eq!(
+            date_of_birth_field(b"").unwrap_err(),
+            "body is not valid JSON"
+        );
+        assert_eq!(
+            date_of_birth_field(b"{").unwrap_err(),
+            "body is not valid JSON"
+        );
+        assert_eq!(date_of_birth_field(b"[]").unwrap_err(), missing);
+        assert_eq!(
+            date_of_birth_field(br#"["1990-01-02"]"#).unwrap_err(),
+            missing
+        );
+        assert_eq!(date_of_birth_field(b"\"1990-01-02\"").unwrap_err(), missing);
+        assert_eq!(date_of_birth_field(b"{}").unwrap_err(), missing);
+        assert_eq!(
+            date_of_birth_field(br#"{"dateOfBirth":null}"#).unwrap_err(),
+            missing
+        );
+        assert_eq!(
+            date_of_birth_field(br#"{"dateOfBirth":19900102}"#).unwrap_err(),
+            "dateOfBirth must be a string in YYYY-MM-DD form"
+        );
+    }
+
+    #[test]
+    fn error_bodies_are_json() {
+        let reply = Reply::error(400, "a \"quoted\" reason");
+        assert_eq!(reply.content_type, Some(JSON));
+        let value: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(value["error"], "a \"quoted\" reason");
+    }
+}

@@ -1,0 +1,32 @@
+//! dob: a birthday "hello" API on self-hosted PostgreSQL, and the toolkit that keeps
+//! that database alive.
+//!
+//! The binaries in `bin/` are thin: they read configuration, build what this library
+//! provides and run it. Each module owns one concern:
+
+/// Days until the next birthday, and the greeting: pure date arithmetic.
+pub mod birthday;
+/// Environment configuration, parsed and checked before any work starts.
+pub mod config;
+/// `Username` and `DateOfBirth`: validated domain values.
+pub mod domain;
+/// The crate's one error type, with its cause chain.
+pub mod error;
+/// Request routing and handlers: from a request and the app state to a response.
+pub mod http;
+/// The listening socket: systemd socket activation or a fresh bind.
+pub mod listener;
+/// Prometheus counters and histograms, rendered as text.
+pub mod metrics;
+/// Forward-only SQL migrations from `sql/`, applied under an advisory lock.
+pub mod migrate;
+/// Starting and stopping local PostgreSQL servers (tests, benchmarks, local stack).
+pub mod pg;
+/// Worker threads over one HTTP server, and graceful shutdown.
+pub mod server;
+/// SIGTERM/SIGINT delivered to one thread, so shutdown is an ordinary function call.
+pub mod signals;
+/// The PostgreSQL connection pool and the two queries the API needs.
+pub mod store;
+
+pub use error::{Error, Result};

@@ -1,0 +1,265 @@
+//! Request metrics, kept in atomics so recording never takes a lock or allocates, and
+//! rendered in the Prometheus text exposition format for `GET /metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The routes requests are counted under (a bounded label set, not raw paths).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteLabel {
+    HelloGet,
+    HelloPut,
+    Healthz,
+    Readyz,
+    Metrics,
+    Other,
+}
+
+impl RouteLabel {
+    const ALL: [RouteLabel; 6] = [
+        RouteLabel::HelloGet,
+        RouteLabel::HelloPut,
+        RouteLabel::Healthz,
+        RouteLabel::Readyz,
+        RouteLabel::Metrics,
+        RouteLabel::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteLabel::HelloGet => "GET /hello",
+            RouteLabel::HelloPut => "PUT /hello",
+            RouteLabel::Healthz => "/healthz",
+            RouteLabel::Readyz => "/readyz",
+            RouteLabel::Metrics => "/metrics",
+            RouteLabel::Other => "other",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Status codes the server answers with; anything else is counted as "other".
+const STATUSES: [u16; 12] = [200, 204, 400, 404, 405, 408, 413, 415, 500, 503, 505, 0];
+
+fn status_index(status: u16) -> usize {
+    STATUSES[..STATUSES.len() - 1]
+        .iter()
+        .position(|&s| s == status)
+        .unwrap_or(STATUSES.len() - 1)
+}
+
+/// Upper bounds of the latency buckets, in microseconds (100 µs to 5 s).
+const BUCKETS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+    2_500_000, 5_000_000,
+];
+
+#[derive(Default)]
+struct Histogram {
+    /// Per-bucket counts (not cumulative); the last slot is +Inf.
+    buckets: [AtomicU64; BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: [[AtomicU64; STATUSES.len()]; RouteLabel::ALL.len()],
+    latency: [Histogram; RouteLabel::ALL.len()],
+}
+
+/// Database-side values sampled at render time.
+pub struct DbSnapshot {
+    pub role: &'static str,
+    pub pool_connections: u32,
+    pub pool_idle: u32,
+    pub pool_max: u32,
+    pub schema_ready: bool,
+    pub draining: bool,
+}
+
+impl Metrics {
+    pub fn record(&self, route: RouteLabel, status: u16, elapsed: Duration) {
+        let r = route.index();
+        self.requests[r][status_index(status)].fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let hist = &self.latency[r];
+        let bucket = BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(BUCKETS_US.len());
+        hist.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        hist.sum_us.fetch_add(us, Ordering::Relaxed);
+        hist.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn render(&self, db: &DbSnapshot) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        out.push_str(
+            "# HELP dob_http_requests_total HTTP requests answered, by route and status.\n",
+        );
+        out.push_str("# TYPE dob_http_requests_total counter\n");
+        for route in RouteLabel::ALL {
+            for (i, status) in STATUSES.iter().enumerate() {
+                let n = self.requests[route.index()][i].load(Ordering::Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                let status = if *status == 0 {
+                    "other".to_owned()
+                } else {
+                    status.to_string()
+                };
+                let _ = writeln!(
+                    out,
+                    "dob_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                    route.as_str()
+                );
+            }
+        }
+        out.push_str("# HELP dob_http_request_duration_seconds Time from request received to response written.\n");
+        out.push_str("# TYPE dob_http_request_duration_seconds histogram\n");
+        for route in RouteLabel::ALL {
+            let hist = &self.latency[route.index()];
+            let count = hist.count.load(Ordering::Relaxed);
+            if count == 0 {
+                continue;
+            }
+            let label = route.as_str();
+            let mut cumulative = 0;
+            for (i, bound) in BUCKETS_US.iter().enumerate() {
+                cumulative += hist.buckets[i].load(Ordering::Relaxed);
+                let le = *bound as f64 / 1e6;
+                let _ = writeln!(
+                    out,
+                    "dob_http_request_duration_seconds_bucket{{route=\"{label}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            cumulative += hist.buckets[BUCKETS_US.len()].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "dob_http_request_duration_seconds_bucket{{route=\"{label}\",le=\"+Inf\"}} {cumulative}"
+            );
+            let sum = hist.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "dob_http_request_duration_seconds_sum{{route=\"{label}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "dob_http_request_duration_seconds_count{{route=\"{label}\"}} {count}"
+            );
+        }
+        let gauges: [(&str, &str, u64); 5] = [
+            (
+                "dob_db_pool_connections",
+                "Open pooled database connections.",
+                db.pool_connections.into(),
+            ),
+            (
+                "dob_db_pool_idle_connections",
+                "Idle pooled database connections.",
+                db.pool_idle.into(),
+            ),
+            (
+                "dob_db_pool_max_connections",
+                "Configured pool size.",
+                db.pool_max.into(),
+            ),
+            (
+                "dob_db_schema_ready",
+                "1 once migrations are applied (or skipped on a replica).",
+                db.schema_ready.into(),
+            ),
+            (
+                "dob_draining",
+                "1 while shutting down (readiness reports 503).",
+                db.draining.into(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        out.push_str("# HELP dob_db_role Role of the database this process talks to (1 for the current one).\n");
+        out.push_str("# TYPE dob_db_role gauge\n");
+        for role in ["primary", "replica", "unknown"] {
+            let _ = writeln!(
+                out,
+                "dob_db_role{{role=\"{role}\"}} {}",
+                u8::from(role == db.role)
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> DbSnapshot {
+        DbSnapshot {
+            role: "primary",
+            pool_connections: 4,
+            pool_idle: 3,
+            pool_max: 8,
+            schema_ready: true,
+            draining: false,
+        }
+    }
+
+    #[test]
+    fn requests_are_counted_by_route_and_status() {
+        let m = Metrics::default();
+        m.record(RouteLabel::HelloGet, 200, Duration::from_micros(300));
+        m.record(RouteLabel::HelloGet, 200, Duration::from_micros(300));
+        m.record(RouteLabel::HelloPut, 418, Duration::from_micros(300));
+        let text = m.render(&snapshot());
+        assert!(
+            text.contains("dob_http_requests_total{route=\"GET /hello\",status=\"200\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dob_http_requests_total{route=\"PUT /hello\",status=\"other\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_in_inf() {
+        let m = Metrics::default();
+        m.record(RouteLabel::Healthz, 200, Duration::from_micros(90));
+        m.record(RouteLabel::Healthz, 200, Duration::from_millis(3));
+        m.record(RouteLabel::Healthz, 200, Duration::from_secs(60));
+        let text = m.render(&snapshot());
+        assert!(
+            text.contains("route=\"/healthz\",le=\"0.0001\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("route=\"/healthz\",le=\"0.005\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("route=\"/healthz\",le=\"5\"} 2\n"), "{text}");
+        assert!(
+            text.contains("route=\"/healthz\",le=\"+Inf\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("dob_http_request_duration_seconds_count{route=\"/healthz\"} 3\n"));
+    }
+
+    #[test]
+    fn the_database_role_is_one_hot() {
+        let text = Metrics::default().render(&snapshot());
+        assert!(text.contains("dob_db_role{role=\"primary\"} 1\n"));
+        assert!(text.contains("dob_db_role{role=\"replica\"} 0\n"));
+        assert!(text.contains("dob_db_pool_max_connections 8\n"));
+    }
+}

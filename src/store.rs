@@ -1,0 +1,440 @@
+//! The API's PostgreSQL side: a pool of connections and the two queries it needs.
+//!
+//! The pool hands out [`Conn`]s, which remember whether their server is a replica and
+//! keep their prepared statements. A connection is discarded, never reused, when it
+//! fails at the connection level or reports a read-only transaction on a server it
+//! believed writable: with a multi-host `target_session_attrs=read-write` URL the next
+//! connection then goes to whichever host is the primary now, which is how the API
+//! follows a promotion without a restart.
+//!
+//! Every wait is bounded: connecting (`connect_timeout`), waiting for a pooled
+//! connection (`pool_timeout`), unacknowledged writes to a dead host
+//! (`tcp_user_timeout`) and statements (`statement_timeout`). So while the database is
+//! down, requests fail fast and the pool reconnects by itself when it returns.
+
+use crate::config::ApiConfig;
+use crate::migrate;
+use crate::{Error, Result};
+use jiff::civil::Date;
+use postgres::error::SqlState;
+use postgres::{Client, NoTls, Statement};
+use r2d2_postgres::PostgresConnectionManager;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const GET_SQL: &str = "SELECT date_of_birth FROM users WHERE username = $1";
+const UPSERT_SQL: &str = "INSERT INTO users (username, date_of_birth) VALUES ($1, $2) \
+     ON CONFLICT (username) DO UPDATE SET date_of_birth = EXCLUDED.date_of_birth, updated_at = now()";
+
+/// What the database this process talks to currently is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Unknown,
+    Primary,
+    Replica,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Unknown => "unknown",
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }
+    }
+
+    fn from_recovery(in_recovery: bool) -> Role {
+        if in_recovery {
+            Role::Replica
+        } else {
+            Role::Primary
+        }
+    }
+
+    fn from_u8(value: u8) -> Role {
+        match value {
+            1 => Role::Primary,
+            2 => Role::Replica,
+            _ => Role::Unknown,
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Role::Unknown => 0,
+            Role::Primary => 1,
+            Role::Replica => 2,
+        }
+    }
+}
+
+/// Why a store operation did not complete. Each maps to one HTTP answer.
+#[derive(Debug)]
+pub enum StoreError {
+    /// No working connection within the time allowed: the database is down, unreachable
+    /// or overloaded. Retrying later may succeed.
+    Unavailable,
+    /// The database is a replica (or otherwise read-only): reads work, writes cannot.
+    ReadOnly,
+    /// The schema has not been migrated yet (the database has not been reachable since
+    /// start).
+    NotReady,
+    /// A query failed for a reason retrying will not fix. A bug or an operator change.
+    Internal(postgres::Error),
+}
+
+/// One pooled connection.
+pub struct Conn {
+    client: Client,
+    in_recovery: bool,
+    get_stmt: Option<Statement>,
+    upsert_stmt: Option<Statement>,
+    /// Set when this connection must not go back into the pool.
+    broken: bool,
+}
+
+impl Conn {
+    fn statement(&mut self, which: Query) -> std::result::Result<Statement, postgres::Error> {
+        let (slot, sql) = match which {
+            Query::Get => (&mut self.get_stmt, GET_SQL),
+            Query::Upsert => (&mut self.upsert_stmt, UPSERT_SQL),
+        };
+        if let Some(stmt) = slot {
+            return Ok(stmt.clone());
+        }
+        let stmt = self.client.prepare(sql)?;
+        *slot = Some(stmt.clone());
+        Ok(stmt)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Query {
+    Get,
+    Upsert,
+}
+
+/// r2d2 manager: `r2d2_postgres` connects; this wrapper learns the server's role and
+/// lets a connection be marked broken so the pool drops it.
+pub struct Manager {
+    inner: PostgresConnectionManager<NoTls>,
+    role: Arc<AtomicU8>,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> std::result::Result<Conn, postgres::Error> {
+        let mut client = self.inner.connect()?;
+        let in_recovery: bool = client.query_one("SELECT pg_is_in_recovery()", &[])?.get(0);
+        self.role
+            .store(Role::from_recovery(in_recovery).to_u8(), Ordering::Relaxed);
+        Ok(Conn {
+            client,
+            in_recovery,
+            get_stmt: None,
+            upsert_stmt: None,
+            broken: false,
+        })
+    }
+
+    fn is_valid(&self, conn: &mut Conn) -> std::result::Result<(), postgres::Error> {
+        conn.client.simple_query("").map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.broken || conn.client.is_closed()
+    }
+}
+
+/// Logs pool connection failures, at most once every few seconds: while the database
+/// is down r2d2 retries constantly and one line per attempt would flood the journal.
+struct RateLimitedErrorLog {
+    last_logged_secs: AtomicU64,
+    started: Instant,
+}
+
+impl r2d2::HandleError<postgres::Error> for RateLimitedErrorLog {
+    fn handle_error(&self, error: postgres::Error) {
+        let now = self.started.elapsed().as_secs() + 1;
+        let last = self.last_logged_secs.load(Ordering::Relaxed);
+        if now >= last + 5
+            && self
+                .last_logged_secs
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log::warn!("database connection failed: {}", error_chain(&error));
+        }
+    }
+}
+
+impl std::fmt::Debug for RateLimitedErrorLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RateLimitedErrorLog")
+    }
+}
+
+pub struct Store {
+    pool: r2d2::Pool<Manager>,
+    pg_config: postgres::Config,
+    role: Arc<AtomicU8>,
+    schema_ready: AtomicBool,
+    pool_timeout: Duration,
+}
+
+impl Store {
+    /// Builds the pool without connecting: the API starts (and answers `/healthz`)
+    /// even while the database is down.
+    pub fn new(config: &ApiConfig) -> Result<Store> {
+        let pg_config = connection_config(config)?;
+        let role = Arc::new(AtomicU8::new(Role::Unknown.to_u8()));
+        let manager = Manager {
+            inner: PostgresConnectionManager::new(pg_config.clone(), NoTls),
+            role: Arc::clone(&role),
+        };
+        let pool = r2d2::Pool::builder()
+            .max_size(config.pool_size)
+            .connection_timeout(config.pool_timeout)
+            // A round trip per checkout would halve throughput; a dead connection is
+            // instead detected by the query that uses it and retried (see `with_conn`).
+            .test_on_check_out(false)
+            .error_handler(Box::new(RateLimitedErrorLog {
+                last_logged_secs: AtomicU64::new(0),
+                started: Instant::now(),
+            }))
+            .build_unchecked(manager);
+        Ok(Store {
+            pool,
+            pg_config,
+            role,
+            schema_ready: AtomicBool::new(false),
+            pool_timeout: config.pool_timeout,
+        })
+    }
+
+    /// Applies migrations, retrying with backoff until it succeeds or `stop` is set.
+    /// Runs on its own thread at start; requests answer 503 until it is done.
+    pub fn migrate_until_done(&self, stop: &AtomicBool) {
+        let mut delay = Duration::from_millis(100);
+        while !stop.load(Ordering::Relaxed) {
+            match self.migrate_once() {
+                Ok(outcome) => {
+                    log::info!("database schema ready ({outcome:?})");
+                    self.schema_ready.store(true, Ordering::Release);
+                    return;
+                }
+                Err(err) => {
+                    log::warn!(
+                        "migrations not applied yet, retrying in {delay:?}: {}",
+                        err.chain()
+                    );
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn migrate_once(&self) -> Result<migrate::Outcome> {
+        let mut client = self
+            .pg_config
+            .connect(NoTls)
+            .map_err(|e| Error::db("connecting to run migrations", e))?;
+        migrate::run(&mut client)
+    }
+
+    pub fn schema_ready(&self) -> bool {
+        self.schema_ready.load(Ordering::Acquire)
+    }
+
+    /// The role last seen on any connection.
+    pub fn role(&self) -> Role {
+        Role::from_u8(self.role.load(Ordering::Relaxed))
+    }
+
+    pub fn pool_state(&self) -> (u32, u32, u32) {
+        let state = self.pool.state();
+        (
+            state.connections,
+            state.idle_connections,
+            self.pool.max_size(),
+        )
+    }
+
+    pub fn get_date_of_birth(
+        &self,
+        username: &str,
+    ) -> std::result::Result<Option<Date>, StoreError> {
+        self.with_conn(|conn| {
+            let stmt = conn.statement(Query::Get)?;
+            let row = conn.client.query_opt(&stmt, &[&username])?;
+            Ok(row.map(|row| row.get::<_, Date>(0)))
+        })
+    }
+
+    /// One statement, so concurrent PUTs of the same user never duplicate it.
+    pub fn upsert_date_of_birth(
+        &self,
+        username: &str,
+        dob: Date,
+    ) -> std::result::Result<(), StoreError> {
+        self.with_conn(|conn| {
+            let stmt = conn.statement(Query::Upsert)?;
+            conn.client.execute(&stmt, &[&username, &dob])?;
+            if conn.in_recovery {
+                // The write worked, so this server has been promoted since we connected.
+                conn.in_recovery = false;
+            }
+            Ok(())
+        })
+        .inspect(|()| self.role.store(Role::Primary.to_u8(), Ordering::Relaxed))
+    }
+
+    /// Readiness: the database answers a query now. Returns its role.
+    pub fn check_ready(&self) -> std::result::Result<Role, StoreError> {
+        if !self.schema_ready() {
+            return Err(StoreError::NotReady);
+        }
+        let role = self.with_conn(|conn| {
+            let in_recovery: bool = conn
+                .client
+                .query_one("SELECT pg_is_in_recovery()", &[])?
+                .get(0);
+            conn.in_recovery = in_recovery;
+            Ok(Role::from_recovery(in_recovery))
+        })?;
+        self.role.store(role.to_u8(), Ordering::Relaxed);
+        Ok(role)
+    }
+
+    /// Runs `op` on a pooled connection. A connection-level failure, or a read-only
+    /// error on a connection believed writable, discards that connection and tries
+    /// again on another (both operations are idempotent), all within `pool_timeout`.
+    fn with_conn<T>(
+        &self,
+        mut op: impl FnMut(&mut Conn) -> std::result::Result<T, postgres::Error>,
+    ) -> std::result::Result<T, StoreError> {
+        if !self.schema_ready() {
+            return Err(StoreError::NotReady);
+        }
+        let deadline = Instant::now() + self.pool_timeout;
+        let mut last = StoreError::Unavailable;
+        // After a database restart every pooled connection is dead, and each fails
+        // at once; trying them all within the deadline means no request sees a 503.
+        for _attempt in 0..=self.pool.max_size() {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let Ok(mut conn) = self
+                .pool
+                .get_timeout(remaining.max(Duration::from_millis(1)))
+            else {
+                return Err(last);
+            };
+            let err = match op(&mut conn) {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            match classify(&err) {
+                Failure::ReadOnly if conn.in_recovery => {
+                    // A known replica: the connection is fine for reads, keep it.
+                    self.role.store(Role::Replica.to_u8(), Ordering::Relaxed);
+                    return Err(StoreError::ReadOnly);
+                }
+                Failure::ReadOnly => {
+                    conn.broken = true;
+                    last = StoreError::ReadOnly;
+                }
+                Failure::Connection => {
+                    conn.broken = true;
+                    last = StoreError::Unavailable;
+                }
+                Failure::Busy => return Err(StoreError::Unavailable),
+                Failure::Other => {
+                    conn.broken = true;
+                    return Err(StoreError::Internal(err));
+                }
+            }
+            log::debug!(
+                "retrying on another connection after: {}",
+                error_chain(&err)
+            );
+        }
+        Err(last)
+    }
+}
+
+enum Failure {
+    /// The connection is unusable (closed, reset, server shutting down).
+    Connection,
+    /// The server refused a write because it is read-only.
+    ReadOnly,
+    /// The server is alive but overloaded or cancelled the statement; keep the
+    /// connection, do not retry now.
+    Busy,
+    Other,
+}
+
+fn classify(err: &postgres::Error) -> Failure {
+    let Some(code) = err.code() else {
+        // No SQLSTATE: an I/O or protocol failure on this connection.
+        return Failure::Connection;
+    };
+    if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+        Failure::ReadOnly
+    } else if code.code().starts_with("08")
+        || *code == SqlState::ADMIN_SHUTDOWN
+        || *code == SqlState::CRASH_SHUTDOWN
+        || *code == SqlState::CANNOT_CONNECT_NOW
+        || *code == SqlState::IDLE_SESSION_TIMEOUT
+    {
+        Failure::Connection
+    } else if *code == SqlState::QUERY_CANCELED || *code == SqlState::TOO_MANY_CONNECTIONS {
+        Failure::Busy
+    } else {
+        Failure::Other
+    }
+}
+
+/// The PostgreSQL client configuration: the URL plus the timeouts the API relies on,
+/// unless the URL sets its own.
+fn connection_config(config: &ApiConfig) -> Result<postgres::Config> {
+    let mut pg: postgres::Config = config.database_url.parse().map_err(|e| {
+        Error::config(
+            "DOB_DATABASE_URL",
+            format!("is not a valid PostgreSQL URL: {e}"),
+        )
+    })?;
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(config.connect_timeout);
+    }
+    if pg.get_application_name().is_none() {
+        pg.application_name("dob-api");
+    }
+    // A host that vanished (instance lost, AZ partition) would otherwise hold a request
+    // until TCP gives up, minutes later.
+    pg.tcp_user_timeout(config.statement_timeout + Duration::from_secs(1));
+    pg.keepalives(true).keepalives_idle(Duration::from_secs(30));
+    let statement_timeout = format!(
+        "-c statement_timeout={}",
+        config.statement_timeout.as_millis()
+    );
+    let options = match pg.get_options() {
+        Some(existing) if !existing.is_empty() => format!("{existing} {statement_timeout}"),
+        _ => statement_timeout,
+    };
+    pg.options(&options);
+    Ok(pg)
+}
+
+fn error_chain(err: &postgres::Error) -> String {
+    let mut out = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(inner) = cause {
+        out.push_str(": ");
+        out.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    out
+}

@@ -1,0 +1,187 @@
+//! The real `dob-api` binary: signals, socket activation, logs.
+
+use crate::helpers::{fresh_database, send, shared_pg, wait_until, HttpResponse};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dob-api");
+
+fn api_command(database_url: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("DOB_DATABASE_URL", database_url)
+        .env("DOB_WORKERS", "4")
+        .env("DOB_POOL_SIZE", "4")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn wait_ready(addr: SocketAddr, child: &mut Child) {
+    wait_until(Duration::from_secs(20), "dob-api to become ready", || {
+        assert!(child.try_wait().unwrap().is_none(), "dob-api exited early");
+        TcpStream::connect(addr).is_ok() && send(addr, "GET", "/readyz", &[], None).status == 200
+    });
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("dob-api did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut text = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    text
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: signalling our own, not yet reaped, child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+}
+
+#[test]
+fn sigterm_turns_readiness_503_finishes_in_flight_requests_then_exits_0() {
+    let pg = shared_pg();
+    let url = pg.url(&fresh_database(pg));
+    let port = dob::pg::free_port().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = api_command(&url)
+        .env("DOB_LISTEN", addr.to_string())
+        .env("DOB_DRAIN_SECONDS", "2")
+        .spawn()
+        .unwrap();
+    wait_ready(addr, &mut child);
+
+    // An in-flight request: headers sent, body still to come.
+    let body = br#"{"dateOfBirth":"1977-07-17"}"#;
+    let mut in_flight = TcpStream::connect(addr).unwrap();
+    write!(
+        in_flight,
+        "PUT /hello/Sam HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    sigterm(&child);
+    wait_until(Duration::from_secs(2), "readiness to turn 503", || {
+        send(addr, "GET", "/readyz", &[], None).status == 503
+    });
+    assert_eq!(
+        send(addr, "GET", "/healthz", &[], None).status,
+        200,
+        "still serving while draining"
+    );
+
+    in_flight.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    in_flight.read_to_end(&mut raw).unwrap();
+    let response = crate::helpers::parse_response(&raw);
+    assert_eq!(response.status, 204, "{response:?}");
+
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    let logs = stderr_of(&mut child);
+    assert!(
+        logs.contains("PUT /hello/Sam 204"),
+        "no request log line in:\n{logs}"
+    );
+    assert!(
+        !logs.contains("1977-07-17"),
+        "the request body leaked into the logs:\n{logs}"
+    );
+}
+
+#[test]
+fn a_socket_passed_by_systemd_is_used_instead_of_binding() {
+    let pg = shared_pg();
+    let url = pg.url(&fresh_database(pg));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // DOB_LISTEN names an address that is already taken: binding it would fail.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fd = listener.as_raw_fd();
+
+    // `exec` keeps the pid, so LISTEN_PID=$$ names dob-api, as systemd's would.
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!("LISTEN_PID=$$ LISTEN_FDS=1 exec {BIN}"));
+    let base = api_command(&url);
+    cmd.envs(base.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("DOB_LISTEN", taken.local_addr().unwrap().to_string())
+        .env("DOB_DRAIN_SECONDS", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: dup2 and fcntl are async-signal-safe. dup2 gives a new fd 3 without
+    // close-on-exec; when the listener already is fd 3, dup2 is a no-op and the flag
+    // must be cleared by hand.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    wait_ready(addr, &mut child);
+    drop(listener);
+
+    let put = send(
+        addr,
+        "PUT",
+        "/hello/Tess",
+        &[("Content-Type", "application/json")],
+        Some(br#"{"dateOfBirth":"1966-06-16"}"#),
+    );
+    assert_eq!(put.status, 204);
+    let get: HttpResponse = send(addr, "GET", "/hello/Tess", &[], None);
+    assert_eq!(get.status, 200);
+
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+    let logs = stderr_of(&mut child);
+    assert!(logs.contains("socket from systemd"), "{logs}");
+}
+
+#[test]
+fn bad_configuration_exits_non_zero_with_a_clear_message() {
+    let output = api_command("postgresql://h:notaport/db").output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("DOB_DATABASE_URL"), "{stderr}");
+
+    let output = Command::new(BIN).env_clear().output().unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("DOB_DATABASE_URL is required")
+            || String::from_utf8_lossy(&output.stderr).contains("DOB_DATABASE_URL: is required")
+    );
+}

@@ -1,0 +1,150 @@
+//! The database going away, coming back, turning read-only, and multi-host URLs.
+
+use crate::helpers::{fresh_database, shared_pg, wait_until, TestApp};
+use dob::pg::{free_port, LocalServer};
+use std::time::{Duration, Instant};
+
+#[test]
+fn requests_answer_503_quickly_while_the_database_is_down_and_recover_by_themselves() {
+    let mut pg = LocalServer::start_fresh().unwrap();
+    pg.create_database("dob").unwrap();
+    let app = TestApp::spawn_with(&pg.url("dob"), &[("DOB_POOL_TIMEOUT_MS", "500")]);
+    assert_eq!(app.put_dob("Mia", "1991-01-01").status, 204);
+
+    pg.stop().unwrap();
+    for path in ["/hello/Mia", "/readyz"] {
+        let started = Instant::now();
+        let response = app.get(path);
+        assert_eq!(response.status, 503, "{path}: {response:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+    }
+    let put = app.put_dob("Mia", "1992-02-02");
+    put.assert_error(503);
+    assert!(put.header("Retry-After").is_some());
+    assert_eq!(
+        app.get("/healthz").status,
+        200,
+        "liveness does not depend on the database"
+    );
+
+    pg.start().unwrap();
+    wait_until(Duration::from_secs(15), "GET to work again", || {
+        app.get("/hello/Mia").status == 200
+    });
+    assert_eq!(app.put_dob("Mia", "1992-02-02").status, 204);
+}
+
+#[test]
+fn the_api_starts_while_the_database_is_down_and_migrates_once_it_is_up() {
+    let mut pg = LocalServer::start_fresh().unwrap();
+    pg.create_database("dob").unwrap();
+    pg.stop().unwrap();
+    let app = TestApp::spawn_unready(&pg.url("dob"), &[]);
+    assert_eq!(app.get("/healthz").status, 200);
+    app.get("/readyz").assert_error(503);
+    app.get("/hello/Nia").assert_error(503);
+    pg.start().unwrap();
+    app.wait_ready();
+    assert_eq!(app.put_dob("Nia", "1993-03-03").status, 204);
+}
+
+#[test]
+fn a_multi_host_url_skips_a_dead_host_and_finds_the_writable_one() {
+    let pg = shared_pg();
+    let db = fresh_database(pg);
+    let dead = free_port().unwrap();
+    let url = format!(
+        "postgresql://postgres@127.0.0.1:{dead},127.0.0.1:{}/{db}?target_session_attrs=read-write",
+        pg.port()
+    );
+    let app = TestApp::spawn_with(&url, &[]);
+    assert_eq!(app.put_dob("Omar", "1994-04-04").status, 204);
+    assert_eq!(app.get("/hello/Omar").status, 200);
+}
+
+#[test]
+fn concurrent_starts_apply_migrations_once() {
+    let pg = shared_pg();
+    let url = pg.url(&fresh_database(pg));
+    let apps: Vec<TestApp> = (0..4).map(|_| TestApp::spawn_unready(&url, &[])).collect();
+    for app in &apps {
+        app.wait_ready();
+    }
+    let versions: i64 = apps[0]
+        .sql()
+        .query_one("SELECT count(*) FROM schema_migrations", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(versions as usize, dob::migrate::MIGRATIONS.len());
+}
+
+#[test]
+fn read_only_connections_are_discarded_so_writes_resume_when_the_server_is_writable() {
+    let pg = shared_pg();
+    let db = fresh_database(pg);
+    let app = TestApp::spawn_with(&pg.url(&db), &[]);
+    assert_eq!(app.put_dob("Pia", "1995-05-05").status, 204);
+
+    // New sessions start read-only; the pooled ones are recycled after a refusal.
+    let mut admin = pg.connect("postgres").unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {db} SET default_transaction_read_only = on"
+        ))
+        .unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&db],
+        )
+        .unwrap();
+    let refused = app.put_dob("Pia", "1996-06-06");
+    let error = refused.assert_error(503);
+    assert!(error.contains("read-only"), "{error}");
+    assert_eq!(refused.header("Retry-After"), Some("30"));
+    assert_eq!(app.get("/hello/Pia").status, 200, "reads still work");
+
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {db} RESET default_transaction_read_only"
+        ))
+        .unwrap();
+    wait_until(Duration::from_secs(10), "writes to resume", || {
+        app.put_dob("Pia", "1996-06-06").status == 204
+    });
+}
+
+#[test]
+fn with_target_session_attrs_read_write_a_read_only_server_is_not_used_for_anything() {
+    let pg = shared_pg();
+    let db = fresh_database(pg);
+    let url = format!("{}?target_session_attrs=read-write", pg.url(&db));
+    let app = TestApp::spawn_with(&url, &[("DOB_POOL_TIMEOUT_MS", "500")]);
+    let mut admin = pg.connect("postgres").unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {db} SET default_transaction_read_only = on"
+        ))
+        .unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&db],
+        )
+        .unwrap();
+    wait_until(Duration::from_secs(10), "PUT to be refused", || {
+        app.put_dob("Quin", "1997-07-07").status == 503
+    });
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {db} RESET default_transaction_read_only"
+        ))
+        .unwrap();
+    wait_until(Duration::from_secs(10), "writes to resume", || {
+        app.put_dob("Quin", "1997-07-07").status == 204
+    });
+}
