@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# Benchmark: dob-api against the database it sits on, in one run on this machine.
+#
+#   bench/api.sh          (or: make bench)
+#
+# Starts its own PostgreSQL cluster (temporary data directory, free loopback port) and a
+# release build of dob-api on a free loopback port, seeds 10,000 users with SQL, then
+# measures, each for BENCH_DURATION seconds with BENCH_CONNECTIONS connections:
+#   API GET         wrk GET /hello/<random seeded user>
+#   API PUT         wrk PUT /hello/<random seeded user> with a JSON body
+#   pgbench lookup  the same primary-key lookup straight in SQL (pgbench -M prepared)
+# and prints req/s, p50 and p99 for each, the API GET / pgbench ratio, and dob-api's
+# memory (VmRSS, VmHWM). Fails when a wrk run saw a response status >= 400.
+# Everything it starts is stopped and its temporary directory deleted on exit.
+#
+# Environment: BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (default 32),
+# BENCH_THREADS (wrk/pgbench threads, default 2), BENCH_WARMUP (s of unmeasured GET
+# load first, default 2; 0 skips it), BENCH_OUT (where the report and raw outputs are
+# kept, default bench/out), BENCH_KEEP=1 (keep the temporary directory, with the
+# server logs), DOB_WORKERS and DOB_POOL_SIZE (passed to dob-api),
+# DOB_SKIP_BUILD=1 (use the existing target/release/dob-api).
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+DOB_LOG_TAG=bench
+
+DURATION="${BENCH_DURATION:-10}"
+CONNECTIONS="${BENCH_CONNECTIONS:-32}"
+THREADS="${BENCH_THREADS:-2}"
+WARMUP="${BENCH_WARMUP:-2}"
+USERS=10000
+BENCH_DIR="$DOB_ROOT/bench"
+OUT_ROOT="$(abs_path "${BENCH_OUT:-$BENCH_DIR/out}")"
+for v in DURATION CONNECTIONS THREADS WARMUP; do
+	[[ "${!v}" =~ ^[0-9]+$ ]] || dob_die "BENCH_$v must be a whole number, got '${!v}'"
+done
+((DURATION > 0 && CONNECTIONS > 0 && THREADS > 0)) || dob_die "duration, connections and threads must be > 0"
+((CONNECTIONS >= THREADS)) || dob_die "BENCH_CONNECTIONS must be >= BENCH_THREADS"
+# Upper bound for one load run (wrk, pgbench), beyond its own -d/-T.
+RUN_LIMIT=$((DURATION + 60))
+
+"$DOB_ROOT/scripts/install-deps.sh" bench
+if [[ "${DOB_SKIP_BUILD:-0}" == 1 ]]; then
+	API_BIN="${CARGO_TARGET_DIR:-$DOB_ROOT/target}/release/dob-api"
+else
+	API_BIN="$(dob_build_api)"
+fi
+[[ -x "$API_BIN" ]] || dob_die "$API_BIN not found"
+PGBENCH="$(pg_cmd pgbench)"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/dob-bench.XXXXXX")"
+chmod 755 "$WORK" # the postgres user must reach its data directory inside
+PGDATA_DIR="$WORK/pg"
+API_PID=""
+LOAD_PID=""
+
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup() {
+	local status=$?
+	set +e
+	trap '' INT TERM PIPE
+	if [[ -n "$LOAD_PID" ]]; then
+		stop_pid "$LOAD_PID" 15
+	fi
+	if [[ -n "$API_PID" ]]; then
+		stop_pid "$API_PID" 15
+	fi
+	pg_stop "$PGDATA_DIR" || true
+	if [[ "${BENCH_KEEP:-0}" == 1 ]]; then
+		dob_log "kept $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+PG_PORT="$(free_port)"
+MAX_CONNECTIONS=$((CONNECTIONS + ${DOB_POOL_SIZE:-32} + 20))
+((MAX_CONNECTIONS >= 100)) || MAX_CONNECTIONS=100
+dob_log "PostgreSQL in $PGDATA_DIR on 127.0.0.1:$PG_PORT"
+pg_init "$PGDATA_DIR" "$PG_PORT" "max_connections=$MAX_CONNECTIONS"
+pg_start "$PGDATA_DIR" "$WORK/postgresql.log"
+pg_create_db "$PG_PORT" dob
+
+# --- dob-api ------------------------------------------------------------------------------
+
+API_PORT="$(free_port "$PG_PORT")"
+API="http://127.0.0.1:$API_PORT"
+dob_log "dob-api on $API (workers ${DOB_WORKERS:-default}, pool ${DOB_POOL_SIZE:-default})"
+DOB_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/dob" \
+	DOB_LISTEN="127.0.0.1:$API_PORT" RUST_LOG=info DOB_DRAIN_SECONDS=0 \
+	"$API_BIN" 2>"$WORK/dob-api.log" &
+API_PID=$!
+if ! wait_http_ok "$API/readyz" 60 "$API_PID"; then
+	tail -n 20 "$WORK/dob-api.log" >&2 || true
+	exit 1
+fi
+
+# --- seed -------------------------------------------------------------------------------
+
+dob_log "seeding $USERS users"
+pg_psql "$PG_PORT" -d dob <<SQL
+INSERT INTO users (username, date_of_birth)
+SELECT 'u' || translate(i::text, '0123456789', 'abcdefghij'),
+       current_date - (1 + floor(random() * 36500))::int
+FROM generate_series(1, $USERS) AS i
+ON CONFLICT (username) DO NOTHING;
+VACUUM ANALYZE users;
+SQL
+seeded="$(pg_psql "$PG_PORT" -d dob -tAc "SELECT count(*) FROM users WHERE username ~ '^u[a-j]+\$'")"
+[[ "$seeded" -ge "$USERS" ]] || dob_die "expected $USERS seeded users, found $seeded"
+
+# One request of each kind by hand: the name scheme and the API agree.
+status="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$API/hello/ub")"
+[[ "$status" == 200 ]] || dob_die "GET /hello/ub answered $status, expected 200"
+status="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X PUT \
+	-H 'Content-Type: application/json' -d '{"dateOfBirth":"1990-01-02"}' "$API/hello/ub")"
+[[ "$status" == 204 ]] || dob_die "PUT /hello/ub answered $status, expected 204"
+
+# --- load -------------------------------------------------------------------------------
+
+# run_load OUTFILE CMD...: run one load generator, bounded by RUN_LIMIT seconds, output
+# to OUTFILE. In the background, so that a signal stops the benchmark at once (the
+# clean-up stops the generator too).
+run_load() {
+	local out="$1" status=0
+	shift
+	timeout --kill-after=10 "$RUN_LIMIT" "$@" >"$out" 2>&1 &
+	LOAD_PID=$!
+	wait "$LOAD_PID" || status=$?
+	LOAD_PID=""
+	if ((status != 0)); then
+		cat "$out" >&2
+		dob_die "$1 failed (status $status)"
+	fi
+}
+
+run_wrk() { # METHOD DURATION OUTFILE
+	BENCH_METHOD="$1" BENCH_USERS="$USERS" run_load "$3" \
+		wrk --threads "$THREADS" --connections "$CONNECTIONS" --duration "${2}s" \
+		--latency --script "$BENCH_DIR/hello.lua" "$API"
+}
+
+if ((WARMUP > 0)); then
+	dob_log "warm-up: GET for ${WARMUP}s (not measured)"
+	run_wrk GET "$WARMUP" "$WORK/wrk-warmup.txt"
+fi
+dob_log "API GET: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s"
+run_wrk GET "$DURATION" "$WORK/wrk-get.txt"
+dob_log "API PUT: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s"
+run_wrk PUT "$DURATION" "$WORK/wrk-put.txt"
+
+dob_log "pgbench lookup: -M prepared -c$CONNECTIONS -j$THREADS -T$DURATION"
+mkdir -p "$WORK/pgbench-log"
+# --log-prefix is a path: the per-transaction logs go to tx.PID and tx.PID.THREAD there.
+run_load "$WORK/pgbench.txt" \
+	"$PGBENCH" --no-vacuum --protocol=prepared --client="$CONNECTIONS" --jobs="$THREADS" \
+	--time="$DURATION" --file="$BENCH_DIR/lookup.sql" --log \
+	--log-prefix="$WORK/pgbench-log/tx" \
+	--host=127.0.0.1 --port="$PG_PORT" --username=postgres dob
+
+# dob-api's memory after all the load.
+kill -0 "$API_PID" 2>/dev/null || dob_die "dob-api died during the benchmark"
+vm_rss="$(awk '/^VmRSS:/ {print $2 " " $3}' "/proc/$API_PID/status")"
+vm_hwm="$(awk '/^VmHWM:/ {print $2 " " $3}' "/proc/$API_PID/status")"
+
+# --- report -----------------------------------------------------------------------------
+
+# wrk_field FILE NAME: a value from the BENCH_RESULT line hello.lua's done() printed.
+wrk_field() {
+	sed -n 's/^BENCH_RESULT .*\b'"$2"'=\([0-9]*\).*/\1/p' "$1"
+}
+# wrk_rps FILE: requests per second.
+wrk_rps() {
+	awk -v n="$(wrk_field "$1" requests)" -v us="$(wrk_field "$1" duration_us)" \
+		'BEGIN { printf "%.1f", n / (us / 1e6) }'
+}
+us_to_ms() {
+	awk -v us="$1" 'BEGIN { printf "%.3f", us / 1000 }'
+}
+
+for f in "$WORK/wrk-get.txt" "$WORK/wrk-put.txt"; do
+	grep -q '^BENCH_RESULT ' "$f" || {
+		cat "$f" >&2
+		dob_die "no result line in $f"
+	}
+done
+
+get_rps="$(wrk_rps "$WORK/wrk-get.txt")"
+put_rps="$(wrk_rps "$WORK/wrk-put.txt")"
+pg_tps="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$WORK/pgbench.txt")"
+[[ -n "$pg_tps" ]] || pg_tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/pgbench.txt" | tail -n 1)"
+pg_failed="$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$WORK/pgbench.txt")"
+pg_avg_ms="$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$WORK/pgbench.txt")"
+
+# Exact pgbench percentiles from the per-transaction log (3rd field: latency in us).
+read -r pg_count pg_p50 pg_p99 < <(
+	cat "$WORK"/pgbench-log/tx.* | awk '{ print $3 }' | sort -n |
+		awk '{ v[NR] = $1 } END {
+			if (NR == 0) { print 0, 0, 0; exit }
+			i50 = int(NR * 0.50); if (i50 < NR * 0.50) i50++
+			i99 = int(NR * 0.99); if (i99 < NR * 0.99) i99++
+			print NR, v[i50], v[i99]
+		}'
+)
+((pg_count > 0)) || dob_die "pgbench logged no transactions"
+
+ratio="$(awk -v a="$get_rps" -v b="$pg_tps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }')"
+
+errors_line() { # LABEL FILE
+	printf '  %-8s non-2xx %s, socket errors: connect %s, read %s, write %s, timeout %s\n' \
+		"$1" "$(wrk_field "$2" non2xx)" "$(wrk_field "$2" connect)" "$(wrk_field "$2" read)" \
+		"$(wrk_field "$2" write)" "$(wrk_field "$2" timeout)"
+}
+
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+OUT_DIR="$OUT_ROOT/$stamp"
+mkdir -p "$OUT_DIR"
+report="$OUT_DIR/summary.txt"
+{
+	printf 'dob bench %s: %s cores, %ss per run, %s connections, %s threads, %s users\n' \
+		"$stamp" "$(nproc)" "$DURATION" "$CONNECTIONS" "$THREADS" "$USERS"
+	printf 'dob-api: DOB_WORKERS=%s DOB_POOL_SIZE=%s; %s\n' "${DOB_WORKERS:-default}" \
+		"${DOB_POOL_SIZE:-default}" "$("$PGBENCH" --version)"
+	printf '\n%-16s %12s %10s %10s\n' "" "req/s" "p50 ms" "p99 ms"
+	printf '%-16s %12s %10s %10s\n' "API GET" "$get_rps" \
+		"$(us_to_ms "$(wrk_field "$WORK/wrk-get.txt" p50_us)")" \
+		"$(us_to_ms "$(wrk_field "$WORK/wrk-get.txt" p99_us)")"
+	printf '%-16s %12s %10s %10s\n' "API PUT" "$put_rps" \
+		"$(us_to_ms "$(wrk_field "$WORK/wrk-put.txt" p50_us)")" \
+		"$(us_to_ms "$(wrk_field "$WORK/wrk-put.txt" p99_us)")"
+	printf '%-16s %12.1f %10s %10s\n' "pgbench lookup" "$pg_tps" \
+		"$(us_to_ms "$pg_p50")" "$(us_to_ms "$pg_p99")"
+	printf '\nAPI GET / pgbench lookup: %s\n' "$ratio"
+	printf 'dob-api memory after the runs: VmRSS %s, VmHWM %s\n' "$vm_rss" "$vm_hwm"
+	printf 'wrk errors:\n'
+	errors_line GET "$WORK/wrk-get.txt"
+	errors_line PUT "$WORK/wrk-put.txt"
+	printf 'pgbench: %s transactions logged, %s failed; its own "latency average" %s ms\n' \
+		"$pg_count" "${pg_failed:-n/a}" "${pg_avg_ms:-n/a}"
+	printf '(wrk latencies: from wrk; pgbench p50/p99: exact, from its per-transaction log)\n'
+} | tee "$report"
+cp "$WORK/wrk-get.txt" "$WORK/wrk-put.txt" "$WORK/pgbench.txt" "$OUT_DIR/"
+tail -n 50 "$WORK/dob-api.log" >"$OUT_DIR/dob-api.log.tail"
+dob_log "report and raw outputs in $OUT_DIR"
+
+fail=0
+for m in get put; do
+	non2xx="$(wrk_field "$WORK/wrk-$m.txt" non2xx)"
+	if [[ "$non2xx" != 0 ]]; then
+		dob_log "error: API ${m^^}: $non2xx responses with a status >= 400"
+		fail=1
+	fi
+done
+if [[ -n "$pg_failed" && "$pg_failed" != 0 ]]; then
+	dob_log "error: pgbench: $pg_failed failed transactions"
+	fail=1
+fi
+exit "$fail"

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# The local stack on loopback, in the foreground (what `make run` starts):
+#
+#   scripts/local-stack.sh [run]    install deps, build, start everything, serve until Ctrl-C
+#   scripts/local-stack.sh stop     stop whatever a killed run left behind
+#   scripts/local-stack.sh clean    stop, then delete .local/ (all local data)
+#
+# Pieces, started in order and stopped in reverse (Ctrl-C or SIGTERM):
+#   primary  PostgreSQL cluster in .local/primary on 127.0.0.1:55432, database `dob`
+#   api      dob-api (release build) on 127.0.0.1:8080, in the foreground
+# The database URL lists every PostgreSQL host with target_session_attrs=read-write, so
+# more hosts (a streaming replica) can join the list without changing dob-api.
+#
+# Environment: DOB_LOCAL_DIR (default .local), DOB_PRIMARY_PORT (default 55432, used when
+# the cluster is created), DOB_LISTEN (default 127.0.0.1:8080), RUST_LOG (default info),
+# DOB_WORKERS, DOB_POOL_SIZE, DOB_TIMEZONE (passed to dob-api), DOB_SKIP_INSTALL=1 (do
+# not run install-deps.sh), DOB_SKIP_BUILD=1 (use the existing release binary).
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+DOB_LOG_TAG=local-stack
+
+LOCAL_DIR="$(abs_path "${DOB_LOCAL_DIR:-$DOB_ROOT/.local}")"
+DB_NAME=dob
+PRIMARY_DIR="$LOCAL_DIR/primary"
+PRIMARY_PORT="${DOB_PRIMARY_PORT:-55432}"
+API_LISTEN="${DOB_LISTEN:-127.0.0.1:8080}"
+API_PIDFILE="$LOCAL_DIR/dob-api.pid"
+API_BIN="${CARGO_TARGET_DIR:-$DOB_ROOT/target}/release/dob-api"
+API_PID=""
+
+# PostgreSQL hosts (host:port) that go into DOB_DATABASE_URL, in order of preference.
+DB_HOSTS=()
+
+# --- stopping, in reverse order of starting ------------------------------------------------
+
+STOP_ACTIONS=()
+
+# defer FUNCTION: call FUNCTION (no arguments) when the script exits, last deferred first.
+defer() {
+	STOP_ACTIONS+=("$1")
+}
+
+on_exit() {
+	local status=$? i
+	# Finish the clean-up even if the terminal or a pipe reading our output is gone.
+	set +e
+	trap '' INT TERM PIPE
+	for ((i = ${#STOP_ACTIONS[@]} - 1; i >= 0; i--)); do
+		"${STOP_ACTIONS[i]}" || dob_log "warning: ${STOP_ACTIONS[i]} failed"
+	done
+	((${#STOP_ACTIONS[@]} == 0)) || dob_log "stopped"
+	exit "$status"
+}
+
+# --- primary ---------------------------------------------------------------------------
+
+start_primary() {
+	if [[ -e "$PRIMARY_DIR/PG_VERSION" ]]; then
+		local configured
+		configured="$(pg_port "$PRIMARY_DIR")"
+		if [[ -n "$configured" && "$configured" != "$PRIMARY_PORT" ]]; then
+			dob_log "note: $PRIMARY_DIR was created for port $configured; using it"
+			PRIMARY_PORT="$configured"
+		fi
+	else
+		dob_log "creating PostgreSQL cluster in $PRIMARY_DIR (port $PRIMARY_PORT)"
+		mkdir -p "$LOCAL_DIR"
+		pg_init "$PRIMARY_DIR" "$PRIMARY_PORT"
+	fi
+	if ! pg_is_running "$PRIMARY_DIR" && port_in_use "$PRIMARY_PORT"; then
+		dob_die "port $PRIMARY_PORT is taken by another program; stop it or set DOB_PRIMARY_PORT (with make clean-local)"
+	fi
+	defer stop_primary
+	pg_start "$PRIMARY_DIR" "$LOCAL_DIR/primary.log"
+	pg_create_db "$PRIMARY_PORT" "$DB_NAME"
+	DB_HOSTS+=("127.0.0.1:$PRIMARY_PORT")
+	dob_log "PostgreSQL primary on 127.0.0.1:$PRIMARY_PORT (log: $LOCAL_DIR/primary.log)"
+}
+
+stop_primary() {
+	pg_is_running "$PRIMARY_DIR" || return 0
+	dob_log "stopping PostgreSQL primary"
+	pg_stop "$PRIMARY_DIR"
+}
+
+# --- dob-api ---------------------------------------------------------------------------
+
+database_url() {
+	local hosts
+	hosts="$(IFS=,; printf '%s' "${DB_HOSTS[*]}")"
+	printf 'postgresql://postgres@%s/%s?target_session_attrs=read-write\n' "$hosts" "$DB_NAME"
+}
+
+# A dob-api left running by a run that was killed (SIGKILL skips the trap).
+stop_stale_api() {
+	local pid exe
+	[[ -f "$API_PIDFILE" ]] || return 0
+	pid="$(cat "$API_PIDFILE")"
+	exe="$(readlink "/proc/$pid/exe" 2>/dev/null || true)"
+	exe="${exe% (deleted)}" # the binary was rebuilt since
+	if [[ "$pid" =~ ^[0-9]+$ && "$exe" == "$API_BIN" ]]; then
+		dob_log "stopping dob-api $pid left by an earlier run"
+		stop_pid "$pid" 15
+	fi
+	rm -f "$API_PIDFILE"
+}
+
+start_api() {
+	local url port
+	stop_stale_api
+	port="${API_LISTEN##*:}"
+	if port_in_use "$port"; then
+		dob_die "$API_LISTEN is taken by another program; stop it or set DOB_LISTEN"
+	fi
+	url="$(database_url)"
+	dob_log "starting dob-api on $API_LISTEN with DOB_DATABASE_URL=$url"
+	DOB_DATABASE_URL="$url" DOB_LISTEN="$API_LISTEN" RUST_LOG="${RUST_LOG:-info}" \
+		DOB_DRAIN_SECONDS="${DOB_DRAIN_SECONDS:-0}" "$API_BIN" &
+	API_PID=$!
+	printf '%s\n' "$API_PID" >"$API_PIDFILE"
+	defer stop_api
+	wait_http_ok "http://$API_LISTEN/readyz" 60 "$API_PID" || exit 1
+}
+
+stop_api() {
+	[[ -n "$API_PID" ]] || return 0
+	dob_log "stopping dob-api"
+	stop_pid "$API_PID" 15
+	API_PID=""
+	rm -f "$API_PIDFILE"
+}
+
+print_examples() {
+	cat >&2 <<-MSG
+
+		  dob-api is ready on http://$API_LISTEN  (Ctrl-C stops everything)
+
+		  curl -i -X PUT http://$API_LISTEN/hello/alice \\
+		       -H 'Content-Type: application/json' -d '{"dateOfBirth": "1990-04-01"}'
+		  curl -i http://$API_LISTEN/hello/alice
+		  curl -i http://$API_LISTEN/readyz
+		  psql -h 127.0.0.1 -p $PRIMARY_PORT -U postgres $DB_NAME
+
+	MSG
+}
+
+# --- commands ----------------------------------------------------------------------------
+
+cmd_run() {
+	if [[ "${DOB_SKIP_INSTALL:-0}" != 1 ]]; then
+		"$DOB_ROOT/scripts/install-deps.sh"
+	fi
+	if [[ "${DOB_SKIP_BUILD:-0}" != 1 ]]; then
+		API_BIN="$(dob_build_api)"
+	fi
+	[[ -x "$API_BIN" ]] || dob_die "$API_BIN not found (build it: cargo build --release)"
+	mkdir -p "$LOCAL_DIR"
+
+	trap on_exit EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+
+	start_primary
+	start_api
+	print_examples
+
+	# Serve until dob-api exits or a signal arrives (the traps above stop everything).
+	local status=0
+	wait "$API_PID" || status=$?
+	API_PID=""
+	rm -f "$API_PIDFILE"
+	dob_log "dob-api exited with status $status"
+	exit "$status"
+}
+
+cmd_stop() {
+	stop_stale_api
+	stop_primary
+}
+
+cmd_clean() {
+	cmd_stop
+	dob_log "removing $LOCAL_DIR"
+	rm -rf "$LOCAL_DIR"
+}
+
+case "${1:-run}" in
+run) cmd_run ;;
+stop) cmd_stop ;;
+clean) cmd_clean ;;
+-h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" ;;
+*) dob_die "unknown command: $1 (run, stop or clean)" ;;
+esac
