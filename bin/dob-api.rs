@@ -41,7 +41,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    dob::logging::init();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -18,6 +18,8 @@ pub struct ApiConfig {
     pub workers: usize,
     /// Pooled database connections.
     pub pool_size: u32,
+    /// GET lookups running at once; more are coalesced into the next query.
+    pub lookup_concurrency: usize,
     /// What "today" means for birthdays.
     pub timezone: TimeZone,
     /// The IANA name of `timezone`, for logs.
@@ -65,7 +67,17 @@ impl ApiConfig {
 
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let workers = parse_in_range(&get, "DOB_WORKERS", (cpus * 8).clamp(8, 64), 1, 1024)?;
-        let pool_size = parse_in_range(&get, "DOB_POOL_SIZE", workers.min(32), 1, 1024)? as u32;
+        let pool_size =
+            parse_in_range(&get, "DOB_POOL_SIZE", (cpus * 4).clamp(4, 32), 1, 1024)? as u32;
+        // More statements in flight than the database has cores only queue in its
+        // kernel; waiting lookups are instead folded into the next query.
+        let lookup_concurrency = parse_in_range(
+            &get,
+            "DOB_LOOKUP_CONCURRENCY",
+            cpus.min(pool_size as usize),
+            1,
+            1024,
+        )?;
 
         let timezone_name = get("DOB_TIMEZONE").unwrap_or_else(|| "UTC".to_owned());
         let timezone = if timezone_name == "UTC" {
@@ -88,6 +100,7 @@ impl ApiConfig {
             listen,
             workers,
             pool_size,
+            lookup_concurrency,
             timezone,
             timezone_name,
             client_timeout: millis("DOB_CLIENT_TIMEOUT_MS", 10_000)?,

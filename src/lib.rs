@@ -6,6 +6,8 @@
 
 /// Days until the next birthday, and the greeting: pure date arithmetic.
 pub mod birthday;
+/// Concurrent GET lookups coalesced into one query under load.
+pub mod coalesce;
 /// Environment configuration, parsed and checked before any work starts.
 pub mod config;
 /// `Username` and `DateOfBirth`: validated domain values.
@@ -16,6 +18,8 @@ pub mod error;
 pub mod http;
 /// The listening socket: systemd socket activation or a fresh bind.
 pub mod listener;
+/// Logger set-up shared by the binaries.
+pub mod logging;
 /// Prometheus counters and histograms, rendered as text.
 pub mod metrics;
 /// Forward-only SQL migrations from `sql/`, applied under an advisory lock.

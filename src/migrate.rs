@@ -52,7 +52,9 @@ pub fn run(client: &mut Client) -> Result<Outcome> {
 fn apply_pending(client: &mut Client) -> Result<usize> {
     client
         .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
+            // Quiet the "already exists" NOTICE on every start after the first.
+            "SET client_min_messages = warning;
+             CREATE TABLE IF NOT EXISTS schema_migrations (
                  version    integer PRIMARY KEY,
                  name       text NOT NULL,
                  applied_at timestamptz NOT NULL DEFAULT now()

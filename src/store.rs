@@ -12,6 +12,7 @@
 //! (`tcp_user_timeout`) and statements (`statement_timeout`). So while the database is
 //! down, requests fail fast and the pool reconnects by itself when it returns.
 
+use crate::coalesce::Coalescer;
 use crate::config::ApiConfig;
 use crate::migrate;
 use crate::{Error, Result};
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const GET_SQL: &str = "SELECT date_of_birth FROM users WHERE username = $1";
+const GET_MANY_SQL: &str = "SELECT username, date_of_birth FROM users WHERE username = ANY($1)";
 const UPSERT_SQL: &str = "INSERT INTO users (username, date_of_birth) VALUES ($1, $2) \
      ON CONFLICT (username) DO UPDATE SET date_of_birth = EXCLUDED.date_of_birth, updated_at = now()";
 
@@ -69,8 +71,9 @@ impl Role {
     }
 }
 
-/// Why a store operation did not complete. Each maps to one HTTP answer.
-#[derive(Debug)]
+/// Why a store operation did not complete. Each maps to one HTTP answer. Cloneable:
+/// one failed coalesced lookup fails every request in its batch.
+#[derive(Debug, Clone)]
 pub enum StoreError {
     /// No working connection within the time allowed: the database is down, unreachable
     /// or overloaded. Retrying later may succeed.
@@ -81,7 +84,7 @@ pub enum StoreError {
     /// start).
     NotReady,
     /// A query failed for a reason retrying will not fix. A bug or an operator change.
-    Internal(postgres::Error),
+    Internal(Arc<postgres::Error>),
 }
 
 /// One pooled connection.
@@ -89,6 +92,7 @@ pub struct Conn {
     client: Client,
     in_recovery: bool,
     get_stmt: Option<Statement>,
+    get_many_stmt: Option<Statement>,
     upsert_stmt: Option<Statement>,
     /// Set when this connection must not go back into the pool.
     broken: bool,
@@ -98,6 +102,7 @@ impl Conn {
     fn statement(&mut self, which: Query) -> std::result::Result<Statement, postgres::Error> {
         let (slot, sql) = match which {
             Query::Get => (&mut self.get_stmt, GET_SQL),
+            Query::GetMany => (&mut self.get_many_stmt, GET_MANY_SQL),
             Query::Upsert => (&mut self.upsert_stmt, UPSERT_SQL),
         };
         if let Some(stmt) = slot {
@@ -112,6 +117,7 @@ impl Conn {
 #[derive(Clone, Copy)]
 enum Query {
     Get,
+    GetMany,
     Upsert,
 }
 
@@ -135,6 +141,7 @@ impl r2d2::ManageConnection for Manager {
             client,
             in_recovery,
             get_stmt: None,
+            get_many_stmt: None,
             upsert_stmt: None,
             broken: false,
         })
@@ -183,6 +190,7 @@ pub struct Store {
     role: Arc<AtomicU8>,
     schema_ready: AtomicBool,
     pool_timeout: Duration,
+    lookups: Coalescer<StoreError>,
 }
 
 impl Store {
@@ -212,6 +220,7 @@ impl Store {
             role,
             schema_ready: AtomicBool::new(false),
             pool_timeout: config.pool_timeout,
+            lookups: Coalescer::new(config.lookup_concurrency, StoreError::Unavailable),
         })
     }
 
@@ -264,14 +273,35 @@ impl Store {
         )
     }
 
+    /// Concurrent lookups are coalesced (see `coalesce`); a lookup that finds the
+    /// database idle runs alone as a single-row primary-key lookup.
     pub fn get_date_of_birth(
         &self,
         username: &str,
     ) -> std::result::Result<Option<Date>, StoreError> {
+        self.lookups
+            .lookup(username, |names| self.lookup_batch(names))
+    }
+
+    fn lookup_batch(&self, names: &[&str]) -> std::result::Result<Vec<Option<Date>>, StoreError> {
+        if let [name] = names {
+            return self.with_conn(|conn| {
+                let stmt = conn.statement(Query::Get)?;
+                let row = conn.client.query_opt(&stmt, &[name])?;
+                Ok(vec![row.map(|row| row.get::<_, Date>(0))])
+            });
+        }
         self.with_conn(|conn| {
-            let stmt = conn.statement(Query::Get)?;
-            let row = conn.client.query_opt(&stmt, &[&username])?;
-            Ok(row.map(|row| row.get::<_, Date>(0)))
+            let stmt = conn.statement(Query::GetMany)?;
+            let rows = conn.client.query(&stmt, &[&names])?;
+            Ok(names
+                .iter()
+                .map(|name| {
+                    rows.iter()
+                        .find(|row| row.get::<_, &str>(0) == *name)
+                        .map(|row| row.get::<_, Date>(1))
+                })
+                .collect())
         })
     }
 
@@ -353,7 +383,7 @@ impl Store {
                 Failure::Busy => return Err(StoreError::Unavailable),
                 Failure::Other => {
                     conn.broken = true;
-                    return Err(StoreError::Internal(err));
+                    return Err(StoreError::Internal(Arc::new(err)));
                 }
             }
             log::debug!(

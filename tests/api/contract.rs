@@ -312,3 +312,98 @@ fn today_follows_dob_timezone() {
         .put_dob("Lee", &ahead_today.to_string())
         .assert_error(400);
 }
+
+#[test]
+fn concurrent_gets_each_get_their_own_users_greeting() {
+    // One lookup at a time: everything else is coalesced into shared queries.
+    let pg = crate::helpers::shared_pg();
+    let url = pg.url(&crate::helpers::fresh_database(pg));
+    let app = Arc::new(TestApp::spawn_with(
+        &url,
+        &[("DOB_LOOKUP_CONCURRENCY", "1"), ("DOB_WORKERS", "16")],
+    ));
+    let today = today_utc();
+    let names: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                "user{}",
+                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
+                    .chars()
+                    .nth(i)
+                    .unwrap()
+            )
+        })
+        .collect();
+    let expected: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let birthday = today.checked_add((i as i32 + 1).days()).unwrap();
+            let dob = format!("1980-{:02}-{:02}", birthday.month(), birthday.day());
+            let dob = if dob.ends_with("02-29") {
+                "1980-02-29".to_owned()
+            } else {
+                dob
+            };
+            assert_eq!(app.put_dob(name, &dob).status, 204);
+            app.get(&format!("/hello/{name}")).json()["message"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let (names, expected) = (Arc::new(names), Arc::new(expected));
+    let threads: Vec<_> = (0..24)
+        .map(|t| {
+            let (app, names, expected) =
+                (Arc::clone(&app), Arc::clone(&names), Arc::clone(&expected));
+            std::thread::spawn(move || {
+                for k in 0..30 {
+                    let i = (t * 7 + k * 13) % names.len();
+                    let response = app.get(&format!("/hello/{}", names[i]));
+                    assert_eq!(response.status, 200);
+                    assert_eq!(response.json()["message"], expected[i].as_str());
+                }
+                // Unknown users in the same batches stay unknown.
+                app.get(&format!("/hello/nobody{}", names[t % names.len()]))
+                    .assert_error(404);
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
+#[test]
+fn a_204_carries_no_content_length_and_an_endless_header_line_is_cut_off() {
+    let app = TestApp::spawn();
+    let put = app.put_dob("Uma", "1990-01-01");
+    assert_eq!(put.status, 204);
+    assert_eq!(
+        put.header("Content-Length"),
+        None,
+        "RFC 9110: no Content-Length on 204"
+    );
+
+    let mut raw = b"GET /hello/Uma HTTP/1.1\r\nX-Long: ".to_vec();
+    raw.extend(std::iter::repeat_n(b'a', 64 * 1024));
+    // The server gives up after 16 KiB and closes; a reset is an acceptable ending too.
+    let mut stream = std::net::TcpStream::connect(app.addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let _ = std::io::Write::write_all(&mut stream, &raw);
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+    assert!(
+        !answer.starts_with(b"HTTP/1.1 2"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(
+        app.get("/hello/Uma").status,
+        200,
+        "the server is unaffected"
+    );
+}
