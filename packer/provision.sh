@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# provision.sh: turns a Debian 12 machine into a dob host image. Packer runs it on the
+# build instance (packer/dob.pkr.hcl); it is a plain script that works anywhere (CI runs
+# it in a debootstrap chroot: scripts/ci/check-ami.sh).
+#
+#   provision.sh --source DIR [--keep-apt-cache]
+#   provision.sh --list-binaries CARGO_TOML     the binaries an image must contain
+#   provision.sh --list-helpers                 the helper scripts an image must contain
+#
+# DIR is laid out as the Packer template uploads it:
+#   DIR/Cargo.toml          the package manifest: every [[bin]] target is required
+#   DIR/bin/<name>          the release binaries (target/release/<name>)
+#   DIR/lib/<helper>.sh     host helper scripts (see --list-helpers)
+#   DIR/systemd/*           the units, exactly as installed
+#   DIR/dob.env.example     the commented example of /etc/dob/dob.env
+#
+# What it installs:
+#   PostgreSQL 15 (Debian packages), cluster 15/main (port 5432) with the dob settings in
+#     /etc/postgresql/15/main/conf.d/dob.conf; cluster 15/drill (port 5433, local socket
+#     only, start.conf manual) for restore drills
+#   prometheus-node-exporter, reading textfiles from /var/lib/node_exporter/textfile_collector
+#   the system user and group dob (no login, no home)
+#   /usr/local/bin/<binaries> (0755), /usr/local/lib/dob/<helpers> (0755),
+#   /etc/systemd/system/<units> (0644), /etc/dob/ (0750 root:dob) with dob.env.example
+#
+# It enables no dob unit and starts nothing: units that read /etc/dob/dob.env are enabled
+# by user data after it writes that file (an enabled dob-api.socket would start dob-api
+# without configuration on the first boot). Service starts during package installation
+# obey policy-rc.d (CI forbids them). Idempotent: running it twice changes nothing more.
+set -euo pipefail
+
+HELPERS=(role-setup.sh pg-is-primary.sh make-replica.sh primary-allow-replica.sh)
+PG_MAJOR=15
+TEXTFILE_DIR=/var/lib/node_exporter/textfile_collector
+
+log() { printf 'provision: %s\n' "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+# list_binaries CARGO_TOML: the name of every [[bin]] target, one a line.
+list_binaries() {
+	awk '
+		/^\[\[bin\]\]/ { in_bin = 1; next }
+		/^\[/ { in_bin = 0 }
+		in_bin && /^[[:space:]]*name[[:space:]]*=/ {
+			sub(/^[^=]*=[[:space:]]*"/, ""); sub(/".*$/, ""); print
+		}' "$1"
+}
+
+source_dir="" keep_apt_cache=0
+while (($#)); do
+	case "$1" in
+	--source)
+		[[ $# -ge 2 ]] || die "--source needs a directory"
+		source_dir="$2"
+		shift 2
+		;;
+	--keep-apt-cache)
+		keep_apt_cache=1
+		shift
+		;;
+	--list-binaries)
+		[[ $# -ge 2 && -f "$2" ]] || die "--list-binaries needs the path of Cargo.toml"
+		list_binaries "$2"
+		exit 0
+		;;
+	--list-helpers)
+		printf '%s\n' "${HELPERS[@]}"
+		exit 0
+		;;
+	-h | --help)
+		sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+		exit 0
+		;;
+	*) die "unknown argument: $1 (try --help)" ;;
+	esac
+done
+[[ -n "$source_dir" ]] || die "--source DIR is required (try --help)"
+[[ "$(id -u)" -eq 0 ]] || die "must run as root"
+
+# --- check the whole source before changing anything -------------------------------------
+
+[[ -f "$source_dir/Cargo.toml" ]] || die "$source_dir/Cargo.toml is missing"
+mapfile -t binaries < <(list_binaries "$source_dir/Cargo.toml")
+((${#binaries[@]})) || die "no [[bin]] target in $source_dir/Cargo.toml"
+for bin in "${binaries[@]}"; do
+	[[ -f "$source_dir/bin/$bin" ]] || die "binary $source_dir/bin/$bin is missing (a [[bin]] of Cargo.toml)"
+done
+for helper in "${HELPERS[@]}"; do
+	[[ -f "$source_dir/lib/$helper" ]] || die "helper $source_dir/lib/$helper is missing"
+done
+units=("$source_dir"/systemd/*.service "$source_dir"/systemd/*.socket "$source_dir"/systemd/*.timer)
+for unit in "${units[@]}"; do
+	[[ -f "$unit" ]] || die "no units in $source_dir/systemd"
+done
+[[ -f "$source_dir/dob.env.example" ]] || die "$source_dir/dob.env.example is missing"
+
+export DEBIAN_FRONTEND=noninteractive
+# Clusters get a UTF-8 locale whatever the caller's environment (C.UTF-8 is always there).
+export LANG=C.UTF-8 LC_ALL=C.UTF-8
+
+# --- packages --------------------------------------------------------------------------------
+
+apt() {
+	apt-get -q -y -o Dpkg::Use-Pty=0 -o Dpkg::Options::=--force-confdef \
+		-o Dpkg::Options::=--force-confold "$@" </dev/null
+}
+log "apt-get update"
+apt update >/dev/null
+log "installing PostgreSQL $PG_MAJOR and prometheus-node-exporter"
+apt install --no-install-recommends "postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" \
+	ssl-cert prometheus-node-exporter curl ca-certificates >/dev/null
+
+# --- the dob user ---------------------------------------------------------------------------
+
+# A static system user rather than DynamicUser=: PostgreSQL authenticates the local socket
+# by OS user name (peer), so the role `dob` needs a stable user called dob; dob-backup and
+# dob-restore write metrics files that node_exporter reads across runs; and /etc/dob is
+# group-readable by dob.
+if ! getent passwd dob >/dev/null; then
+	log "creating the system user dob"
+	useradd --system --user-group --home-dir /nonexistent --no-create-home \
+		--shell /usr/sbin/nologin --comment "dob services" dob
+fi
+
+# --- files -----------------------------------------------------------------------------------
+
+for bin in "${binaries[@]}"; do
+	install -m 0755 -o root -g root "$source_dir/bin/$bin" "/usr/local/bin/$bin"
+done
+log "installed /usr/local/bin/{$(
+	IFS=,
+	echo "${binaries[*]}"
+)}"
+install -d -m 0755 -o root -g root /usr/local/lib/dob
+for helper in "${HELPERS[@]}"; do
+	install -m 0755 -o root -g root "$source_dir/lib/$helper" "/usr/local/lib/dob/$helper"
+done
+for unit in "${units[@]}"; do
+	install -m 0644 -o root -g root "$unit" "/etc/systemd/system/$(basename "$unit")"
+done
+log "installed ${#units[@]} units in /etc/systemd/system"
+install -d -m 0750 -o root -g dob /etc/dob
+install -m 0640 -o root -g dob "$source_dir/dob.env.example" /etc/dob/dob.env.example
+# First-boot marker and state of role-setup.sh (root only).
+install -d -m 0755 -o root -g root /var/lib/dob
+# dob-backup and dob-restore write their textfiles here (temp file + rename), and
+# node_exporter reads them.
+install -d -m 0755 -o root -g root /var/lib/node_exporter
+install -d -m 2775 -o root -g dob "$TEXTFILE_DIR"
+printf '%s\n' "# Written by dob's provision.sh: dob-backup and dob-restore textfiles." \
+	"ARGS=\"--collector.textfile.directory=$TEXTFILE_DIR\"" \
+	>/etc/default/prometheus-node-exporter
+
+# --- PostgreSQL clusters ----------------------------------------------------------------------
+
+# The package creates 15/main on install (postgresql-common's create_main_cluster); a
+# machine configured not to gets it here.
+if [[ ! -f "/etc/postgresql/$PG_MAJOR/main/postgresql.conf" ]]; then
+	log "creating cluster $PG_MAJOR/main"
+	pg_createcluster "$PG_MAJOR" main --port 5432 >/dev/null
+fi
+# Settings of every dob host's main cluster. The replication peers and the other hosts'
+# dob-api connect over TCP (the security group and pg_hba.conf decide who may); TLS uses
+# the host's snakeoil certificate, regenerated per host at first boot by role-setup.sh.
+cat >"/etc/postgresql/$PG_MAJOR/main/conf.d/dob.conf" <<'EOF'
+# Installed by dob's provision.sh.
+listen_addresses = '*'
+port = 5432
+ssl = on
+password_encryption = scram-sha-256
+wal_level = replica
+max_wal_senders = 10
+max_replication_slots = 10
+hot_standby = on
+hot_standby_feedback = on
+# A replica that was away keeps its slot; this caps the WAL a dead slot can hold.
+max_slot_wal_keep_size = 20GB
+wal_compression = on
+EOF
+chown postgres:postgres "/etc/postgresql/$PG_MAJOR/main/conf.d/dob.conf"
+
+if [[ ! -f "/etc/postgresql/$PG_MAJOR/drill/postgresql.conf" ]]; then
+	log "creating cluster $PG_MAJOR/drill (port 5433, started on demand by dob-restore-drill)"
+	pg_createcluster "$PG_MAJOR" drill --port 5433 --start-conf manual >/dev/null
+fi
+cat >"/etc/postgresql/$PG_MAJOR/drill/conf.d/dob-drill.conf" <<'EOF'
+# Installed by dob's provision.sh: scratch cluster for restore drills, local socket only.
+listen_addresses = ''
+port = 5433
+EOF
+chown postgres:postgres "/etc/postgresql/$PG_MAJOR/drill/conf.d/dob-drill.conf"
+
+# --- units -----------------------------------------------------------------------------------
+
+# Only what needs no dob.env: PostgreSQL (the package enables it) and node_exporter.
+systemctl enable postgresql.service prometheus-node-exporter.service >/dev/null 2>&1 ||
+	log "warning: systemctl enable failed (no systemd in this root?)"
+
+if ((!keep_apt_cache)); then
+	apt-get clean
+fi
+log "done: $(printf '%s ' "${binaries[@]}")+ PostgreSQL $PG_MAJOR + ${#units[@]} units"

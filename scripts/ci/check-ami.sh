@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# check-ami: runs the AMI provisioning script (packer/provision.sh) for real inside a
+# Debian 12 root filesystem made with debootstrap, then smoke-tests the result.
+#
+#   scripts/ci/check-ami.sh
+#
+# 1. A Debian 12 (bookworm) root filesystem: debootstrap from the mirror this machine's
+#    apt uses, cached as a tarball under $DOB_CI_CACHE (default /var/cache/dob-ci),
+#    keyed by release, mirror and package list. A fresh machine rebuilds it (~2 min).
+# 2. Release binaries (cargo build --release --locked), staged exactly as the Packer
+#    template uploads them (packer/dob.pkr.hcl: bin/, lib/, systemd/, provision.sh).
+# 3. chroot with a policy-rc.d that forbids starting services, proc/sys/dev mounted
+#    (always unmounted by a trap): provision.sh --source, as Packer runs it.
+# 4. Checks the installed layout, runs `systemd-analyze verify --root` on the installed
+#    units, runs the first-boot role setup as a primary, then starts PostgreSQL (as
+#    postgres, cluster 15/main, on a free loopback port) and /usr/local/bin/dob-api as
+#    the dob user with /etc/dob/dob.env, and sends a real PUT and GET from outside the
+#    chroot (it shares the network namespace).
+#
+# Environment: DOB_CI_CACHE (cache directory), DOB_CI_MIRROR (a Debian mirror URL instead
+# of the one apt uses), DOB_CI_KEEP_ROOT=1 (leave the root filesystem for inspection),
+# CARGO_TARGET_DIR (where the release binaries are built).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+DOB_LOG_TAG=check-ami
+
+dob_is_root || dob_die "needs root (debootstrap, chroot, mount)"
+started=$SECONDS
+
+RELEASE=bookworm
+# What the Debian 12 cloud AMI has and provision.sh relies on (systemctl, curl, certificates).
+PACKAGES=systemd,ca-certificates,curl,procps
+CACHE="${DOB_CI_CACHE:-/var/cache/dob-ci}"
+
+# --- tools ---------------------------------------------------------------------------------
+
+need_pkgs=()
+command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
+command -v zstd >/dev/null || need_pkgs+=(zstd)
+command -v curl >/dev/null || need_pkgs+=(curl)
+if ((${#need_pkgs[@]})); then
+	dob_log "installing ${need_pkgs[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get -q -y install --no-install-recommends \
+		"${need_pkgs[@]}" </dev/null >/dev/null
+fi
+
+# mirror_for SUITE: the repository URI apt on this machine uses for Debian SUITE.
+mirror_for() {
+	# shellcheck disable=SC2016 # apt's own $(FIELD) placeholders
+	apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(ORIGIN)' 2>/dev/null |
+		awk -v suite="$1" '$2 == suite && $3 == "Debian" { print $1; exit }'
+}
+MIRROR="${DOB_CI_MIRROR:-$(mirror_for "$RELEASE")}"
+MIRROR="${MIRROR:-http://deb.debian.org/debian/}"
+SECURITY_MIRROR="$(mirror_for "$RELEASE-security")"
+SECURITY_MIRROR="${SECURITY_MIRROR:-http://deb.debian.org/debian-security/}"
+
+# --- the cached root filesystem ------------------------------------------------------------
+
+key="$(printf '%s\n' "$RELEASE" "$MIRROR" "$PACKAGES" "minbase" | sha256sum | cut -c1-16)"
+tarball="$CACHE/rootfs-$RELEASE-$key.tar.zst"
+mkdir -p "$CACHE/apt-archives/partial" "$CACHE/apt-lists/partial"
+
+work="$(mktemp -d /var/tmp/dob-check-ami.XXXXXX)"
+root="$work/root"
+mkdir -p "$root"
+
+mounted=()
+api_pid=""
+cleanup() {
+	local status=$?
+	set +e
+	if [[ -n "$api_pid" ]]; then
+		kill -TERM "$api_pid" 2>/dev/null
+		wait "$api_pid" 2>/dev/null
+	fi
+	if [[ -x "$root/usr/bin/pg_ctlcluster" && -f "$root/var/lib/postgresql/15/main/postmaster.pid" ]]; then
+		chroot "$root" pg_ctlcluster 15 main stop -m fast >/dev/null 2>&1
+	fi
+	local i
+	for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
+		umount -R "${mounted[i]}" 2>/dev/null || umount -R -l "${mounted[i]}"
+	done
+	if [[ "${DOB_CI_KEEP_ROOT:-0}" == 1 ]]; then
+		dob_log "root filesystem kept in $root"
+	else
+		rm -rf --one-file-system "$work"
+	fi
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [[ -f "$tarball" ]]; then
+	dob_log "root filesystem from cache: $tarball"
+	tar -C "$root" -I zstd -xpf "$tarball"
+else
+	dob_log "debootstrap $RELEASE from $MIRROR (cold cache: about two minutes)"
+	debootstrap --variant=minbase --include="$PACKAGES" \
+		--keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
+		"$RELEASE" "$root" "$MIRROR" >"$work/debootstrap.log" 2>&1 ||
+		{
+			tail -n 30 "$work/debootstrap.log" >&2
+			dob_die "debootstrap failed"
+		}
+	rm -rf "$root/var/cache/apt/archives/"*.deb
+	tar -C "$root" -I 'zstd -T0 -3' -cpf "$tarball.tmp" .
+	mv "$tarball.tmp" "$tarball"
+	# Older root filesystems (another package list or mirror) are dead weight.
+	find "$CACHE" -maxdepth 1 -name 'rootfs-*.tar.zst' ! -path "$tarball" -delete
+	dob_log "cached $tarball ($(du -h "$tarball" | cut -f1))"
+fi
+dob_log "root filesystem ready after $((SECONDS - started)) s"
+
+cat >"$root/etc/apt/sources.list" <<EOF
+deb $MIRROR $RELEASE main
+deb $MIRROR $RELEASE-updates main
+deb $SECURITY_MIRROR $RELEASE-security main
+EOF
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+# Services must not start inside the image build (Packer's chroot builders do the same).
+printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+chmod 0755 "$root/usr/sbin/policy-rc.d"
+
+bind_mount() { # bind_mount SOURCE TARGET-IN-ROOT
+	mkdir -p "$root$2"
+	mount --rbind "$1" "$root$2"
+	mounted+=("$root$2")
+}
+mount -t proc proc "$root/proc" && mounted+=("$root/proc")
+mount -t sysfs sysfs "$root/sys" && mounted+=("$root/sys")
+bind_mount /dev /dev
+# Downloaded packages and apt lists survive between runs.
+bind_mount "$CACHE/apt-archives" /var/cache/apt/archives
+bind_mount "$CACHE/apt-lists" /var/lib/apt/lists
+
+# --- release binaries, staged as Packer uploads them ---------------------------------------
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+dob_log "cargo build --release --locked"
+cargo build --release --locked --quiet
+stage="$root/tmp/dob-provision"
+mkdir -p "$stage/bin" "$stage/lib" "$stage/systemd"
+mapfile -t bins < <(packer/provision.sh --list-binaries Cargo.toml)
+((${#bins[@]})) || dob_die "no [[bin]] targets found in Cargo.toml"
+for bin in "${bins[@]}"; do
+	cp "$target_dir/release/$bin" "$stage/bin/"
+done
+cp Cargo.toml packer/provision.sh packer/dob.env.example "$stage/"
+cp systemd/* "$stage/systemd/"
+for helper in $(packer/provision.sh --list-helpers); do
+	[[ -f "scripts/$helper" ]] || dob_die "scripts/$helper is missing: the image needs it"
+	cp "scripts/$helper" "$stage/lib/"
+done
+
+# --- provision, as Packer does --------------------------------------------------------------
+
+dob_log "provision.sh --source /tmp/dob-provision (inside the chroot)"
+chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+	HOME=/root /tmp/dob-provision/provision.sh --source /tmp/dob-provision --keep-apt-cache \
+	>"$work/provision.log" 2>&1 || {
+	tail -n 40 "$work/provision.log" >&2
+	dob_die "provision.sh failed"
+}
+dob_log "provisioned after $((SECONDS - started)) s"
+
+# --- the installed layout ---------------------------------------------------------------------
+
+fail() { dob_die "installed layout: $*"; }
+for bin in "${bins[@]}"; do
+	[[ "$(stat -c %a "$root/usr/local/bin/$bin")" == 755 ]] || fail "/usr/local/bin/$bin is not mode 0755"
+done
+for unit in systemd/*; do
+	cmp -s "$unit" "$root/etc/systemd/system/$(basename "$unit")" ||
+		fail "/etc/systemd/system/$(basename "$unit") differs from $unit"
+done
+for helper in $(packer/provision.sh --list-helpers); do
+	[[ -x "$root/usr/local/lib/dob/$helper" ]] || fail "/usr/local/lib/dob/$helper missing"
+done
+[[ -f "$root/etc/dob/dob.env.example" ]] || fail "/etc/dob/dob.env.example missing"
+[[ ! -e "$root/etc/dob/dob.env" ]] || fail "/etc/dob/dob.env must come from user data, not the image"
+chroot "$root" id dob >/dev/null || fail "no dob user"
+[[ -x "$root/usr/lib/postgresql/15/bin/postgres" ]] || fail "PostgreSQL 15 not installed"
+[[ -f "$root/etc/postgresql/15/drill/postgresql.conf" ]] || fail "no 15/drill cluster"
+grep -Eq '^port *= *5433' "$root/etc/postgresql/15/drill/postgresql.conf" || fail "15/drill is not on 5433"
+# User data enables the dob units once it has written /etc/dob/dob.env; the image only
+# enables PostgreSQL.
+if enabled="$(find "$root/etc/systemd/system" -path '*.wants/dob-*' -print -quit)" && [[ -n "$enabled" ]]; then
+	fail "${enabled#"$root"} is enabled in the image: user data enables dob units"
+fi
+[[ -e "$root/etc/systemd/system/multi-user.target.wants/postgresql.service" ]] || fail "postgresql.service not enabled"
+
+dob_log "systemd-analyze verify --root on the installed units"
+installed_units=()
+for unit in systemd/*; do
+	installed_units+=("/etc/systemd/system/$(basename "$unit")")
+done
+verify_out="$(cd / && systemd-analyze verify --root="$root" --man=no "${installed_units[@]}" 2>&1)" ||
+	{
+		printf '%s\n' "$verify_out" >&2
+		fail "systemd-analyze verify failed"
+	}
+[[ -z "$verify_out" ]] || {
+	printf '%s\n' "$verify_out" >&2
+	fail "systemd-analyze verify printed warnings"
+}
+
+# --- smoke test: PostgreSQL and dob-api from the installed paths --------------------------
+
+pg_port_free="$(free_port 5432)"
+api_port="$(free_port "$pg_port_free")"
+# Only the port and address differ from a host: this machine may already use 5432.
+cat >"$root/etc/postgresql/15/main/conf.d/zz-ci-smoke.conf" <<EOF
+port = $pg_port_free
+listen_addresses = '127.0.0.1'
+EOF
+dob_log "starting PostgreSQL 15/main on 127.0.0.1:$pg_port_free (as postgres, inside the chroot)"
+chroot "$root" pg_ctlcluster 15 main start
+
+# The first-boot role setup of a primary with no replicas yet: app role and database.
+cat >"$root/etc/dob/dob.env" <<EOF
+# Written by check-ami the way user data writes it on a host.
+DOB_ROLE=primary
+DOB_DATABASE_URL=postgresql://dob@%2Fvar%2Frun%2Fpostgresql:$pg_port_free/dob
+DOB_LISTEN=127.0.0.1:$api_port
+DOB_DRAIN_SECONDS=0
+RUST_LOG=info
+EOF
+chmod 0640 "$root/etc/dob/dob.env"
+chroot "$root" chgrp dob /etc/dob/dob.env
+dob_log "role-setup.sh as a primary"
+chroot "$root" /usr/local/lib/dob/role-setup.sh >"$work/role-setup.log" 2>&1 || {
+	cat "$work/role-setup.log" >&2
+	dob_die "role-setup.sh failed"
+}
+[[ -f "$root/var/lib/dob/role-setup.done" ]] || dob_die "role-setup.sh left no marker"
+chroot "$root" /usr/local/lib/dob/role-setup.sh 2>&1 | grep -q 'already done' ||
+	dob_die "role-setup.sh did not recognise its marker on the second run"
+chroot "$root" runuser -u dob -- /usr/local/lib/dob/pg-is-primary.sh ||
+	dob_die "pg-is-primary.sh (dob-backup's ExecCondition) says the primary is not one"
+
+dob_log "starting /usr/local/bin/dob-api as dob with /etc/dob/dob.env on 127.0.0.1:$api_port"
+# EnvironmentFile semantics: KEY=VALUE lines, comments and blank lines ignored.
+mapfile -t env_lines < <(grep -Ev '^[[:space:]]*(#|$)' "$root/etc/dob/dob.env")
+# setpriv executes dob-api in place (runuser would stay as its parent), so the signal
+# below reaches dob-api itself, as systemd's KillSignal= does.
+chroot "$root" setpriv --reuid=dob --regid=dob --init-groups -- /usr/bin/env -i \
+	PATH=/usr/local/bin:/usr/bin:/bin "${env_lines[@]}" /usr/local/bin/dob-api 2>"$work/dob-api.log" &
+api_pid=$!
+wait_http_ok "http://127.0.0.1:$api_port/readyz" 30 "$api_pid" ||
+	{
+		cat "$work/dob-api.log" >&2
+		dob_die "dob-api did not become ready"
+	}
+
+put_status="$(curl -s -o /dev/null -w '%{http_code}' -X PUT \
+	-H 'Content-Type: application/json' -d '{"dateOfBirth":"1990-07-14"}' \
+	"http://127.0.0.1:$api_port/hello/Smoke")"
+[[ "$put_status" == 204 ]] || dob_die "PUT /hello/Smoke answered $put_status, want 204"
+get_body="$(curl -sf "http://127.0.0.1:$api_port/hello/Smoke")" || dob_die "GET /hello/Smoke failed"
+[[ "$get_body" == *'"message":"Hello, Smoke! '* ]] || dob_die "GET /hello/Smoke answered: $get_body"
+rows="$(chroot "$root" runuser -u postgres -- psql --cluster 15/main -d dob -Atc \
+	"SELECT count(*) FROM users WHERE username = 'Smoke'" 2>/dev/null || echo "?")"
+dob_log "PUT 204, GET: $get_body (rows in PostgreSQL: $rows)"
+
+kill -TERM "$api_pid"
+wait "$api_pid" || dob_die "dob-api did not exit 0 on SIGTERM"
+api_pid=""
+dob_log "ok: image provisioned and smoke-tested in $((SECONDS - started)) s"
