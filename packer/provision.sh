@@ -6,6 +6,9 @@
 #   provision.sh --source DIR [--keep-apt-cache]
 #   provision.sh --list-binaries CARGO_TOML     the binaries an image must contain
 #   provision.sh --list-helpers                 the helper scripts an image must contain
+#   provision.sh --stage-binaries CARGO_TOML RELEASE_DIR DEST
+#                 copy exactly those binaries from RELEASE_DIR (target/release) to DEST
+#                 (dist/bin, which the Packer template uploads); on the build machine
 #
 # DIR is laid out as the Packer template uploads it:
 #   DIR/Cargo.toml          the package manifest: every [[bin]] target is required
@@ -68,6 +71,19 @@ while (($#)); do
 		;;
 	--list-helpers)
 		printf '%s\n' "${HELPERS[@]}"
+		exit 0
+		;;
+	--stage-binaries)
+		[[ $# -ge 4 && -f "$2" ]] || die "--stage-binaries needs CARGO_TOML RELEASE_DIR DEST"
+		mapfile -t binaries < <(list_binaries "$2")
+		((${#binaries[@]})) || die "no [[bin]] target in $2"
+		rm -rf "$4"
+		mkdir -p "$4"
+		for bin in "${binaries[@]}"; do
+			[[ -x "$3/$bin" ]] || die "$3/$bin is missing: cargo build --release --locked first"
+			cp "$3/$bin" "$4/$bin"
+		done
+		log "staged ${binaries[*]} in $4"
 		exit 0
 		;;
 	-h | --help)

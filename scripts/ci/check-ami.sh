@@ -143,12 +143,9 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 dob_log "cargo build --release --locked"
 cargo build --release --locked --quiet
 stage="$root/tmp/dob-provision"
-mkdir -p "$stage/bin" "$stage/lib" "$stage/systemd"
+mkdir -p "$stage/lib" "$stage/systemd"
 mapfile -t bins < <(packer/provision.sh --list-binaries Cargo.toml)
-((${#bins[@]})) || dob_die "no [[bin]] targets found in Cargo.toml"
-for bin in "${bins[@]}"; do
-	cp "$target_dir/release/$bin" "$stage/bin/"
-done
+packer/provision.sh --stage-binaries Cargo.toml "$target_dir/release" "$stage/bin"
 cp Cargo.toml packer/provision.sh packer/dob.env.example "$stage/"
 cp systemd/* "$stage/systemd/"
 for helper in $(packer/provision.sh --list-helpers); do

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# check-systemd: `systemd-analyze verify` on every unit in systemd/, which must exit 0
+# and print nothing (it only warns about unknown keys, so any output fails the check).
+#
+#   scripts/ci/check-systemd.sh
+#
+# verify also checks that every command a unit runs exists. The units run what the image
+# installs, which is not installed on the CI machine, so they are verified inside a
+# temporary root laid out like a host: this machine's own units (systemd, PostgreSQL),
+# ours in /etc/systemd/system, and an empty executable at each path the image installs
+# (/usr/local/bin/<[[bin]] of Cargo.toml>, /usr/local/lib/dob/<helper>). A unit that runs
+# anything else must find it on this machine (copied in) or the check fails.
+# scripts/ci/check-ami.sh verifies the same units again against the real installed image.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+DOB_LOG_TAG=check-systemd
+
+command -v systemd-analyze >/dev/null || dob_die "systemd-analyze not found (apt-get install systemd)"
+
+root="$(mktemp -d)"
+trap 'rm -rf "$root"' EXIT
+
+mkdir -p "$root/usr/lib/systemd" "$root/etc/systemd/system" "$root/usr/local/bin" "$root/usr/local/lib/dob"
+for dir in /usr/lib/systemd/system /lib/systemd/system; do
+	if [[ -d "$dir" ]]; then
+		cp -a "$dir" "$root/usr/lib/systemd/"
+		break
+	fi
+done
+
+# What the image installs (packer/provision.sh is the one source of both lists).
+installs=()
+while read -r bin; do
+	installs+=("/usr/local/bin/$bin")
+done < <(packer/provision.sh --list-binaries Cargo.toml)
+while read -r helper; do
+	installs+=("/usr/local/lib/dob/$helper")
+done < <(packer/provision.sh --list-helpers)
+for path in "${installs[@]}"; do
+	install -m 0755 /dev/null "$root$path"
+done
+
+units=()
+status=0
+for unit in systemd/*; do
+	case "$unit" in
+	*.service | *.socket | *.timer) ;;
+	*) dob_die "$unit: not a .service, .socket or .timer (systemd/ holds units only)" ;;
+	esac
+	cp "$unit" "$root/etc/systemd/system/"
+	units+=("/etc/systemd/system/$(basename "$unit")")
+	# Commands the unit runs: the first word of Exec*= values (after systemd's prefixes),
+	# and any /usr/local path in them (dob-restore-drill runs dob-restore through env).
+	while read -r cmd; do
+		case "$cmd" in
+		/usr/local/*)
+			[[ -e "$root$cmd" ]] || {
+				dob_log "$unit runs $cmd, which the image does not install"
+				status=1
+			}
+			;;
+		*)
+			[[ -e "$root$cmd" ]] && continue
+			[[ -x "$cmd" ]] || {
+				dob_log "$unit runs $cmd, which does not exist on this machine"
+				status=1
+				continue
+			}
+			mkdir -p "$root$(dirname "$cmd")"
+			cp "$cmd" "$root$cmd"
+			;;
+		esac
+	done < <({
+		sed -nE 's/^Exec[A-Za-z]*=[-@:+!]*([^[:space:]]+).*/\1/p' "$unit"
+		grep -E '^Exec' "$unit" | grep -oE '/usr/local/[^[:space:]]+' || true
+	} | sort -u)
+done
+((status == 0)) || dob_die "units run commands that will not exist on a host"
+
+out="$(cd / && systemd-analyze verify --man=no --root="$root" "${units[@]}" 2>&1)" || status=$?
+if ((status != 0)) || [[ -n "$out" ]]; then
+	printf '%s\n' "$out" >&2
+	dob_die "systemd-analyze verify: exit status $status, $(wc -l <<<"$out") line(s) of output"
+fi
+dob_log "ok: ${#units[@]} units verified (no warnings)"
