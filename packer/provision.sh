@@ -22,6 +22,7 @@
 #     /etc/postgresql/15/main/conf.d/dob.conf; cluster 15/drill (port 5433, local socket
 #     only, start.conf manual) for restore drills
 #   prometheus-node-exporter, reading textfiles from /var/lib/node_exporter/textfile_collector
+#   awscli (role-setup.sh fetches the replication password from SSM Parameter Store)
 #   the system user and group dob (no login, no home)
 #   /usr/local/bin/<binaries> (0755), /usr/local/lib/dob/<helpers> (0755),
 #   /etc/systemd/system/<units> (0644), /etc/dob/ (0750 root:dob) with dob.env.example
@@ -125,9 +126,10 @@ apt() {
 }
 log "apt-get update"
 apt update >/dev/null
-log "installing PostgreSQL $PG_MAJOR and prometheus-node-exporter"
+# awscli: role-setup.sh reads the replication password from SSM Parameter Store.
+log "installing PostgreSQL $PG_MAJOR, prometheus-node-exporter and awscli"
 apt install --no-install-recommends "postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" \
-	ssl-cert prometheus-node-exporter curl ca-certificates >/dev/null
+	ssl-cert prometheus-node-exporter awscli curl ca-certificates >/dev/null
 
 # --- the dob user ---------------------------------------------------------------------------
 

@@ -221,7 +221,9 @@ chroot "$root" pg_ctlcluster 15 main start
 cat >"$root/etc/dob/dob.env" <<EOF
 # Written by check-ami the way user data writes it on a host.
 DOB_ROLE=primary
-DOB_DATABASE_URL=postgresql://dob@%2Fvar%2Frun%2Fpostgresql:$pg_port_free/dob
+# TCP without a password, as Terraform writes it: role-setup's pg_hba block trusts role
+# dob from 127.0.0.1 only.
+DOB_DATABASE_URL=postgresql://dob@127.0.0.1:$pg_port_free/dob
 DOB_LISTEN=127.0.0.1:$api_port
 DOB_DRAIN_SECONDS=0
 RUST_LOG=info
@@ -234,8 +236,14 @@ chroot "$root" /usr/local/lib/dob/role-setup.sh >"$work/role-setup.log" 2>&1 || 
 	dob_die "role-setup.sh failed"
 }
 [[ -f "$root/var/lib/dob/role-setup.done" ]] || dob_die "role-setup.sh left no marker"
-chroot "$root" /usr/local/lib/dob/role-setup.sh 2>&1 | grep -q 'already done' ||
-	dob_die "role-setup.sh did not recognise its marker on the second run"
+grep -q '^# BEGIN dob ' "$root/etc/postgresql/15/main/pg_hba.conf" ||
+	dob_die "role-setup.sh wrote no pg_hba.conf block"
+second_run="$(chroot "$root" /usr/local/lib/dob/role-setup.sh 2>&1)" ||
+	dob_die "role-setup.sh failed on its second run: $second_run"
+grep -q 'first-boot work already done' <<<"$second_run" ||
+	dob_die "role-setup.sh did not recognise its marker on the second run: $second_run"
+[[ "$(grep -c '^# BEGIN dob ' "$root/etc/postgresql/15/main/pg_hba.conf")" == 1 ]] ||
+	dob_die "role-setup.sh duplicated its pg_hba.conf block"
 chroot "$root" runuser -u dob -- /usr/local/lib/dob/pg-is-primary.sh ||
 	dob_die "pg-is-primary.sh (dob-backup's ExecCondition) says the primary is not one"
 
