@@ -4,8 +4,9 @@
 #
 #   pg-is-primary.sh [--cluster 15/main]
 #
-# Asks the cluster over its local socket (Debian's psql --cluster, peer authentication as
-# the calling user, database postgres). Exit status, as ExecCondition= reads it:
+# Asks the cluster over its local socket (Debian's psql wrapper, /usr/bin/psql --cluster,
+# whatever PATH says: the units put PostgreSQL's own bin directory first; peer
+# authentication as the calling user, database postgres). Exit status, as ExecCondition= reads it:
 #   0    the local server is the primary: run the job
 #   1    the local server is in recovery (a replica): skip the job cleanly
 #   255  the local server cannot be asked (down, refused): the job fails, loudly
@@ -33,7 +34,7 @@ while (($#)); do
 	esac
 done
 
-if ! answer="$(psql --cluster "$cluster" -X -w -A -t -d postgres \
+if ! answer="$(/usr/bin/psql --cluster "$cluster" -X -w -A -t -d postgres \
 	-c 'SELECT pg_is_in_recovery()' 2>&1)"; then
 	echo "pg-is-primary: cannot ask PostgreSQL $cluster: $answer" >&2
 	exit 255

@@ -140,12 +140,12 @@ cluster_stop() { ! cluster_running "$1" || pg_ctlcluster "$PG_MAJOR" "$1" stop -
 psql_as_postgres() {
 	local cluster="$1"
 	shift
-	(cd / && runuser -u postgres -- psql --cluster "$PG_MAJOR/$cluster" -X -w -q -A -t \
+	(cd / && runuser -u postgres -- /usr/bin/psql --cluster "$PG_MAJOR/$cluster" -X -w -q -A -t \
 		-v ON_ERROR_STOP=1 "$@")
 }
 wait_accepting() {
 	local cluster="$1" deadline=$((SECONDS + 120))
-	until (cd / && runuser -u postgres -- pg_isready --cluster "$PG_MAJOR/$cluster" -q); do
+	until (cd / && runuser -u postgres -- /usr/bin/pg_isready --cluster "$PG_MAJOR/$cluster" -q); do
 		((SECONDS < deadline)) || die "PostgreSQL $PG_MAJOR/$cluster does not accept connections"
 		sleep 1
 	done

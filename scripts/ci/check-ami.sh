@@ -16,6 +16,12 @@
 #    postgres, cluster 15/main, on a free loopback port) and /usr/local/bin/dob-api as
 #    the dob user with /etc/dob/dob.env, and sends a real PUT and GET from outside the
 #    chroot (it shares the network namespace).
+# 5. Boots the same root file system under its own systemd (systemd-nspawn, private
+#    network), with the units enabled as user data enables them, and checks what only
+#    systemd shows: dob-api runs as dob inside its sandbox (the hardening in force) and
+#    answers; `systemctl restart dob-api` under a stream of requests loses no connection
+#    (socket activation); dob-backup's ExecCondition lets the run through on a primary
+#    and skips it cleanly (no failure) once the server is in recovery.
 #
 # Environment: DOB_CI_CACHE (cache directory), DOB_CI_MIRROR (a Debian mirror URL instead
 # of the one apt uses), DOB_CI_KEEP_ROOT=1 (leave the root filesystem for inspection),
@@ -41,6 +47,7 @@ need_pkgs=()
 command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
 command -v zstd >/dev/null || need_pkgs+=(zstd)
 command -v curl >/dev/null || need_pkgs+=(curl)
+command -v systemd-nspawn >/dev/null || need_pkgs+=(systemd-container)
 if ((${#need_pkgs[@]})); then
 	dob_log "installing ${need_pkgs[*]}"
 	DEBIAN_FRONTEND=noninteractive apt-get -q -y install --no-install-recommends \
@@ -70,6 +77,13 @@ mkdir -p "$root"
 
 mounted=()
 api_pid=""
+unmount_all() {
+	local i
+	for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
+		umount -R "${mounted[i]}" 2>/dev/null || umount -R -l "${mounted[i]}"
+	done
+	mounted=()
+}
 cleanup() {
 	local status=$?
 	set +e
@@ -80,10 +94,7 @@ cleanup() {
 	if [[ -x "$root/usr/bin/pg_ctlcluster" && -f "$root/var/lib/postgresql/15/main/postmaster.pid" ]]; then
 		chroot "$root" pg_ctlcluster 15 main stop -m fast >/dev/null 2>&1
 	fi
-	local i
-	for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
-		umount -R "${mounted[i]}" 2>/dev/null || umount -R -l "${mounted[i]}"
-	done
+	unmount_all
 	if [[ "${DOB_CI_KEEP_ROOT:-0}" == 1 ]]; then
 		dob_log "root filesystem kept in $root"
 	else
@@ -274,4 +285,52 @@ dob_log "PUT 204, GET: $get_body (rows in PostgreSQL: $rows)"
 kill -TERM "$api_pid"
 wait "$api_pid" || dob_die "dob-api did not exit 0 on SIGTERM"
 api_pid=""
-dob_log "ok: image provisioned and smoke-tested in $((SECONDS - started)) s"
+chroot "$root" pg_ctlcluster 15 main stop -m fast
+dob_log "chroot smoke test passed after $((SECONDS - started)) s"
+
+# --- the same root under its own systemd -----------------------------------------------------
+
+# Back to the image's settings (port 5432: the network is private), the units user data
+# enables, and a test unit that reports and powers the machine off.
+rm -f "$root/etc/postgresql/15/main/conf.d/zz-ci-smoke.conf" "$root/usr/sbin/policy-rc.d"
+unmount_all
+printf '%s\n' DOB_ROLE=primary DOB_DATABASE_URL=postgresql://dob@127.0.0.1:5432/dob \
+	DOB_DRAIN_SECONDS=2 RUST_LOG=info >"$root/etc/dob/dob.env"
+install -m 0755 scripts/ci/ami-boot-test.sh "$root/usr/local/sbin/dob-ci-boot-test"
+printf '%s\n' '[Unit]' 'Description=check-ami boot test' \
+	'After=dob-role-setup.service dob-api.socket postgresql@15-main.service' \
+	'[Service]' 'Type=oneshot' 'ExecStart=/usr/local/sbin/dob-ci-boot-test' \
+	'FailureAction=poweroff' \
+	'[Install]' 'WantedBy=multi-user.target' >"$root/etc/systemd/system/dob-ci-boot-test.service"
+# What Terraform's user data enables on a primary, plus the test unit.
+systemctl --root="$root" --quiet enable dob-role-setup.service postgresql@15-main.service \
+	dob-api.socket dob-backup.timer dob-ci-boot-test.service
+dob_log "booting the image under systemd (systemd-nspawn, private network)"
+timeout 180 systemd-nspawn --quiet --keep-unit --register=no --private-network \
+	--directory="$root" --boot >"$work/nspawn.log" 2>&1 </dev/null || true
+results="$root/root/ci-boot-test.out"
+[[ -f "$results" ]] || {
+	tail -n 40 "$work/nspawn.log" >&2
+	dob_die "the booted image ran no test (its console is above)"
+}
+result() { sed -n "s/^$1=//p" "$results" | head -n 1; }
+boot_fail() {
+	cat "$results" >&2
+	dob_die "booted image: $*"
+}
+[[ "$(result finished)" == yes ]] || boot_fail "the boot test did not finish"
+[[ "$(result put)" == 204 ]] || boot_fail "PUT answered $(result put)"
+[[ "$(result get)" == *'Hello, Boot!'* ]] || boot_fail "GET answered $(result get)"
+[[ "$(result api_user)" == dob && "$(result api_proc_user)" == dob ]] || boot_fail "dob-api does not run as dob"
+[[ "$(result api_nonewprivs)" == 1 ]] || boot_fail "NoNewPrivileges is not in force"
+[[ "$(result api_capbnd)" == 0000000000000000 ]] || boot_fail "the capability bounding set is not empty"
+[[ "$(result api_seccomp)" == 2 ]] || boot_fail "no system call filter"
+[[ "$(result api_restarted)" == yes && "$(result api_active)" == active ]] || boot_fail "the restart failed"
+[[ "$(result restart_lost)" == 0 ]] || boot_fail "$(result restart_lost) connections lost during a restart"
+[[ "$(result backup_on_primary_condition)" == yes ]] || boot_fail "dob-backup was skipped on a primary"
+[[ "$(result backup_on_replica_condition)" == no && "$(result backup_on_replica_state)" == inactive ]] ||
+	boot_fail "dob-backup was not skipped cleanly on a replica"
+dob_log "booted image: dob-api sandboxed as dob (systemd-analyze security: $(result api_exposure));" \
+	"restart under load: $(result restart_ok) ok, $(result restart_http_errors) HTTP errors, 0 lost;" \
+	"dob-backup runs on the primary, is skipped on a replica"
+dob_log "ok: image provisioned and tested in $((SECONDS - started)) s"
