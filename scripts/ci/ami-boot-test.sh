@@ -64,10 +64,16 @@ echo "backup_on_replica_condition=$(systemctl show -P ConditionResult dob-backup
 # Skipped by the condition: inactive, not failed.
 echo "backup_on_replica_state=$(systemctl show -P ActiveState dob-backup.service)"
 
+# The drill unit pulls in the scratch cluster 15/drill (the drill itself needs S3 here).
+systemctl start dob-restore-drill.service
+echo "drill_cluster=$(systemctl is-active postgresql@15-drill.service)"
+echo "drill_socket=$(test -S /var/run/postgresql/.s.PGSQL.5433 && echo yes || echo no)"
+
 echo "api_exposure=$(systemd-analyze security dob-api.service 2>/dev/null |
 	awk '/Overall exposure level/ {print $(NF-2), $(NF-1)}')"
 echo "--- journal"
-journalctl --no-pager -u dob-role-setup.service -u dob-api.service -u dob-backup.service |
+journalctl --no-pager -u dob-role-setup.service -u dob-api.service -u dob-backup.service \
+	-u dob-restore-drill.service -u postgresql@15-drill.service |
 	grep -v ' GET /hello/'
 echo "finished=yes"
 systemctl poweroff --no-block

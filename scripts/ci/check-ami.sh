@@ -21,7 +21,8 @@
 #    systemd shows: dob-api runs as dob inside its sandbox (the hardening in force) and
 #    answers; `systemctl restart dob-api` under a stream of requests loses no connection
 #    (socket activation); dob-backup's ExecCondition lets the run through on a primary
-#    and skips it cleanly (no failure) once the server is in recovery.
+#    and skips it cleanly (no failure) once the server is in recovery; the restore-drill
+#    unit brings up the scratch cluster 15/drill on port 5433.
 #
 # Environment: DOB_CI_CACHE (cache directory), DOB_CI_MIRROR (a Debian mirror URL instead
 # of the one apt uses), DOB_CI_KEEP_ROOT=1 (leave the root filesystem for inspection),
@@ -330,7 +331,9 @@ boot_fail() {
 [[ "$(result backup_on_primary_condition)" == yes ]] || boot_fail "dob-backup was skipped on a primary"
 [[ "$(result backup_on_replica_condition)" == no && "$(result backup_on_replica_state)" == inactive ]] ||
 	boot_fail "dob-backup was not skipped cleanly on a replica"
+[[ "$(result drill_cluster)" == active && "$(result drill_socket)" == yes ]] ||
+	boot_fail "dob-restore-drill.service did not bring up the cluster 15/drill on 5433"
 dob_log "booted image: dob-api sandboxed as dob (systemd-analyze security: $(result api_exposure));" \
 	"restart under load: $(result restart_ok) ok, $(result restart_http_errors) HTTP errors, 0 lost;" \
-	"dob-backup runs on the primary, is skipped on a replica"
+	"dob-backup runs on the primary, is skipped on a replica; the drill starts 15/drill"
 dob_log "ok: image provisioned and tested in $((SECONDS - started)) s"
