@@ -6,7 +6,7 @@
 #
 # 1. A Debian 12 (bookworm) root filesystem: debootstrap from the mirror this machine's
 #    apt uses, cached as a tarball under $DOB_CI_CACHE (default /var/cache/dob-ci),
-#    keyed by release, mirror and package list. A fresh machine rebuilds it (~2 min).
+#    keyed by release, mirror and package list. A fresh machine rebuilds it (about a minute).
 # 2. Release binaries (cargo build --release --locked), staged exactly as the Packer
 #    template uploads them (packer/dob.pkr.hcl: bin/, lib/, systemd/, provision.sh).
 # 3. chroot with a policy-rc.d that forbids starting services, proc/sys/dev mounted
@@ -110,7 +110,7 @@ if [[ -f "$tarball" ]]; then
 	dob_log "root filesystem from cache: $tarball"
 	tar -C "$root" -I zstd -xpf "$tarball"
 else
-	dob_log "debootstrap $RELEASE from $MIRROR (cold cache: about two minutes)"
+	dob_log "debootstrap $RELEASE from $MIRROR (cold cache: about a minute)"
 	debootstrap --variant=minbase --include="$PACKAGES" \
 		--keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
 		"$RELEASE" "$root" "$MIRROR" >"$work/debootstrap.log" 2>&1 ||
