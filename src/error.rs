@@ -78,15 +78,20 @@ impl Error {
 
     /// The error and all its causes on one line, `: `-separated, for logs and `main`.
     pub fn chain(&self) -> String {
-        let mut out = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(err) = cause {
-            out.push_str(": ");
-            out.push_str(&err.to_string());
-            cause = err.source();
-        }
-        out
+        chain(self)
     }
+}
+
+/// Any error and all its causes on one line, `: `-separated.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        out.push_str(": ");
+        out.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    out
 }
 
 impl fmt::Display for Error {
