@@ -146,3 +146,31 @@ fn set_read_only(pg: &LocalServer, db: &str, read_only: bool) {
         )
         .unwrap();
 }
+
+#[test]
+fn migrations_are_skipped_on_a_read_only_server() {
+    let pg = shared_pg();
+    let db = fresh_database(pg);
+    set_read_only(pg, &db, true);
+    let mut client = pg.connect(&db).unwrap();
+    assert_eq!(
+        dob::migrate::run(&mut client).unwrap(),
+        dob::migrate::Outcome::SkippedReadOnly
+    );
+    set_read_only(pg, &db, false);
+    let mut client = pg.connect(&db).unwrap();
+    let table: Option<String> = client
+        .query_one("SELECT to_regclass('users')::text", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(table, None, "nothing was created while read-only");
+    assert_eq!(
+        dob::migrate::run(&mut client).unwrap(),
+        dob::migrate::Outcome::Applied(dob::migrate::MIGRATIONS.len())
+    );
+    assert_eq!(
+        dob::migrate::run(&mut client).unwrap(),
+        dob::migrate::Outcome::Applied(0),
+        "a second run applies nothing"
+    );
+}
