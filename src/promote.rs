@@ -24,8 +24,8 @@ USAGE: dob-promote [--database-url URL] [--primary-url URL ...] [--max-lag-bytes
                    [--replay-timeout-seconds N] [--metrics-file PATH]
 
   --database-url URL    the LOCAL server (default DOB_DATABASE_URL, which must then name
-                        one host); a superuser or a member of pg_monitor with EXECUTE on
-                        pg_promote
+                        one host), as a superuser (pg_promote, pg_control_checkpoint and
+                        primary_conninfo are superuser-only by default)
   --primary-url URL     the old primary; repeatable, every host of a multi-host URL is
                         checked (2 s connect timeout). Default: the host in the replica's
                         own primary_conninfo, with the credentials of --database-url

@@ -194,10 +194,17 @@ struct Failover {
     killed_at: Instant,
     first_put_after: Instant,
     promote: PromoteRun,
+    promoted_at: Instant,
     caught_up_users: HashSet<String>,
 }
 
-fn fail_over_under_load(pair: &mut Pair, wait_for_catch_up: bool) -> (Failover, TestApp) {
+/// `operator_delay`: time between the primary's death and running dob-promote (the
+/// time a person or an alert takes to notice), during which writes cannot succeed.
+fn fail_over_under_load(
+    pair: &mut Pair,
+    wait_for_catch_up: bool,
+    operator_delay: Duration,
+) -> (Failover, TestApp) {
     let app = TestApp::spawn_with(
         &pair.api_url(),
         &[
@@ -227,9 +234,11 @@ fn fail_over_under_load(pair: &mut Pair, wait_for_catch_up: bool) -> (Failover, 
     pair.primary.kill().unwrap();
     // Sent after this, a PUT cannot have been answered by the old primary.
     let dead_at = Instant::now();
+    std::thread::sleep(operator_delay);
     let primary_url = pair.primary.url("postgres");
     let run = promote(&pair.replica, &["--primary-url", &primary_url]);
     assert_eq!(run.code, 0, "{}\n{}", run.stderr, run.report);
+    let promoted_at = Instant::now();
     let first_put_after = load
         .first_put_ok_after(dead_at, Duration::from_secs(20))
         .expect("a PUT succeeded after the promotion");
@@ -242,6 +251,7 @@ fn fail_over_under_load(pair: &mut Pair, wait_for_catch_up: bool) -> (Failover, 
             killed_at,
             first_put_after,
             promote: run,
+            promoted_at,
             caught_up_users,
         },
         app,
@@ -261,11 +271,16 @@ fn report(mode: &str, failover: &Failover, lost: usize, acked: usize) {
         .max()
         .unwrap_or_default();
     eprintln!(
-        "failover [{mode}]: primary loss -> first successful PUT {:.2} s; dob-promote {:.2} s \
+        "failover [{mode}]: primary loss -> first successful PUT {:.2} s (dob-promote returned -> \
+         first successful PUT {:.2} s); dob-promote {:.2} s \
          (its own report: {:.2} s, pg_promote to first write {:.3} s); PUTs: {ok} x 204, \
          {unavailable} x 503, slowest PUT across the failover {:.2} s; acknowledged before the \
          primary died: {acked}, lost: {lost}",
         (failover.first_put_after - failover.killed_at).as_secs_f64(),
+        failover
+            .first_put_after
+            .saturating_duration_since(failover.promoted_at)
+            .as_secs_f64(),
         failover.promote.elapsed.as_secs_f64(),
         failover.promote.report["duration_seconds"]
             .as_f64()
@@ -280,8 +295,19 @@ fn report(mode: &str, failover: &Failover, lost: usize, acked: usize) {
 #[test]
 fn failover_under_load_keeps_every_caught_up_write_and_writes_resume_in_the_same_api() {
     let mut pair = Pair::start();
-    let (failover, app) = fail_over_under_load(&mut pair, true);
+    // Longer than the pool timeout, so requests in the gap must give up with a 503.
+    let (failover, app) = fail_over_under_load(&mut pair, true, Duration::from_millis(2500));
     assert_no_500_and_no_hang(&failover.samples);
+    let gap: Vec<&Sample> = failover
+        .samples
+        .iter()
+        .filter(|s| s.put && s.status == 503)
+        .collect();
+    assert!(!gap.is_empty(), "PUTs during the gap answer 503");
+    for s in &gap {
+        // DOB_POOL_TIMEOUT_MS is 1000: a 503 comes fast, never a hang.
+        assert!(s.took < Duration::from_secs(3), "slow 503: {s:?}");
+    }
     assert!(failover.caught_up_users.len() >= 100);
 
     let stored = stored_users(&pair.replica);
@@ -308,6 +334,10 @@ fn failover_under_load_keeps_every_caught_up_write_and_writes_resume_in_the_same
     let lost = acked.iter().filter(|u| !stored.contains(**u)).count();
     report("async", &failover, lost, acked.len());
     assert!(failover.first_put_after - failover.killed_at < Duration::from_secs(15));
+    assert!(
+        failover.first_put_after - failover.promoted_at < Duration::from_secs(5),
+        "writes resume within seconds of the promotion"
+    );
     assert!(get(&app, "/readyz").body.contains("primary"));
 }
 
@@ -315,7 +345,7 @@ fn failover_under_load_keeps_every_caught_up_write_and_writes_resume_in_the_same
 fn in_synchronous_mode_no_acknowledged_write_is_lost_when_the_primary_dies() {
     let mut pair = Pair::start_synchronous();
     // No catch-up wait: the primary dies while writes are in flight.
-    let (failover, _app) = fail_over_under_load(&mut pair, false);
+    let (failover, _app) = fail_over_under_load(&mut pair, false, Duration::ZERO);
     assert_no_500_and_no_hang(&failover.samples);
     let stored = stored_users(&pair.replica);
     let acked: HashSet<&String> = failover
@@ -369,4 +399,76 @@ fn an_api_on_a_replica_serves_get_refuses_put_and_accepts_put_after_promotion() 
         .get("/metrics")
         .body
         .contains("dob_db_role{role=\"primary\"} 1"));
+}
+
+#[test]
+fn primary_allow_replica_creates_a_replication_only_role_and_hba_lines_for_the_given_addresses() {
+    let pg = dob::pg::LocalServer::start_fresh().unwrap();
+    let dir = std::env::temp_dir().join(format!("dob-allow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let password_file = dir.join("password");
+    std::fs::write(&password_file, "it's a secret\n").unwrap();
+    let run = |extra: &[&str]| {
+        std::process::Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/primary-allow-replica.sh"
+        ))
+        .args(["--host", "127.0.0.1", "--port"])
+        .arg(pg.port().to_string())
+        .args(["--replica-cidr", "10.0.2.10/32", "--password-file"])
+        .arg(&password_file)
+        .args(extra)
+        .env("DOB_PG_BIN", pg.bin().dir())
+        .output()
+        .unwrap()
+    };
+    let mut client = pg.connect("postgres").unwrap();
+    let role_exists = |client: &mut postgres::Client| {
+        client
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = 'replicator'", &[])
+            .unwrap()
+            .is_some()
+    };
+
+    // Without TLS on the server, it refuses unless plaintext is asked for, and changes nothing.
+    let refused = run(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("ssl is off"), "{stderr}");
+    assert!(!role_exists(&mut client));
+
+    for _ in 0..2 {
+        let ok = run(&["--allow-plaintext"]);
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        assert!(!String::from_utf8_lossy(&ok.stderr).contains("secret"));
+    }
+    let row = client
+        .query_one(
+            "SELECT rolreplication, rolsuper, rolcanlogin, rolpassword LIKE 'SCRAM-SHA-256$%' \
+             FROM pg_authid WHERE rolname = 'replicator'",
+            &[],
+        )
+        .unwrap();
+    let flags: (bool, bool, bool, bool) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(flags, (true, false, true, true));
+    let rules: Vec<(String, String)> = client
+        .query(
+            "SELECT type, address FROM pg_hba_file_rules \
+             WHERE 'replicator' = ANY(user_name) AND 'replication' = ANY(database)",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rules,
+        [("host".to_string(), "10.0.2.10".to_string())],
+        "one line, added once, for the replica's address only"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
