@@ -14,7 +14,7 @@ SHELL_SCRIPTS = $(shell find . \( -path ./target -o -path ./vendor -o -path ./.v
 .PHONY: help run test lint fmt bench clean-local deps
 
 help:
-	@echo "make run          PostgreSQL + dob-api on 127.0.0.1:8080 in the foreground (Ctrl-C stops)"
+	@echo "make run          PostgreSQL primary + streaming replica + dob-api on 127.0.0.1:8080 (Ctrl-C stops)"
 	@echo "make test         install dependencies, then cargo test (all tests)"
 	@echo "make lint         cargo fmt --check, clippy -D warnings, shellcheck"
 	@echo "make fmt          cargo fmt"

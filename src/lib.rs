@@ -26,6 +26,8 @@ pub mod metrics;
 pub mod migrate;
 /// Starting and stopping local PostgreSQL servers (tests, benchmarks, local stack).
 pub mod pg;
+/// dob-promote: checks that promoting the local replica is safe, promotes, verifies.
+pub mod promote;
 /// Worker threads over one HTTP server, and graceful shutdown.
 pub mod server;
 /// SIGTERM/SIGINT delivered to one thread, so shutdown is an ordinary function call.

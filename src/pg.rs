@@ -49,6 +49,10 @@ impl PgBin {
     pub fn tool(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
+
+    pub fn dir(&self) -> &Path {
+        &self.0
+    }
 }
 
 /// A PostgreSQL server in its own directory, listening on 127.0.0.1 only, trust auth.
@@ -80,6 +84,60 @@ impl LocalServer {
     /// Creates a fresh cluster in a new directory under the system temp dir (which
     /// the `postgres` user can reach, unlike a root-only checkout) and starts it.
     pub fn start_fresh() -> Result<LocalServer> {
+        Self::start_fresh_with(&[])
+    }
+
+    /// Like `start_fresh`, with extra `-c name=value` settings for this first start
+    /// (e.g. `synchronous_standby_names` for a primary).
+    pub fn start_fresh_with(settings: &[(&str, &str)]) -> Result<LocalServer> {
+        let mut server = Self::unstarted()?;
+        server.init()?;
+        server.start_with(settings)?;
+        Ok(server)
+    }
+
+    /// A streaming replica of `primary`, made by `scripts/make-replica.sh` (the same
+    /// script the local stack and the hosts use) through replication slot `name`, which
+    /// is also its `application_name`; started, and accepting read-only connections.
+    pub fn replica_of(primary: &LocalServer, name: &str) -> Result<LocalServer> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-replica.sh");
+        Self::replica_of_using(primary, name, &script)
+    }
+
+    /// `replica_of` with the `make-replica.sh` at `script`.
+    pub fn replica_of_using(
+        primary: &LocalServer,
+        name: &str,
+        script: &Path,
+    ) -> Result<LocalServer> {
+        let mut server = Self::unstarted()?;
+        fs::create_dir_all(&server.root)
+            .map_err(|e| Error::io(format!("creating {}", server.root.display()), e))?;
+        fs::set_permissions(&server.root, fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io("setting permissions on the cluster directory", e))?;
+        // The script runs as us and switches to the postgres user itself when root.
+        let output = Command::new(script)
+            .args(["--primary-host", "127.0.0.1", "--primary-port"])
+            .arg(primary.port().to_string())
+            .args(["--user", "postgres", "--sslmode", "prefer", "--slot", name])
+            .args(["--application-name", name, "--data-dir"])
+            .arg(server.data_dir())
+            .env("DOB_PG_BIN", server.bin.dir())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::io(format!("running {}", script.display()), e))?;
+        if !output.status.success() {
+            return Err(Error::process(
+                format!("make-replica.sh failed ({})", output.status),
+                String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            ));
+        }
+        server.start()?;
+        Ok(server)
+    }
+
+    /// A server value with its own directory name, not yet initialised or started.
+    fn unstarted() -> Result<LocalServer> {
         sweep_stale_dirs();
         let bin = PgBin::locate()?;
         static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -89,16 +147,13 @@ impl LocalServer {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = fs::remove_dir_all(&root);
-        let mut server = LocalServer {
+        Ok(LocalServer {
             root,
             port: 0,
             bin,
             child: None,
             remove_on_drop: true,
-        };
-        server.init()?;
-        server.start()?;
-        Ok(server)
+        })
     }
 
     pub fn port(&self) -> u16 {
