@@ -86,7 +86,8 @@ fn concurrent_starts_apply_migrations_once() {
 fn read_only_connections_are_discarded_so_writes_resume_when_the_server_is_writable() {
     let pg = shared_pg();
     let db = fresh_database(pg);
-    let app = TestApp::spawn_with(&pg.url(&db), &[]);
+    // A generous pool timeout: on a loaded machine reconnecting can take over a second.
+    let app = TestApp::spawn_with(&pg.url(&db), &[("DOB_POOL_TIMEOUT_MS", "5000")]);
     assert_eq!(app.put_dob("Pia", "1995-05-05").status, 204);
 
     // New sessions start read-only; the pooled ones are recycled after a refusal.
