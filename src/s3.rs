@@ -64,6 +64,12 @@ impl ObjectStore {
                 e,
             )
         })?;
+        Self::connect_with(config, credentials)
+    }
+
+    /// Like `connect`, with the given credentials (tests pass fakes for their local
+    /// S3 server instead of touching the process environment).
+    pub fn connect_with(config: &S3Config, credentials: Credentials) -> Result<ObjectStore> {
         let region = match &config.endpoint {
             Some(endpoint) => Region::Custom {
                 region: config.region.clone(),
