@@ -129,8 +129,9 @@ min() { awk -v a="$1" -v b="$2" 'BEGIN { print (b == "" || a + 0 < b + 0) ? a : 
 dump_to_null() { "$PG_DUMP" --format=custom --dbname="$URL" >/dev/null; }
 dump_to_file() { "$PG_DUMP" --format=custom --dbname="$URL" >"$WORK/dump.pgcustom"; }
 timed_backup() { /usr/bin/time -v -o "$WORK/time.txt" "$BIN_DIR/dob-backup"; }
+drop_db() { PGOPTIONS='-c client_min_messages=warning' pg_psql "$PG_PORT" -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)"; }
 fresh_db() {
-	pg_psql "$PG_PORT" -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)"
+	drop_db "$1"
 	pg_psql "$PG_PORT" -c "CREATE DATABASE $1"
 }
 plain_restore() { "$PG_RESTORE" --exit-on-error --dbname="postgresql://postgres@127.0.0.1:$PG_PORT/plain" "$WORK/dump.pgcustom"; }
@@ -161,7 +162,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	dob_log "round $round: pg_restore (local file)  ${t}s"
 	best_restore="$(min "$t" "$best_restore")"
 
-	pg_psql "$PG_PORT" -c "DROP DATABASE IF EXISTS viadob WITH (FORCE)"
+	drop_db viadob
 	t="$(seconds dob_restore)"
 	dob_log "round $round: dob-restore (from S3)   ${t}s"
 	best_dob_restore="$(min "$t" "$best_dob_restore")"
