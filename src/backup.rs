@@ -412,7 +412,8 @@ fn read_parts(
         (&mut source)
             .take(part_size as u64)
             .read_to_end(&mut buffer)?;
-        if buffer.is_empty() && total > 0 {
+        if buffer.is_empty() {
+            // End of stream on a part boundary (or no output at all): no empty part.
             break;
         }
         hasher.update(&buffer);
