@@ -424,6 +424,8 @@ fn a_multi_part_dump_round_trips_and_a_drill_reports_it() {
         "--metrics-file",
         metrics.to_str().unwrap(),
     ]);
+    let text = std::fs::read_to_string(&metrics).unwrap_or_default();
+    let _ = std::fs::remove_file(&metrics);
     drill.assert_ok();
     let report = drill.json()["drill"].clone();
     assert_eq!(report["backup_id"], manifest["id"]);
@@ -440,8 +442,6 @@ fn a_multi_part_dump_round_trips_and_a_drill_reports_it() {
     let expected: serde_json::Value = serde_json::from_str(&expected).unwrap();
     assert_eq!(greeting, expected["message"], "{report}");
     assert!(drill.stderr.contains("RPO") && drill.stderr.contains("RTO"));
-    let text = std::fs::read_to_string(&metrics).unwrap();
-    std::fs::remove_file(&metrics).unwrap();
     assert!(text.contains("dob_restore_drill_success 1\n"), "{text}");
     assert!(text.contains("dob_restore_drill_rto_seconds "), "{text}");
     assert!(databases_like(&format!(
