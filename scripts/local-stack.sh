@@ -11,15 +11,19 @@
 #   primary  PostgreSQL cluster in .local/primary on 127.0.0.1:55432, database `dob`
 #   replica  streaming replica of it in .local/replica on 127.0.0.1:55433, made by
 #            scripts/make-replica.sh (slot and application_name `local_replica`)
+#   s3       moto_server (S3 protocol, from .venv) on 127.0.0.1:9000, bucket `dob-local`,
+#            for dob-backup and dob-restore; its data lives in memory (and .local/s3)
+#            for as long as the stack runs
 #   api      dob-api (release build) on 127.0.0.1:8080, in the foreground
 # The database URL lists every PostgreSQL host with target_session_attrs=read-write, so
 # dob-api writes to whichever is the primary and follows a promotion by itself.
 #
 # Environment: DOB_LOCAL_DIR (default .local), DOB_PRIMARY_PORT (default 55432, used when
 # the cluster is created), DOB_REPLICA_PORT (default 55433, likewise), DOB_NO_REPLICA=1
-# (primary only), DOB_LISTEN (default 127.0.0.1:8080), RUST_LOG (default info),
-# DOB_WORKERS, DOB_POOL_SIZE, DOB_TIMEZONE (passed to dob-api), DOB_SKIP_INSTALL=1 (do
-# not run install-deps.sh), DOB_SKIP_BUILD=1 (use the existing release binary).
+# (primary only), DOB_LOCAL_S3_PORT (default 9000), DOB_LISTEN (default 127.0.0.1:8080),
+# RUST_LOG (default info), DOB_WORKERS, DOB_POOL_SIZE, DOB_TIMEZONE (passed to dob-api),
+# DOB_SKIP_INSTALL=1 (do not run install-deps.sh), DOB_SKIP_BUILD=1 (use the existing
+# release binaries).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -38,6 +42,12 @@ REPLICA_DIR="$LOCAL_DIR/replica"
 REPLICA_PORT="${DOB_REPLICA_PORT:-55433}"
 REPLICA_NAME=local_replica
 PROMOTE_BIN="${CARGO_TARGET_DIR:-$DOB_ROOT/target}/release/dob-promote"
+S3_PORT="${DOB_LOCAL_S3_PORT:-9000}"
+S3_BUCKET=dob-local
+S3_DIR="$LOCAL_DIR/s3"
+S3_PIDFILE="$LOCAL_DIR/moto.pid"
+MOTO_BIN="${DOB_VENV:-$DOB_ROOT/.venv}/bin/moto_server"
+S3_PID=""
 
 # PostgreSQL hosts (host:port) that go into DOB_DATABASE_URL, in order of preference.
 DB_HOSTS=()
@@ -141,6 +151,76 @@ build_promote() {
 		dob_die "cargo build --release --bin dob-promote failed"
 }
 
+# --- S3 (moto_server) ---------------------------------------------------------------------
+
+# A moto_server left running by a run that was killed (SIGKILL skips the trap).
+stop_stale_s3() {
+	local pid cmdline
+	[[ -f "$S3_PIDFILE" ]] || return 0
+	pid="$(cat "$S3_PIDFILE")"
+	cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+	if [[ "$pid" =~ ^[0-9]+$ && "$cmdline" == *moto_server* ]]; then
+		dob_log "stopping moto_server $pid left by an earlier run"
+		stop_pid "$pid" 15
+	fi
+	rm -f "$S3_PIDFILE"
+}
+
+start_s3() {
+	local status
+	[[ -x "$MOTO_BIN" ]] || dob_die "$MOTO_BIN not found (run scripts/install-deps.sh)"
+	stop_stale_s3
+	if port_in_use "$S3_PORT"; then
+		dob_die "port $S3_PORT is taken by another program; stop it or set DOB_LOCAL_S3_PORT"
+	fi
+	mkdir -p "$S3_DIR"
+	# moto keeps objects in memory and spools large ones to TMPDIR: keep those here.
+	TMPDIR="$S3_DIR" "$MOTO_BIN" -H 127.0.0.1 -p "$S3_PORT" >"$LOCAL_DIR/s3.log" 2>&1 &
+	S3_PID=$!
+	printf '%s\n' "$S3_PID" >"$S3_PIDFILE"
+	defer stop_s3
+	local deadline=$((SECONDS + 60))
+	until port_in_use "$S3_PORT"; do
+		kill -0 "$S3_PID" 2>/dev/null || dob_die "moto_server exited (see $LOCAL_DIR/s3.log)"
+		((SECONDS < deadline)) || dob_die "moto_server did not listen on $S3_PORT within 60s"
+		sleep 0.2
+	done
+	status="$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X PUT \
+		"http://127.0.0.1:$S3_PORT/$S3_BUCKET")"
+	[[ "$status" == 200 ]] || dob_die "creating bucket $S3_BUCKET answered $status"
+	dob_log "S3 (moto_server) on http://127.0.0.1:$S3_PORT, bucket $S3_BUCKET (log: $LOCAL_DIR/s3.log)"
+}
+
+stop_s3() {
+	[[ -n "$S3_PID" ]] || return 0
+	dob_log "stopping moto_server"
+	stop_pid "$S3_PID" 15
+	S3_PID=""
+	rm -f "$S3_PIDFILE"
+}
+
+build_backup_tools() {
+	(cd "$DOB_ROOT" && cargo build --release --locked --bin dob-backup --bin dob-restore >&2) ||
+		dob_die "cargo build --release --bin dob-backup --bin dob-restore failed"
+}
+
+print_s3_examples() {
+	local bin_dir
+	bin_dir="$(dirname "$API_BIN")"
+	cat >&2 <<-MSG
+		  Backups go to the local S3 server (fake credentials; moto accepts any):
+
+		  export DOB_DATABASE_URL='$(database_url)'
+		  export DOB_S3_BUCKET=$S3_BUCKET DOB_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+		  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
+		  $bin_dir/dob-backup
+		  $bin_dir/dob-restore --list
+		  $bin_dir/dob-restore --drill
+		  $bin_dir/dob-restore latest      # swaps the restored copy in for database $DB_NAME
+
+	MSG
+}
+
 # --- dob-api ---------------------------------------------------------------------------
 
 database_url() {
@@ -222,6 +302,7 @@ cmd_run() {
 	fi
 	if [[ "${DOB_SKIP_BUILD:-0}" != 1 ]]; then
 		API_BIN="$(dob_build_api)"
+		build_backup_tools
 	fi
 	[[ -x "$API_BIN" ]] || dob_die "$API_BIN not found (build it: cargo build --release)"
 	mkdir -p "$LOCAL_DIR"
@@ -241,8 +322,10 @@ cmd_run() {
 	if [[ "${DOB_NO_REPLICA:-0}" != 1 ]]; then
 		start_replica
 	fi
+	start_s3
 	start_api
 	print_examples
+	print_s3_examples
 
 	# Serve until dob-api exits or a signal arrives (the traps above stop everything).
 	local status=0
@@ -256,6 +339,7 @@ cmd_run() {
 cmd_stop() {
 	stop_stale_api
 	stop_replica
+	stop_stale_s3
 	stop_primary
 }
 

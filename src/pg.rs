@@ -462,19 +462,26 @@ fn run_to_completion(mut cmd: Command, what: &str) -> Result<()> {
 }
 
 /// Spawns `cmd` (as the postgres user when root) so that it receives SIGQUIT
-/// (immediate shutdown) if this process dies. The death signal is tied to the thread
-/// that forks, so every such child is forked by one thread that lives as long as the
-/// process.
+/// (immediate shutdown) if this process dies.
 fn spawn_tied_to_process(mut cmd: Command) -> Result<Child> {
+    as_postgres_user(&mut cmd)?;
+    spawn_dying_with_process(cmd, libc::SIGQUIT)
+}
+
+/// Spawns `cmd` so that it receives `signal` if this process dies: test servers
+/// (PostgreSQL, the S3 server) never outlive an interrupted test run. The death signal
+/// is tied to the thread that forks, so every such child is forked by one thread that
+/// lives as long as the process. Credential changes must be registered on `cmd` before
+/// (they would clear the death signal if run after it).
+pub fn spawn_dying_with_process(mut cmd: Command, signal: libc::c_int) -> Result<Child> {
     type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
-    as_postgres_user(&mut cmd)?;
     let parent = std::process::id() as libc::pid_t;
-    // SAFETY: prctl and getppid are async-signal-safe. Runs after the credential change
-    // registered above, which would otherwise clear the death signal.
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    // SAFETY: prctl and getppid are async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             if libc::getppid() != parent {
@@ -508,5 +515,5 @@ fn spawn_tied_to_process(mut cmd: Command) -> Result<Child> {
     reply_rx
         .recv()
         .map_err(|_| Error::other("the pg-spawner thread is gone"))?
-        .map_err(|e| Error::io("starting postgres", e))
+        .map_err(|e| Error::io(format!("starting {program}"), e))
 }
