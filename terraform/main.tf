@@ -363,6 +363,13 @@ resource "aws_route53_record" "primary" {
     type = "PRIMARY"
   }
 
+  lifecycle {
+    precondition {
+      condition     = var.api_domain_name != null
+      error_message = "route53_zone_id is set: set api_domain_name too (the name the failover records answer for)."
+    }
+  }
+
   alias {
     name                   = module.primary_nlb.dns_name
     zone_id                = module.primary_nlb.zone_id

@@ -79,6 +79,11 @@ output "vpc_ids" {
 output "vpc_peering_connection_id" {
   description = "ID of the cross-region VPC peering connection."
   value       = module.peering.id
+
+  precondition {
+    condition     = cidrhost(var.primary_vpc_cidr, 0) != cidrhost(var.dr_vpc_cidr, 0)
+    error_message = "primary_vpc_cidr and dr_vpc_cidr overlap: peered VPCs need distinct /16 blocks."
+  }
 }
 
 output "host_role_arns" {

@@ -155,7 +155,32 @@ def check_module(module: Module, modules: dict[Path, Module]) -> None:
         if alias not in module.aliases and not declared_here:
             problem(d, f"provider {alias} is used but neither declared nor in configuration_aliases")
 
+    check_explicit_providers(module)
     check_templatefiles(module)
+
+
+def check_explicit_providers(module: Module) -> None:
+    """Where there is no default (unaliased) aws provider, nothing may rely on one.
+
+    That is the root (it configures only aliased providers) and every module that declares
+    configuration_aliases (its caller passes only the aliases). A resource, data source or
+    module call without an explicit provider would fall back to an empty default `aws`
+    provider with no region, which `terraform plan` rejects.
+    """
+    provider_blocks = [b for parsed in module.files.values() for item in parsed.get("provider", []) for b in item.values()]
+    only_aliased = bool(provider_blocks) and all("alias" in b for b in provider_blocks)
+    if not (module.aliases or only_aliased):
+        return
+    for path, parsed in module.files.items():
+        for kind in ("resource", "data"):
+            for item in parsed.get(kind, []):
+                for rtype, named in item.items():
+                    for name, body in named.items():
+                        if unquote(rtype).startswith("aws_") and "provider" not in body:
+                            problem(path, f'{kind} {unquote(rtype)}.{unquote(name)} has no provider = aws.<alias> (there is no default aws provider here)')
+        for call, body in blocks(parsed, "module").items():
+            if "providers" not in body:
+                problem(path, f'module "{call}" has no providers = {{...}} (there is no default aws provider here)')
 
 
 def matching_brace(text: str, start: int) -> int:

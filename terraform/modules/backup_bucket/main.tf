@@ -151,6 +151,8 @@ resource "aws_s3_bucket_logging" "this" {
 }
 
 data "aws_iam_policy_document" "this" {
+  provider = aws.source
+
   statement {
     sid       = "DenyInsecureTransport"
     effect    = "Deny"
@@ -196,6 +198,8 @@ resource "aws_s3_bucket_policy" "this" {
 # --- replication ---------------------------------------------------------------------------
 
 data "aws_iam_policy_document" "replication_assume" {
+  provider = aws.source
+
   statement {
     actions = ["sts:AssumeRole"]
     principals {
@@ -211,6 +215,8 @@ data "aws_iam_policy_document" "replication_assume" {
 }
 
 data "aws_iam_policy_document" "replication" {
+  provider = aws.source
+
   statement {
     sid       = "ReadSourceConfiguration"
     actions   = ["s3:GetReplicationConfiguration", "s3:ListBucket"]
@@ -417,6 +423,8 @@ resource "aws_s3_bucket_logging" "replica" {
 }
 
 data "aws_iam_policy_document" "replica" {
+  provider = aws.replica
+
   statement {
     sid       = "DenyInsecureTransport"
     effect    = "Deny"
@@ -536,6 +544,8 @@ resource "aws_s3_bucket_lifecycle_configuration" "source_logs" {
 }
 
 data "aws_iam_policy_document" "source_logs" {
+  provider = aws.source
+
   statement {
     sid       = "DenyInsecureTransport"
     effect    = "Deny"
@@ -657,6 +667,8 @@ resource "aws_s3_bucket_lifecycle_configuration" "replica_logs" {
 }
 
 data "aws_iam_policy_document" "replica_logs" {
+  provider = aws.replica
+
   statement {
     sid       = "DenyInsecureTransport"
     effect    = "Deny"
