@@ -9,8 +9,10 @@ Run by scripts/ci/check-terraform.sh with the python-hcl2 virtualenv:
    every variable has a type and a description, every output a description; every
    `var.X`, `local.X` and `module.X.Y` refers to something declared; every call of a local
    module passes only variables the module declares and all it requires, and maps every
-   provider alias the module declares in `configuration_aliases`; every `templatefile()`
-   passes exactly the variables its template uses.
+   provider alias the module declares in `configuration_aliases`; where no default aws
+   provider exists (the root, modules with aliases) every resource, data source and module
+   call names its provider; every `templatefile()` passes exactly the variables its
+   template uses.
 3. The db_host user data template is rendered for each role into RENDER_DIR (for
    `bash -n` and shellcheck by the caller), and the env file it writes is checked.
 
