@@ -6,7 +6,8 @@
 #
 #   1. hcl       every *.tf and *.pkr.hcl file parses (python-hcl2), and the Terraform
 #                modules are consistent: typed and described variables, described outputs,
-#                references, module arguments, provider aliases, templatefile() variables
+#                references, module arguments, provider aliases, templatefile() variables,
+#                and terraform/README.md's inputs/outputs tables are current
 #                (scripts/ci/terraform_static.py)
 #   2. userdata  the host user data, rendered for each role, passes bash -n and shellcheck
 #   3. skips     every `#checkov:skip=` in terraform/ carries a written reason

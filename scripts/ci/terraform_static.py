@@ -3,6 +3,7 @@
 Run by scripts/ci/check-terraform.sh with the python-hcl2 virtualenv:
 
     python terraform_static.py REPO_ROOT RENDER_DIR
+    python terraform_static.py --write-docs [REPO_ROOT]   # refresh terraform/README.md tables
 
 1. Every `*.tf` and `*.pkr.hcl` file of the repository parses (python-hcl2).
 2. Per Terraform module directory (what `terraform validate` would catch first):
@@ -13,7 +14,9 @@ Run by scripts/ci/check-terraform.sh with the python-hcl2 virtualenv:
    provider exists (the root, modules with aliases) every resource, data source and module
    call names its provider; every `templatefile()` passes exactly the variables its
    template uses.
-3. The db_host user data template is rendered for each role into RENDER_DIR (for
+3. The inputs/outputs tables of terraform/README.md match the code (--write-docs
+   rewrites them).
+4. The db_host user data template is rendered for each role into RENDER_DIR (for
    `bash -n` and shellcheck by the caller), and the env file it writes is checked.
 
 Exit 0 when everything holds, 1 with one line per problem otherwise.
@@ -223,6 +226,70 @@ def check_templatefiles(module: Module) -> None:
             problem(template_path, f"templatefile() passes {name} but the template never uses it")
 
 
+# --- terraform/README.md inputs/outputs tables ------------------------------------------------
+
+DOCS = Path("terraform/README.md")
+DOC_MARK = re.compile(r"<!-- BEGIN_TF_DOCS (\S+) -->\n.*?<!-- END_TF_DOCS \1 -->", flags=re.S)
+
+
+def hcl_value(value: object) -> str:
+    """A parsed HCL value written back as HCL (enough for defaults and types)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value[2:-1] if value.startswith("${") and value.endswith("}") else value
+    if isinstance(value, list):
+        return "[" + ", ".join(hcl_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = [f"{unquote(str(k))} = {hcl_value(v)}" for k, v in value.items() if not str(k).startswith("__")]
+        return "{" + ", ".join(items) + "}"
+    return str(value)
+
+
+def cell(text: str) -> str:
+    return text.replace('\\"', '"').replace("|", "\\|").replace("\n", " ")
+
+
+def module_docs(module: Module) -> str:
+    lines = ["| input | type | default | description |", "| --- | --- | --- | --- |"]
+    for name, body in module.variables.items():
+        default = f"`{cell(hcl_value(body['default']))}`" if "default" in body else "**required**"
+        lines.append(f"| `{name}` | `{cell(hcl_value(body.get('type')))}` | {default} | {cell(unquote(str(body.get('description', ''))))} |")
+    lines += ["", "| output | description |", "| --- | --- |"]
+    for name, body in module.outputs.items():
+        lines.append(f"| `{name}` | {cell(unquote(str(body.get('description', ''))))} |")
+    return "\n".join(lines)
+
+
+def check_docs(root: Path, modules: dict[Path, Module], write: bool) -> None:
+    """The tables between BEGIN_TF_DOCS/END_TF_DOCS markers match variables.tf/outputs.tf."""
+    if not DOCS.is_file():
+        problem(DOCS, "missing")
+        return
+    text = DOCS.read_text()
+
+    def table(m: re.Match) -> str:
+        module = modules.get((root / m.group(1)).resolve())
+        if module is None:
+            problem(DOCS, f"BEGIN_TF_DOCS {m.group(1)}: not a Terraform module directory")
+            return m.group(0)
+        return f"<!-- BEGIN_TF_DOCS {m.group(1)} -->\n{module_docs(module)}\n<!-- END_TF_DOCS {m.group(1)} -->"
+
+    fresh = DOC_MARK.sub(table, text)
+    documented = {(root / m.group(1)).resolve() for m in DOC_MARK.finditer(text)}
+    for d in sorted(modules):
+        if d not in documented:
+            problem(DOCS, f"no BEGIN_TF_DOCS table for {d.relative_to(root)}")
+    if fresh != text:
+        if write:
+            DOCS.write_text(fresh)
+            print(f"rewrote the inputs/outputs tables of {DOCS}")
+        else:
+            problem(DOCS, "inputs/outputs tables are stale: run python scripts/ci/terraform_static.py --write-docs")
+
+
 # --- rendering the user data ------------------------------------------------------------------
 
 def render(template: str, values: dict[str, object]) -> str:
@@ -316,8 +383,11 @@ def render_user_data(root: Path, render_dir: Path) -> int:
 
 
 def main() -> int:
-    root = Path(sys.argv[1]).resolve()
-    render_dir = Path(sys.argv[2])
+    args = sys.argv[1:]
+    write_docs = "--write-docs" in args
+    args = [a for a in args if a != "--write-docs"]
+    root = Path(args[0] if args else ".").resolve()
+    render_dir = Path(args[1]) if len(args) > 1 else Path(os.environ.get("TMPDIR", "/tmp"), "dob-user-data")
     os.chdir(root)
     tf_files = find_files(Path("."), ".tf")
     pkr_files = find_files(Path("."), ".pkr.hcl")
@@ -338,6 +408,7 @@ def main() -> int:
     for module in modules.values():
         check_module(module, modules)
     print(f"checked {len(modules)} Terraform module directories")
+    check_docs(root, modules, write_docs)
 
     render_dir.mkdir(parents=True, exist_ok=True)
     if (root / "terraform/modules/db_host/templates/user-data.sh.tftpl").is_file():
