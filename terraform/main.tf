@@ -397,3 +397,17 @@ resource "aws_route53_record" "secondary" {
     evaluate_target_health = true
   }
 }
+
+# --- CI/CD (optional) ----------------------------------------------------------------------
+
+module "github_ci" {
+  source    = "./modules/github_ci"
+  providers = { aws = aws.primary }
+  count     = var.github_repository == null ? 0 : 1
+
+  name                 = var.name
+  github_repository    = var.github_repository
+  github_environment   = var.github_environment
+  create_oidc_provider = var.create_github_oidc_provider
+  project_tag          = var.name
+}

@@ -93,3 +93,11 @@ output "host_role_arns" {
     (var.dr_region)      = module.dr_host_role.role_arn
   }
 }
+
+output "github_ci_role_arns" {
+  description = "Roles for GitHub Actions through OIDC (deploy: packer + terraform; operate: rolling restarts, restore drills); null without github_repository."
+  value = var.github_repository == null ? null : {
+    deploy  = module.github_ci[0].deploy_role_arn
+    operate = module.github_ci[0].operate_role_arn
+  }
+}

@@ -224,3 +224,21 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "github_repository" {
+  description = "GitHub repository (`owner/name`) whose Actions may deploy through OIDC roles. null: no CI roles."
+  type        = string
+  default     = null
+}
+
+variable "github_environment" {
+  description = "GitHub environment (with required reviewers: the manual approval) that may assume the deploy role."
+  type        = string
+  default     = "production"
+}
+
+variable "create_github_oidc_provider" {
+  description = "Create the account's GitHub OIDC provider; false when the account already has one."
+  type        = bool
+  default     = true
+}
