@@ -185,43 +185,43 @@ fixture_resources() {
 	sed -nE 's/^resource "([^"]+)" "([^"]+)".*/\1.\2/p' "$1"/*.tf | sort
 }
 
+# report_resources JSON FIELD: "type.name" of the resources in FIELD (failed_checks or
+# passed_checks) for the custom check.
+report_resources() {
+	"$CHECKOV_VENV/bin/python" - "$1" "$2" "$CUSTOM_CHECK" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+reports = report if isinstance(report, list) else [report]
+print("\n".join(sorted(c["resource"] for r in reports for c in r["results"][sys.argv[2]] if c["check_id"] == sys.argv[3])))
+PY
+}
+
 check_custom() {
-	local kind expected got want_field other_field status=0
-	for kind in bad good; do
-		checkov_json "terraform/checkov/tests/$kind" "$work/$kind.json" --check "$CUSTOM_CHECK" || return 1
-		if [[ "$kind" == bad ]]; then
-			want_field=failed_checks other_field=passed_checks
-		else
-			want_field=passed_checks other_field=failed_checks
-		fi
-		expected="$(fixture_resources "terraform/checkov/tests/$kind")"
-		got="$("$CHECKOV_VENV/bin/python" - "$work/$kind.json" "$want_field" "$CUSTOM_CHECK" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-r = r[0] if isinstance(r, list) else r
-print("\n".join(sorted(c["resource"] for c in r["results"][sys.argv[2]] if c["check_id"] == sys.argv[3])))
-PY
-)"
-		local others
-		others="$("$CHECKOV_VENV/bin/python" - "$work/$kind.json" "$other_field" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-r = r[0] if isinstance(r, list) else r
-print(len(r["results"][sys.argv[2]]))
-PY
-)"
-		if [[ -z "$expected" ]]; then
-			echo "$kind fixture: no resources found"
-			status=1
-		elif [[ "$got" != "$expected" || "$others" != 0 ]]; then
-			echo "$kind fixture: expected every resource in ${want_field%_checks}, got:"
-			diff <(echo "$expected") <(echo "$got") || true
-			echo "  ($others resources in ${other_field%_checks})"
-			status=1
-		else
-			echo "$kind fixture: all $(wc -l <<<"$expected") resources ${want_field%_checks} $CUSTOM_CHECK"
-		fi
-	done
+	local fixtures=terraform/checkov/tests bad good failed passed status=0
+	# One checkov run over both fixture directories (their resource names differ).
+	checkov_json "$fixtures" "$work/fixtures.json" --check "$CUSTOM_CHECK" || return 1
+	bad="$(fixture_resources "$fixtures/bad")"
+	good="$(fixture_resources "$fixtures/good")"
+	failed="$(report_resources "$work/fixtures.json" failed_checks)"
+	passed="$(report_resources "$work/fixtures.json" passed_checks)"
+	if [[ -z "$bad" || -z "$good" ]]; then
+		echo "fixtures missing: $fixtures/bad and $fixtures/good must each declare resources"
+		return 1
+	fi
+	if [[ "$failed" != "$bad" ]]; then
+		echo "bad fixture: every resource must FAIL $CUSTOM_CHECK (< expected, > failed):"
+		diff <(echo "$bad") <(echo "$failed") || true
+		status=1
+	else
+		echo "bad fixture: all $(wc -l <<<"$bad") resources failed $CUSTOM_CHECK"
+	fi
+	if [[ "$passed" != "$good" ]]; then
+		echo "good fixture: every resource must PASS $CUSTOM_CHECK (< expected, > passed):"
+		diff <(echo "$good") <(echo "$passed") || true
+		status=1
+	else
+		echo "good fixture: all $(wc -l <<<"$good") resources passed $CUSTOM_CHECK"
+	fi
 	return "$status"
 }
 
