@@ -2,8 +2,12 @@
 #
 #   deploy   packer build + terraform plan/apply. Only the given GitHub environment (whose
 #            required reviewers are the manual approval) can assume it. PowerUserAccess
-#            (everything but IAM and Organizations) plus IAM limited to roles, instance
-#            profiles and policies whose names start with the project's name.
+#            (everything but IAM and Organizations) plus IAM limited to roles and instance
+#            profiles whose names start with the project's name, never the CI roles
+#            themselves. Caveat: it can still write inline policies on the project's host
+#            roles, so treat it as administrator of the project's resources; the GitHub
+#            environment approval is what guards it. The OIDC provider and these roles are
+#            applied by a person (terraform apply -target=module.github_ci), not by CI.
 #   operate  rolling restarts and restore drills: SSM Run Command on this project's
 #            instances only, and reading target health. Assumable from the main branch and
 #            the environment.
@@ -94,7 +98,7 @@ data "aws_iam_policy_document" "deploy_iam" {
       "iam:CreateRole", "iam:DeleteRole", "iam:GetRole", "iam:UpdateRole", "iam:UpdateAssumeRolePolicy",
       "iam:TagRole", "iam:UntagRole", "iam:ListRoleTags",
       "iam:PutRolePolicy", "iam:GetRolePolicy", "iam:DeleteRolePolicy", "iam:ListRolePolicies",
-      "iam:AttachRolePolicy", "iam:DetachRolePolicy", "iam:ListAttachedRolePolicies",
+      "iam:ListAttachedRolePolicies",
       "iam:ListInstanceProfilesForRole", "iam:PassRole",
       "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile", "iam:GetInstanceProfile",
       "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
@@ -104,6 +108,25 @@ data "aws_iam_policy_document" "deploy_iam" {
       "arn:${local.partition}:iam::${local.account_id}:role/${var.name}-*",
       "arn:${local.partition}:iam::${local.account_id}:instance-profile/${var.name}-*",
     ]
+  }
+
+  statement {
+    sid       = "AttachOnlyTheManagedPoliciesTheProjectUses"
+    actions   = ["iam:AttachRolePolicy", "iam:DetachRolePolicy"]
+    resources = ["arn:${local.partition}:iam::${local.account_id}:role/${var.name}-*"]
+    condition {
+      test     = "ArnEquals"
+      variable = "iam:PolicyARN"
+      values   = ["arn:${local.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"]
+    }
+  }
+
+  # The CI roles match the name pattern above: they must not be able to widen themselves.
+  statement {
+    sid       = "NeverTouchTheCiRoles"
+    effect    = "Deny"
+    actions   = ["iam:*"]
+    resources = ["arn:${local.partition}:iam::${local.account_id}:role/${var.name}-github-*"]
   }
 
   statement {
