@@ -329,7 +329,7 @@ def render_user_data(root: Path, render_dir: Path) -> int:
         "xen_device_name": "/dev/xvdf",
         "listen": "0.0.0.0:8080",
         "timezone": "UTC",
-        "drain_seconds": 30,
+        "drain_seconds": 25,
         "s3_prefix": "dob/",
         "backup_keep": 14,
         "replication_password_file": "/etc/dob/replication-password",

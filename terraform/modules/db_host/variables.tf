@@ -188,7 +188,12 @@ variable "timezone" {
 variable "drain_seconds" {
   description = "DOB_DRAIN_SECONDS: how long /readyz answers 503 after SIGTERM before dob-api stops (longer than the load balancer needs to mark the host unhealthy)."
   type        = number
-  default     = 30
+  default     = 25
+
+  validation {
+    condition     = var.drain_seconds >= 0 && var.drain_seconds < 60
+    error_message = "drain_seconds must be between 0 and 59: dob-api.service allows 60 s to stop."
+  }
 }
 
 variable "s3_bucket" {

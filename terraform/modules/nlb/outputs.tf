@@ -25,5 +25,5 @@ output "target_group_arn" {
 
 output "drain_seconds" {
   description = "How long a host should keep answering after SIGTERM with /readyz at 503, so the load balancer has marked it unhealthy first (DOB_DRAIN_SECONDS)."
-  value       = var.health_check_interval * var.health_check_threshold + 10
+  value       = var.health_check_interval * var.health_check_threshold + 5
 }
