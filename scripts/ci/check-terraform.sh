@@ -17,8 +17,8 @@
 #                terraform/checkov/tests/bad and passes every one of .../good
 #
 # python-hcl2 and checkov pin clashing dependencies, so each gets its own virtualenv
-# (.venv-hcl2, .venv-checkov at the repository root), created once and reused while the
-# pinned version matches. Nothing is sent anywhere: checkov runs with --skip-download.
+# (.venv-ci/hcl2, shared with check-packer.sh, and .venv-ci/checkov), created once and
+# reused while the pinned version matches. Nothing is sent anywhere: checkov runs with --skip-download.
 #
 # Environment: DOB_HCL2_SPEC, DOB_CHECKOV_SPEC (pip requirements; defaults pinned below).
 # Exit status: 0 when every step passed, 1 when one failed (the summary says which).
@@ -30,8 +30,8 @@ DOB_LOG_TAG=check-terraform
 
 HCL2_SPEC="${DOB_HCL2_SPEC:-python-hcl2==8.1.4}"
 CHECKOV_SPEC="${DOB_CHECKOV_SPEC:-checkov==3.3.30}"
-HCL2_VENV="$DOB_ROOT/.venv-hcl2"
-CHECKOV_VENV="$DOB_ROOT/.venv-checkov"
+HCL2_VENV="$DOB_ROOT/.venv-ci/hcl2"
+CHECKOV_VENV="$DOB_ROOT/.venv-ci/checkov"
 CUSTOM_CHECK=CKV_DOB_1
 
 case "${1:-}" in
@@ -64,7 +64,7 @@ ensure_python_venv_support() {
 ensure_venv() {
 	local dir="$1" spec="$2"
 	shift 2
-	if [[ -f "$dir/.dob-spec" && "$(cat "$dir/.dob-spec")" == "$spec" ]] &&
+	if [[ -f "$dir/.spec" && "$(cat "$dir/.spec")" == "$spec" ]] &&
 		"$dir/bin/python" -c 'import sys' >/dev/null 2>&1 && "$@" >/dev/null 2>&1; then
 		return 0
 	fi
@@ -74,7 +74,7 @@ ensure_venv() {
 	python3 -m venv "$dir"
 	"$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$spec" </dev/null
 	"$@" >/dev/null || dob_die "$dir: '$*' fails after installing $spec"
-	printf '%s\n' "$spec" >"$dir/.dob-spec"
+	printf '%s\n' "$spec" >"$dir/.spec"
 }
 
 command -v shellcheck >/dev/null 2>&1 || "$DOB_ROOT/scripts/install-deps.sh" lint

@@ -5,6 +5,8 @@ Run by scripts/ci/check-terraform.sh with the python-hcl2 virtualenv:
     python terraform_static.py REPO_ROOT RENDER_DIR
     python terraform_static.py --write-docs [REPO_ROOT]   # refresh terraform/README.md tables
 
+(the python of .venv-ci/hcl2, which check-terraform.sh creates).
+
 1. Every `*.tf` and `*.pkr.hcl` file of the repository parses (python-hcl2).
 2. Per Terraform module directory (what `terraform validate` would catch first):
    every variable has a type and a description, every output a description; every
