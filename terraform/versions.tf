@@ -8,17 +8,10 @@ terraform {
     }
   }
 
-  # State: use a remote backend with locking in production (see README.md), e.g.
+  # State: a remote backend with locking in production. Uncomment, and give the settings at
+  # init: terraform init -backend-config=backend.hcl (see backend.hcl.example).
   #
-  #   backend "s3" {
-  #     bucket       = "my-terraform-state"
-  #     key          = "dob/terraform.tfstate"
-  #     region       = "eu-west-1"
-  #     encrypt      = true
-  #     use_lockfile = true
-  #   }
-  #
-  # and pass it with `terraform init -backend-config=...` rather than editing this file.
+  # backend "s3" {}
 }
 
 # The primary region: the writable database, its hot standby and the backups.
