@@ -7,7 +7,8 @@ Run by scripts/ci/check-terraform.sh with the python-hcl2 virtualenv:
 
 (the python of .venv-ci/hcl2, which check-terraform.sh creates).
 
-1. Every `*.tf` and `*.pkr.hcl` file of the repository parses (python-hcl2).
+1. Every `*.tf` and `*.pkr.hcl` file of the repository parses (python-hcl2), and so do the
+   example settings in terraform/ (`*.example`).
 2. Per Terraform module directory (what `terraform validate` would catch first):
    every variable has a type and a description, every output a description; every
    `var.X`, `local.X` and `module.X.Y` refers to something declared; every call of a local
@@ -393,14 +394,16 @@ def main() -> int:
     os.chdir(root)
     tf_files = find_files(Path("."), ".tf")
     pkr_files = find_files(Path("."), ".pkr.hcl")
+    # Example settings a user copies (terraform.tfvars.example, backend.hcl.example).
+    examples = find_files(Path("terraform"), ".example")
     parsed: dict[Path, dict] = {}
-    for path in tf_files + pkr_files:
+    for path in tf_files + pkr_files + examples:
         try:
             with path.open() as f:
                 parsed[path] = hcl2.load(f)
         except Exception as e:  # noqa: BLE001 - any parse failure is the finding
             problem(path, f"does not parse: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-    print(f"parsed {len(tf_files)} .tf and {len(pkr_files)} .pkr.hcl files")
+    print(f"parsed {len(tf_files)} .tf, {len(pkr_files)} .pkr.hcl and {len(examples)} example settings files")
 
     by_dir: dict[Path, dict[Path, dict]] = {}
     for path in tf_files:
