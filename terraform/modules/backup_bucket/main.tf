@@ -1,9 +1,9 @@
 # The backup bucket of the primary region and its replica in the DR region.
 #
 # Both buckets: SSE-KMS with their own customer-managed key (rotated), versioning, every
-# public access blocked, ACLs disabled, TLS-only and KMS-only bucket policies, a lifecycle
-# that expires old versions and abandoned multipart uploads, and server access logs in a
-# log bucket of the same region. The source replicates every object version and delete
+# public access blocked, ACLs disabled, bucket policies that deny plain HTTP and any
+# encryption but their own key, a lifecycle that expires old versions and abandoned
+# multipart uploads, and server access logs in a log bucket of the same region. The source replicates every object version and delete
 # marker to the replica (with Replication Time Control: 99.99% of objects within 15 min).
 
 data "aws_caller_identity" "current" {
@@ -169,8 +169,11 @@ data "aws_iam_policy_document" "this" {
     }
   }
 
+  # Default encryption already makes every object SSE-KMS with this bucket's key. These
+  # deny only what a client asks for explicitly: SSE-S3, or another KMS key. (A deny on an
+  # absent header would also refuse UploadPart, which never carries one.)
   statement {
-    sid       = "DenyUploadsNotEncryptedWithKms"
+    sid       = "DenyUploadsAskingForSseS3"
     effect    = "Deny"
     actions   = ["s3:PutObject"]
     resources = ["${aws_s3_bucket.this.arn}/*"]
@@ -179,9 +182,30 @@ data "aws_iam_policy_document" "this" {
       identifiers = ["*"]
     }
     condition {
-      test     = "StringNotEqualsIfExists"
+      test     = "StringEquals"
       variable = "s3:x-amz-server-side-encryption"
-      values   = ["aws:kms"]
+      values   = ["AES256"]
+    }
+  }
+
+  statement {
+    sid       = "DenyUploadsAskingForAnotherKmsKey"
+    effect    = "Deny"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.this.arn}/*"]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "Null"
+      variable = "s3:x-amz-server-side-encryption-aws-kms-key-id"
+      values   = ["false"]
+    }
+    condition {
+      test     = "StringNotEquals"
+      variable = "s3:x-amz-server-side-encryption-aws-kms-key-id"
+      values   = [module.source_key.key_arn]
     }
   }
 }
@@ -441,8 +465,11 @@ data "aws_iam_policy_document" "replica" {
     }
   }
 
+  # Default encryption already makes every object SSE-KMS with this bucket's key. These
+  # deny only what a client asks for explicitly: SSE-S3, or another KMS key. (A deny on an
+  # absent header would also refuse UploadPart, which never carries one.)
   statement {
-    sid       = "DenyUploadsNotEncryptedWithKms"
+    sid       = "DenyUploadsAskingForSseS3"
     effect    = "Deny"
     actions   = ["s3:PutObject"]
     resources = ["${aws_s3_bucket.replica.arn}/*"]
@@ -451,9 +478,30 @@ data "aws_iam_policy_document" "replica" {
       identifiers = ["*"]
     }
     condition {
-      test     = "StringNotEqualsIfExists"
+      test     = "StringEquals"
       variable = "s3:x-amz-server-side-encryption"
-      values   = ["aws:kms"]
+      values   = ["AES256"]
+    }
+  }
+
+  statement {
+    sid       = "DenyUploadsAskingForAnotherKmsKey"
+    effect    = "Deny"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.replica.arn}/*"]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "Null"
+      variable = "s3:x-amz-server-side-encryption-aws-kms-key-id"
+      values   = ["false"]
+    }
+    condition {
+      test     = "StringNotEquals"
+      variable = "s3:x-amz-server-side-encryption-aws-kms-key-id"
+      values   = [module.replica_key.key_arn]
     }
   }
 }
