@@ -55,6 +55,13 @@ locals {
 
   replica_bucket_name = coalesce(var.replica_bucket_name, "${var.backup_bucket_name}-${var.dr_region}")
 
+  # Release binaries for the rolling restart, one bucket per region (hosts download through
+  # their own region's S3 gateway endpoint).
+  release_bucket_names = {
+    primary = "${var.name}-releases-${data.aws_caller_identity.current.account_id}-${var.primary_region}"
+    dr      = "${var.name}-releases-${data.aws_caller_identity.current.account_id}-${var.dr_region}"
+  }
+
   replication_password_parameter_arn = {
     for region in [var.primary_region, var.dr_region] : region =>
     "arn:${data.aws_partition.current.partition}:ssm:${region}:${data.aws_caller_identity.current.account_id}:parameter/${trimprefix(var.replication_password_parameter, "/")}"
@@ -152,6 +159,26 @@ module "backup_bucket" {
   bucket_name                        = var.backup_bucket_name
   replica_bucket_name                = local.replica_bucket_name
   noncurrent_version_expiration_days = var.backup_noncurrent_version_expiration_days
+  source_region_log_sources          = [local.release_bucket_names.primary]
+  replica_region_log_sources         = [local.release_bucket_names.dr]
+}
+
+module "primary_release_bucket" {
+  source    = "./modules/release_bucket"
+  providers = { aws = aws.primary }
+
+  name              = var.name
+  bucket_name       = local.release_bucket_names.primary
+  access_log_bucket = module.backup_bucket.access_log_bucket_names.source
+}
+
+module "dr_release_bucket" {
+  source    = "./modules/release_bucket"
+  providers = { aws = aws.dr }
+
+  name              = var.name
+  bucket_name       = local.release_bucket_names.dr
+  access_log_bucket = module.backup_bucket.access_log_bucket_names.replica
 }
 
 # --- host roles ----------------------------------------------------------------------------

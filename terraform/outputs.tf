@@ -101,3 +101,11 @@ output "github_ci_role_arns" {
     operate = module.github_ci[0].operate_role_arn
   }
 }
+
+output "release_buckets" {
+  description = "Release-binary buckets by region, for the deploy workflow's RELEASE_BUCKET_EU_WEST_1 / RELEASE_BUCKET_EU_CENTRAL_1 (rolling restart)."
+  value = {
+    (var.primary_region) = module.primary_release_bucket.bucket_name
+    (var.dr_region)      = module.dr_release_bucket.bucket_name
+  }
+}

@@ -613,7 +613,7 @@ data "aws_iam_policy_document" "source_logs" {
   statement {
     sid       = "S3ServerAccessLogsFromTheBackupBucket"
     actions   = ["s3:PutObject"]
-    resources = ["${aws_s3_bucket.source_logs.arn}/s3/${var.bucket_name}/*"]
+    resources = [for b in concat([var.bucket_name], var.source_region_log_sources) : "${aws_s3_bucket.source_logs.arn}/s3/${b}/*"]
     principals {
       type        = "Service"
       identifiers = ["logging.s3.amazonaws.com"]
@@ -621,7 +621,7 @@ data "aws_iam_policy_document" "source_logs" {
     condition {
       test     = "ArnLike"
       variable = "aws:SourceArn"
-      values   = [aws_s3_bucket.this.arn]
+      values   = [for b in concat([var.bucket_name], var.source_region_log_sources) : "arn:${local.partition}:s3:::${b}"]
     }
     condition {
       test     = "StringEquals"
@@ -736,7 +736,7 @@ data "aws_iam_policy_document" "replica_logs" {
   statement {
     sid       = "S3ServerAccessLogsFromTheReplicaBucket"
     actions   = ["s3:PutObject"]
-    resources = ["${aws_s3_bucket.replica_logs.arn}/s3/${var.replica_bucket_name}/*"]
+    resources = [for b in concat([var.replica_bucket_name], var.replica_region_log_sources) : "${aws_s3_bucket.replica_logs.arn}/s3/${b}/*"]
     principals {
       type        = "Service"
       identifiers = ["logging.s3.amazonaws.com"]
@@ -744,7 +744,7 @@ data "aws_iam_policy_document" "replica_logs" {
     condition {
       test     = "ArnLike"
       variable = "aws:SourceArn"
-      values   = [aws_s3_bucket.replica.arn]
+      values   = [for b in concat([var.replica_bucket_name], var.replica_region_log_sources) : "arn:${local.partition}:s3:::${b}"]
     }
     condition {
       test     = "StringEquals"

@@ -56,3 +56,15 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "source_region_log_sources" {
+  description = "Other buckets of the source region whose access logs the source-region log bucket accepts (under s3/<bucket>/), e.g. the release bucket."
+  type        = list(string)
+  default     = []
+}
+
+variable "replica_region_log_sources" {
+  description = "Other buckets of the replica region whose access logs the replica-region log bucket accepts (under s3/<bucket>/)."
+  type        = list(string)
+  default     = []
+}
