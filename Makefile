@@ -8,7 +8,7 @@ CARGO ?= cargo
 # Every shell script of the project: *.sh anywhere (but build output, vendored code and
 # local state) and the CI entry point.
 SHELL_SCRIPTS = $(shell find . \( -path ./target -o -path ./vendor -o -path ./.venv \
-	-o -path ./.local -o -path ./.git -o -name node_modules \) -prune \
+	-o -path ./.venv-ci -o -path ./.local -o -path ./.git -o -name node_modules \) -prune \
 	-o -type f -name "*.sh" -print | sort) .ci/run
 
 .PHONY: help run test lint fmt bench bench-backup clean-local deps
