@@ -114,6 +114,183 @@ impl ApiConfig {
     }
 }
 
+/// Server-side encryption requested for backup objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sse {
+    /// SSE-S3: `x-amz-server-side-encryption: AES256`.
+    Aes256,
+    /// SSE-KMS with the given key, or the account's default `aws/s3` key.
+    Kms { key_id: Option<String> },
+}
+
+impl Sse {
+    /// The value S3 uses in `x-amz-server-side-encryption`.
+    pub fn algorithm(&self) -> &'static str {
+        match self {
+            Sse::Aes256 => "AES256",
+            Sse::Kms { .. } => "aws:kms",
+        }
+    }
+}
+
+/// Where backups live.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Key prefix without leading or trailing `/`; may be empty.
+    pub prefix: String,
+    pub region: String,
+    /// A non-AWS endpoint (`http://127.0.0.1:9000`), addressed path-style.
+    pub endpoint: Option<String>,
+    pub sse: Option<Sse>,
+}
+
+/// Smallest part S3 accepts (except the last one).
+pub const MIN_PART_SIZE_MB: usize = 5;
+pub const DEFAULT_PART_SIZE_MB: usize = 8;
+pub const DEFAULT_BACKUP_KEEP: usize = 7;
+
+impl S3Config {
+    pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
+        let bucket = get("DOB_S3_BUCKET")
+            .ok_or_else(|| Error::config("DOB_S3_BUCKET", "is required (the bucket name)"))?;
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !valid_bucket {
+            return Err(Error::config(
+                "DOB_S3_BUCKET",
+                format!("{bucket:?} is not a valid bucket name (3 to 63 of a-z 0-9 . -)"),
+            ));
+        }
+        let prefix = get("DOB_S3_PREFIX")
+            .unwrap_or_else(|| "dob".to_owned())
+            .trim_matches('/')
+            .to_owned();
+        let region = get("DOB_S3_REGION")
+            .or_else(|| get("AWS_REGION"))
+            .or_else(|| get("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "us-east-1".to_owned());
+        let endpoint = get("DOB_S3_ENDPOINT");
+        if let Some(endpoint) = &endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(Error::config(
+                    "DOB_S3_ENDPOINT",
+                    format!("{endpoint:?} must start with http:// or https://"),
+                ));
+            }
+        }
+        let kms_key_id = get("DOB_S3_KMS_KEY_ID");
+        let sse = match get("DOB_S3_SSE").as_deref() {
+            None | Some("none") => None,
+            Some("AES256") => Some(Sse::Aes256),
+            Some("aws:kms") => Some(Sse::Kms {
+                key_id: kms_key_id.clone(),
+            }),
+            Some(other) => {
+                return Err(Error::config(
+                    "DOB_S3_SSE",
+                    format!("{other:?} is not one of AES256, aws:kms, none"),
+                ))
+            }
+        };
+        if kms_key_id.is_some() && !matches!(sse, Some(Sse::Kms { .. })) {
+            return Err(Error::config(
+                "DOB_S3_KMS_KEY_ID",
+                "is set but DOB_S3_SSE is not aws:kms",
+            ));
+        }
+        Ok(S3Config {
+            bucket,
+            prefix,
+            region,
+            endpoint,
+            sse,
+        })
+    }
+}
+
+/// Everything `dob-backup` needs.
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    pub database_url: String,
+    pub s3: S3Config,
+    /// Complete backups kept by retention (at least 1).
+    pub keep: usize,
+    /// Bytes per multipart part: also the one buffer the dump streams through.
+    pub part_size: usize,
+}
+
+impl BackupConfig {
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
+        let database_url = required_url(&get, "DOB_DATABASE_URL")?;
+        let s3 = S3Config::from_lookup(&lookup)?;
+        let keep = parse_in_range(&get, "DOB_BACKUP_KEEP", DEFAULT_BACKUP_KEEP, 1, 100_000)?;
+        let part_size_mb = parse_in_range(
+            &get,
+            "DOB_BACKUP_PART_SIZE_MB",
+            DEFAULT_PART_SIZE_MB,
+            MIN_PART_SIZE_MB,
+            1024,
+        )?;
+        Ok(BackupConfig {
+            database_url,
+            s3,
+            keep,
+            part_size: part_size_mb * 1024 * 1024,
+        })
+    }
+}
+
+/// Everything `dob-restore` needs; the database URL is only required to restore.
+#[derive(Debug, Clone)]
+pub struct RestoreConfig {
+    pub database_url: Option<String>,
+    pub s3: S3Config,
+}
+
+impl RestoreConfig {
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
+        let database_url = match get("DOB_DATABASE_URL") {
+            Some(_) => Some(required_url(&get, "DOB_DATABASE_URL")?),
+            None => None,
+        };
+        Ok(RestoreConfig {
+            database_url,
+            s3: S3Config::from_lookup(&lookup)?,
+        })
+    }
+}
+
+/// A PostgreSQL URL from `key`, checked (a typo fails before any work starts).
+pub fn required_url(get: &impl Fn(&str) -> Option<String>, key: &str) -> Result<String> {
+    let url = get(key).ok_or_else(|| Error::config(key, "is required (a postgresql:// URL)"))?;
+    check_database_url(key, &url)?;
+    Ok(url)
+}
+
+pub fn check_database_url(key: &str, url: &str) -> Result<()> {
+    let config = url
+        .parse::<postgres::Config>()
+        .map_err(|e| Error::config(key, format!("is not a valid PostgreSQL URL: {e}")))?;
+    if config.get_dbname().is_none() {
+        return Err(Error::config(key, "names no database"));
+    }
+    Ok(())
+}
+
 fn parse_in_range(
     get: &impl Fn(&str) -> Option<String>,
     key: &str,
@@ -184,6 +361,68 @@ mod tests {
             let err = config(&[URL, (key, value)]).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
+    }
+
+    fn backup(pairs: &[(&str, &str)]) -> Result<BackupConfig> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        BackupConfig::from_lookup(|k| env.get(k).cloned())
+    }
+
+    const BUCKET: (&str, &str) = ("DOB_S3_BUCKET", "dob-backups");
+
+    #[test]
+    fn backup_defaults_need_only_url_and_bucket() {
+        let c = backup(&[URL, BUCKET]).unwrap();
+        assert_eq!(c.s3.prefix, "dob");
+        assert_eq!(c.keep, DEFAULT_BACKUP_KEEP);
+        assert_eq!(c.part_size, DEFAULT_PART_SIZE_MB * 1024 * 1024);
+        assert_eq!(c.s3.sse, None);
+    }
+
+    #[test]
+    fn kms_encryption_takes_its_key_and_aes_refuses_one() {
+        let c = backup(&[
+            URL,
+            BUCKET,
+            ("DOB_S3_SSE", "aws:kms"),
+            ("DOB_S3_KMS_KEY_ID", "alias/dob"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.s3.sse,
+            Some(Sse::Kms {
+                key_id: Some("alias/dob".into())
+            })
+        );
+        let err = backup(&[
+            URL,
+            BUCKET,
+            ("DOB_S3_SSE", "AES256"),
+            ("DOB_S3_KMS_KEY_ID", "k"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("DOB_S3_KMS_KEY_ID"), "{err}");
+    }
+
+    #[test]
+    fn bad_backup_values_name_the_variable() {
+        for (key, value) in [
+            ("DOB_S3_BUCKET", "Not_A_Bucket"),
+            ("DOB_S3_SSE", "rot13"),
+            ("DOB_S3_ENDPOINT", "127.0.0.1:9000"),
+            ("DOB_BACKUP_KEEP", "0"),
+            ("DOB_BACKUP_PART_SIZE_MB", "1"),
+        ] {
+            let err = backup(&[URL, BUCKET, (key, value)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        let err = backup(&[URL]).unwrap_err().to_string();
+        assert!(err.contains("DOB_S3_BUCKET"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,14 @@ pub enum Error {
     },
     /// A child process (initdb, postgres, pg_dump, ...) failed or misbehaved.
     Process { context: String, detail: String },
+    /// An S3 request failed (network, credentials, or a non-2xx answer).
+    Storage {
+        context: String,
+        source: s3::error::S3Error,
+    },
+    /// A backup was refused or failed verification: missing, incomplete, corrupt, or
+    /// not matching its manifest. Nothing was changed because of it.
+    Refused { context: String, detail: String },
     /// Anything else, described in words, with an optional cause.
     Other {
         context: String,
@@ -59,6 +67,30 @@ impl Error {
         }
     }
 
+    pub fn storage(context: impl Into<String>, source: s3::error::S3Error) -> Self {
+        Error::Storage {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn refused(context: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::Refused {
+            context: context.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// True for `Refused`: the input was bad, as opposed to the job failing.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Error::Refused { .. })
+    }
+
+    /// True for `Config`.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Error::Config { .. })
+    }
+
     pub fn other(context: impl Into<String>) -> Self {
         Error::Other {
             context: context.into(),
@@ -78,15 +110,20 @@ impl Error {
 
     /// The error and all its causes on one line, `: `-separated, for logs and `main`.
     pub fn chain(&self) -> String {
-        let mut out = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(err) = cause {
-            out.push_str(": ");
-            out.push_str(&err.to_string());
-            cause = err.source();
-        }
-        out
+        chain(self)
     }
+}
+
+/// Any error and all its causes on one line, `: `-separated.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        out.push_str(": ");
+        out.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    out
 }
 
 impl fmt::Display for Error {
@@ -97,6 +134,9 @@ impl fmt::Display for Error {
             Error::Database { context, .. } => f.write_str(context),
             Error::Process { context, detail } if detail.is_empty() => f.write_str(context),
             Error::Process { context, detail } => write!(f, "{context}: {detail}"),
+            Error::Storage { context, .. } => f.write_str(context),
+            Error::Refused { context, detail } if detail.is_empty() => f.write_str(context),
+            Error::Refused { context, detail } => write!(f, "{context}: {detail}"),
             Error::Other { context, .. } => f.write_str(context),
         }
     }
@@ -107,6 +147,7 @@ impl std::error::Error for Error {
         match self {
             Error::Io { source, .. } => Some(source),
             Error::Database { source, .. } => Some(source),
+            Error::Storage { source, .. } => Some(source),
             Error::Other {
                 source: Some(source),
                 ..

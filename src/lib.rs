@@ -4,12 +4,18 @@
 //! The binaries in `bin/` are thin: they read configuration, build what this library
 //! provides and run it. Each module owns one concern:
 
+/// One backup: pg_dump streamed into an S3 multipart upload, then its manifest.
+pub mod backup;
 /// Days until the next birthday, and the greeting: pure date arithmetic.
 pub mod birthday;
+/// The backups a bucket holds, which are complete, and retention.
+pub mod catalog;
 /// Concurrent GET lookups coalesced into one query under load.
 pub mod coalesce;
 /// Environment configuration, parsed and checked before any work starts.
 pub mod config;
+/// PostgreSQL connection strings: another database, the password out of argv.
+pub mod conninfo;
 /// `Username` and `DateOfBirth`: validated domain values.
 pub mod domain;
 /// The crate's one error type, with its cause chain.
@@ -20,17 +26,27 @@ pub mod http;
 pub mod listener;
 /// Logger set-up shared by the binaries.
 pub mod logging;
+/// Backup ids, object keys and the manifest that makes a dump a backup.
+pub mod manifest;
 /// Prometheus counters and histograms, rendered as text.
 pub mod metrics;
 /// Forward-only SQL migrations from `sql/`, applied under an advisory lock.
 pub mod migrate;
 /// Starting and stopping local PostgreSQL servers (tests, benchmarks, local stack).
 pub mod pg;
+/// dob-promote: checks that promoting the local replica is safe, promotes, verifies.
+pub mod promote;
+/// Restores and drills: S3 into a fresh database, verified, then swapped in or dropped.
+pub mod restore;
+/// The S3 bucket: the few calls backup and restore need, SSE headers only where valid.
+pub mod s3;
 /// Worker threads over one HTTP server, and graceful shutdown.
 pub mod server;
 /// SIGTERM/SIGINT delivered to one thread, so shutdown is an ordinary function call.
 pub mod signals;
 /// The PostgreSQL connection pool and the two queries the API needs.
 pub mod store;
+/// Prometheus textfiles written by the batch jobs (result, duration, bytes, times).
+pub mod textfile;
 
 pub use error::{Error, Result};

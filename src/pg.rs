@@ -49,6 +49,10 @@ impl PgBin {
     pub fn tool(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
+
+    pub fn dir(&self) -> &Path {
+        &self.0
+    }
 }
 
 /// A PostgreSQL server in its own directory, listening on 127.0.0.1 only, trust auth.
@@ -80,6 +84,60 @@ impl LocalServer {
     /// Creates a fresh cluster in a new directory under the system temp dir (which
     /// the `postgres` user can reach, unlike a root-only checkout) and starts it.
     pub fn start_fresh() -> Result<LocalServer> {
+        Self::start_fresh_with(&[])
+    }
+
+    /// Like `start_fresh`, with extra `-c name=value` settings for this first start
+    /// (e.g. `synchronous_standby_names` for a primary).
+    pub fn start_fresh_with(settings: &[(&str, &str)]) -> Result<LocalServer> {
+        let mut server = Self::unstarted()?;
+        server.init()?;
+        server.start_with(settings)?;
+        Ok(server)
+    }
+
+    /// A streaming replica of `primary`, made by `scripts/make-replica.sh` (the same
+    /// script the local stack and the hosts use) through replication slot `name`, which
+    /// is also its `application_name`; started, and accepting read-only connections.
+    pub fn replica_of(primary: &LocalServer, name: &str) -> Result<LocalServer> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-replica.sh");
+        Self::replica_of_using(primary, name, &script)
+    }
+
+    /// `replica_of` with the `make-replica.sh` at `script`.
+    pub fn replica_of_using(
+        primary: &LocalServer,
+        name: &str,
+        script: &Path,
+    ) -> Result<LocalServer> {
+        let mut server = Self::unstarted()?;
+        fs::create_dir_all(&server.root)
+            .map_err(|e| Error::io(format!("creating {}", server.root.display()), e))?;
+        fs::set_permissions(&server.root, fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io("setting permissions on the cluster directory", e))?;
+        // The script runs as us and switches to the postgres user itself when root.
+        let output = Command::new(script)
+            .args(["--primary-host", "127.0.0.1", "--primary-port"])
+            .arg(primary.port().to_string())
+            .args(["--user", "postgres", "--sslmode", "prefer", "--slot", name])
+            .args(["--application-name", name, "--data-dir"])
+            .arg(server.data_dir())
+            .env("DOB_PG_BIN", server.bin.dir())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::io(format!("running {}", script.display()), e))?;
+        if !output.status.success() {
+            return Err(Error::process(
+                format!("make-replica.sh failed ({})", output.status),
+                String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            ));
+        }
+        server.start()?;
+        Ok(server)
+    }
+
+    /// A server value with its own directory name, not yet initialised or started.
+    fn unstarted() -> Result<LocalServer> {
         sweep_stale_dirs();
         let bin = PgBin::locate()?;
         static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -89,16 +147,13 @@ impl LocalServer {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = fs::remove_dir_all(&root);
-        let mut server = LocalServer {
+        Ok(LocalServer {
             root,
             port: 0,
             bin,
             child: None,
             remove_on_drop: true,
-        };
-        server.init()?;
-        server.start()?;
-        Ok(server)
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -407,19 +462,26 @@ fn run_to_completion(mut cmd: Command, what: &str) -> Result<()> {
 }
 
 /// Spawns `cmd` (as the postgres user when root) so that it receives SIGQUIT
-/// (immediate shutdown) if this process dies. The death signal is tied to the thread
-/// that forks, so every such child is forked by one thread that lives as long as the
-/// process.
+/// (immediate shutdown) if this process dies.
 fn spawn_tied_to_process(mut cmd: Command) -> Result<Child> {
+    as_postgres_user(&mut cmd)?;
+    spawn_dying_with_process(cmd, libc::SIGQUIT)
+}
+
+/// Spawns `cmd` so that it receives `signal` if this process dies: test servers
+/// (PostgreSQL, the S3 server) never outlive an interrupted test run. The death signal
+/// is tied to the thread that forks, so every such child is forked by one thread that
+/// lives as long as the process. Credential changes must be registered on `cmd` before
+/// (they would clear the death signal if run after it).
+pub fn spawn_dying_with_process(mut cmd: Command, signal: libc::c_int) -> Result<Child> {
     type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
-    as_postgres_user(&mut cmd)?;
     let parent = std::process::id() as libc::pid_t;
-    // SAFETY: prctl and getppid are async-signal-safe. Runs after the credential change
-    // registered above, which would otherwise clear the death signal.
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    // SAFETY: prctl and getppid are async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             if libc::getppid() != parent {
@@ -453,5 +515,5 @@ fn spawn_tied_to_process(mut cmd: Command) -> Result<Child> {
     reply_rx
         .recv()
         .map_err(|_| Error::other("the pg-spawner thread is gone"))?
-        .map_err(|e| Error::io("starting postgres", e))
+        .map_err(|e| Error::io(format!("starting {program}"), e))
 }

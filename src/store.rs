@@ -173,7 +173,10 @@ impl r2d2::HandleError<postgres::Error> for RateLimitedErrorLog {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            log::warn!("database connection failed: {}", error_chain(&error));
+            log::warn!(
+                "database connection failed: {}",
+                crate::error::chain(&error)
+            );
         }
     }
 }
@@ -388,7 +391,7 @@ impl Store {
             }
             log::debug!(
                 "retrying on another connection after: {}",
-                error_chain(&err)
+                crate::error::chain(&err)
             );
         }
         Err(last)
@@ -456,15 +459,4 @@ fn connection_config(config: &ApiConfig) -> Result<postgres::Config> {
     };
     pg.options(&options);
     Ok(pg)
-}
-
-fn error_chain(err: &postgres::Error) -> String {
-    let mut out = err.to_string();
-    let mut cause = std::error::Error::source(err);
-    while let Some(inner) = cause {
-        out.push_str(": ");
-        out.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    out
 }

@@ -86,33 +86,27 @@ fn concurrent_starts_apply_migrations_once() {
 fn read_only_connections_are_discarded_so_writes_resume_when_the_server_is_writable() {
     let pg = shared_pg();
     let db = fresh_database(pg);
-    let app = TestApp::spawn_with(&pg.url(&db), &[]);
+    // A generous pool timeout: on a loaded machine reconnecting can take over a second.
+    let app = TestApp::spawn_with(&pg.url(&db), &[("DOB_POOL_TIMEOUT_MS", "5000")]);
     assert_eq!(app.put_dob("Pia", "1995-05-05").status, 204);
 
     // New sessions start read-only; the pooled ones are recycled after a refusal.
-    let mut admin = pg.connect("postgres").unwrap();
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {db} SET default_transaction_read_only = on"
-        ))
-        .unwrap();
-    admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-            &[&db],
-        )
-        .unwrap();
-    let refused = app.put_dob("Pia", "1996-06-06");
+    set_read_only(pg, &db, true);
+    let mut refused = app.put_dob("Pia", "1996-06-06");
+    wait_until(
+        Duration::from_secs(10),
+        "PUT to be refused as read-only",
+        || {
+            refused = app.put_dob("Pia", "1996-06-06");
+            refused.body.contains("read-only")
+        },
+    );
     let error = refused.assert_error(503);
     assert!(error.contains("read-only"), "{error}");
     assert_eq!(refused.header("Retry-After"), Some("30"));
     assert_eq!(app.get("/hello/Pia").status, 200, "reads still work");
 
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {db} RESET default_transaction_read_only"
-        ))
-        .unwrap();
+    set_read_only(pg, &db, false);
     wait_until(Duration::from_secs(10), "writes to resume", || {
         app.put_dob("Pia", "1996-06-06").status == 204
     });
@@ -124,11 +118,27 @@ fn with_target_session_attrs_read_write_a_read_only_server_is_not_used_for_anyth
     let db = fresh_database(pg);
     let url = format!("{}?target_session_attrs=read-write", pg.url(&db));
     let app = TestApp::spawn_with(&url, &[("DOB_POOL_TIMEOUT_MS", "500")]);
+    set_read_only(pg, &db, true);
+    wait_until(Duration::from_secs(10), "PUT to be refused", || {
+        app.put_dob("Quin", "1997-07-07").status == 503
+    });
+    set_read_only(pg, &db, false);
+    wait_until(Duration::from_secs(10), "writes to resume", || {
+        app.put_dob("Quin", "1997-07-07").status == 204
+    });
+}
+
+/// Makes new sessions on `db` read-only (or writable again) and ends the current ones, as
+/// a server turning into (or out of) a read-only replica looks to a client.
+fn set_read_only(pg: &LocalServer, db: &str, read_only: bool) {
     let mut admin = pg.connect("postgres").unwrap();
+    let setting = if read_only {
+        "SET default_transaction_read_only = on"
+    } else {
+        "RESET default_transaction_read_only"
+    };
     admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {db} SET default_transaction_read_only = on"
-        ))
+        .batch_execute(&format!("ALTER DATABASE {db} {setting}"))
         .unwrap();
     admin
         .execute(
@@ -136,15 +146,32 @@ fn with_target_session_attrs_read_write_a_read_only_server_is_not_used_for_anyth
             &[&db],
         )
         .unwrap();
-    wait_until(Duration::from_secs(10), "PUT to be refused", || {
-        app.put_dob("Quin", "1997-07-07").status == 503
-    });
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {db} RESET default_transaction_read_only"
-        ))
-        .unwrap();
-    wait_until(Duration::from_secs(10), "writes to resume", || {
-        app.put_dob("Quin", "1997-07-07").status == 204
-    });
+}
+
+#[test]
+fn migrations_are_skipped_on_a_read_only_server() {
+    let pg = shared_pg();
+    let db = fresh_database(pg);
+    set_read_only(pg, &db, true);
+    let mut client = pg.connect(&db).unwrap();
+    assert_eq!(
+        dob::migrate::run(&mut client).unwrap(),
+        dob::migrate::Outcome::SkippedReadOnly
+    );
+    set_read_only(pg, &db, false);
+    let mut client = pg.connect(&db).unwrap();
+    let table: Option<String> = client
+        .query_one("SELECT to_regclass('users')::text", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(table, None, "nothing was created while read-only");
+    assert_eq!(
+        dob::migrate::run(&mut client).unwrap(),
+        dob::migrate::Outcome::Applied(dob::migrate::MIGRATIONS.len())
+    );
+    assert_eq!(
+        dob::migrate::run(&mut client).unwrap(),
+        dob::migrate::Outcome::Applied(0),
+        "a second run applies nothing"
+    );
 }

@@ -1,0 +1,9 @@
+output "deploy_role_arn" {
+  description = "Role for packer build and terraform plan/apply (`role-to-assume` of aws-actions/configure-aws-credentials)."
+  value       = aws_iam_role.deploy.arn
+}
+
+output "operate_role_arn" {
+  description = "Role for rolling restarts and restore drills through SSM."
+  value       = aws_iam_role.operate.arn
+}

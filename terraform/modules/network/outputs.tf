@@ -1,0 +1,39 @@
+output "vpc_id" {
+  description = "ID of the VPC."
+  value       = aws_vpc.this.id
+}
+
+output "vpc_cidr_block" {
+  description = "IPv4 CIDR block of the VPC."
+  value       = aws_vpc.this.cidr_block
+}
+
+output "private_subnet_ids" {
+  description = "IDs of the private subnets, in the order of `azs`."
+  value       = aws_subnet.private[*].id
+}
+
+output "private_subnet_cidrs" {
+  description = "CIDR blocks of the private subnets, in the order of `azs`."
+  value       = aws_subnet.private[*].cidr_block
+}
+
+output "public_subnet_ids" {
+  description = "IDs of the public subnets, in the order of `azs`."
+  value       = aws_subnet.public[*].id
+}
+
+output "private_route_table_id" {
+  description = "ID of the route table of the private subnets (add peering routes to it)."
+  value       = aws_route_table.private.id
+}
+
+output "s3_prefix_list_id" {
+  description = "ID of the S3 prefix list, for security group egress rules to the S3 gateway endpoint."
+  value       = aws_vpc_endpoint.s3.prefix_list_id
+}
+
+output "flow_log_group_name" {
+  description = "Name of the CloudWatch log group that holds the VPC flow logs."
+  value       = aws_cloudwatch_log_group.flow_logs.name
+}

@@ -1,0 +1,72 @@
+variable "name" {
+  description = "Name prefix of every resource in this network (e.g. `dob-eu-west-1`)."
+  type        = string
+}
+
+variable "cidr_block" {
+  description = "IPv4 CIDR block of the VPC. Must not overlap a VPC it is peered with."
+  type        = string
+
+  validation {
+    condition     = can(cidrhost(var.cidr_block, 0))
+    error_message = "cidr_block must be an IPv4 CIDR block such as 10.10.0.0/16."
+  }
+}
+
+variable "azs" {
+  description = "Availability zones to spread the subnets over, one private and one public subnet in each."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.azs) >= 1 && length(var.azs) == length(distinct(var.azs))
+    error_message = "azs must list at least one availability zone, each once."
+  }
+}
+
+variable "private_subnet_cidrs" {
+  description = "CIDR blocks of the private (host) subnets, one per entry of `azs`, in the same order."
+  type        = list(string)
+
+  validation {
+    condition     = alltrue([for c in var.private_subnet_cidrs : can(cidrhost(c, 0))])
+    error_message = "Every private subnet CIDR must be an IPv4 CIDR block."
+  }
+}
+
+variable "public_subnet_cidrs" {
+  description = "CIDR blocks of the public (load balancer) subnets, one per entry of `azs`, in the same order."
+  type        = list(string)
+
+  validation {
+    condition     = alltrue([for c in var.public_subnet_cidrs : can(cidrhost(c, 0))])
+    error_message = "Every public subnet CIDR must be an IPv4 CIDR block."
+  }
+}
+
+variable "interface_endpoints" {
+  description = "AWS services reached through interface VPC endpoints from the private subnets (S3 always has a gateway endpoint)."
+  type        = list(string)
+  default     = ["ssm", "ssmmessages", "ec2messages"]
+}
+
+variable "flow_log_retention_days" {
+  description = "How long VPC flow logs are kept, in days (a CloudWatch Logs retention value)."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.flow_log_retention_days)
+    error_message = "flow_log_retention_days must be one of the values CloudWatch Logs accepts (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)."
+  }
+}
+
+variable "flow_log_kms_key_arn" {
+  description = "ARN of the KMS key that encrypts the flow log group (its policy must allow CloudWatch Logs)."
+  type        = string
+}
+
+variable "tags" {
+  description = "Tags for every resource of the network."
+  type        = map(string)
+  default     = {}
+}

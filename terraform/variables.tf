@@ -1,0 +1,244 @@
+variable "name" {
+  description = "Name prefix of every resource (and the Project tag)."
+  type        = string
+  default     = "dob"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,11}$", var.name))
+    error_message = "name must be 2-12 characters of a-z 0-9 -, starting with a letter (it prefixes load balancer names, which are limited to 32 characters)."
+  }
+}
+
+variable "primary_region" {
+  description = "Region of the primary database, its hot standby and the backups."
+  type        = string
+  default     = "eu-west-1"
+}
+
+variable "dr_region" {
+  description = "Disaster-recovery region: the cascading replica and the replica bucket."
+  type        = string
+  default     = "eu-central-1"
+}
+
+variable "primary_azs" {
+  description = "Availability zones of the primary region; the primary host goes in the first, the replica in the second."
+  type        = list(string)
+  default     = ["eu-west-1a", "eu-west-1b"]
+
+  validation {
+    condition     = length(var.primary_azs) >= 2 && length(var.primary_azs) == length(distinct(var.primary_azs))
+    error_message = "primary_azs must list at least two distinct availability zones: the primary and the replica must not share one."
+  }
+}
+
+variable "dr_azs" {
+  description = "Availability zones of the DR region; the DR host goes in the first, the load balancer spans all."
+  type        = list(string)
+  default     = ["eu-central-1a", "eu-central-1b"]
+
+  validation {
+    condition     = length(var.dr_azs) >= 1 && length(var.dr_azs) == length(distinct(var.dr_azs))
+    error_message = "dr_azs must list at least one availability zone, each once."
+  }
+}
+
+variable "primary_vpc_cidr" {
+  description = "CIDR block of the primary region's VPC (a /16: subnets are carved as /24s)."
+  type        = string
+  default     = "10.10.0.0/16"
+
+  validation {
+    condition     = can(cidrhost(var.primary_vpc_cidr, 0)) && endswith(var.primary_vpc_cidr, "/16")
+    error_message = "primary_vpc_cidr must be an IPv4 /16 such as 10.10.0.0/16."
+  }
+}
+
+variable "dr_vpc_cidr" {
+  description = "CIDR block of the DR region's VPC (a /16, must not overlap primary_vpc_cidr: they are peered)."
+  type        = string
+  default     = "10.20.0.0/16"
+
+  validation {
+    condition     = can(cidrhost(var.dr_vpc_cidr, 0)) && endswith(var.dr_vpc_cidr, "/16")
+    error_message = "dr_vpc_cidr must be an IPv4 /16 such as 10.20.0.0/16."
+  }
+}
+
+variable "primary_ami_id" {
+  description = "dob AMI in the primary region. null: the newest AMI of this account named like ami_name_filter."
+  type        = string
+  default     = null
+}
+
+variable "dr_ami_id" {
+  description = "dob AMI in the DR region (Packer copies it there). null: the newest AMI of this account named like ami_name_filter."
+  type        = string
+  default     = null
+}
+
+variable "ami_name_filter" {
+  description = "Name pattern of the AMIs built by `packer build packer/`, used when an AMI ID is not given."
+  type        = string
+  default     = "dob-*"
+}
+
+variable "instance_type" {
+  description = "EC2 instance type of the database hosts (its architecture must match the AMI's)."
+  type        = string
+  default     = "m6i.large"
+}
+
+variable "data_volume_size" {
+  description = "Size of each host's encrypted PostgreSQL data volume, GiB."
+  type        = number
+  default     = 100
+}
+
+variable "database_name" {
+  description = "PostgreSQL database of the API."
+  type        = string
+  default     = "dob"
+}
+
+variable "database_user" {
+  description = "PostgreSQL user of the API and the backups (authenticated by the role setup, never by a password in the URL)."
+  type        = string
+  default     = "dob"
+}
+
+variable "dr_upstream" {
+  description = "Which primary-region host the DR replica streams from: `replica` (cascading, spares the primary; the design's default) or `primary`."
+  type        = string
+  default     = "replica"
+
+  validation {
+    condition     = contains(["primary", "replica"], var.dr_upstream)
+    error_message = "dr_upstream must be primary or replica."
+  }
+}
+
+variable "backup_bucket_name" {
+  description = "Globally unique name of the backup bucket in the primary region (e.g. `acme-dob-backups`)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,56}[a-z0-9]$", var.backup_bucket_name))
+    error_message = "backup_bucket_name must be 3-58 characters of a-z 0-9 . - ."
+  }
+}
+
+variable "replica_bucket_name" {
+  description = "Globally unique name of the replica bucket in the DR region. null: `<backup_bucket_name>-<dr_region>`."
+  type        = string
+  default     = null
+}
+
+variable "backup_prefix" {
+  description = "Key prefix of the backups in both buckets (DOB_S3_PREFIX); the hosts' IAM role reaches nothing outside it."
+  type        = string
+  default     = "dob/"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/?$", var.backup_prefix))
+    error_message = "backup_prefix must be a key prefix such as dob/ (no leading slash)."
+  }
+}
+
+variable "backup_keep" {
+  description = "How many backups dob-backup keeps (DOB_BACKUP_KEEP)."
+  type        = number
+  default     = 14
+
+  validation {
+    condition     = var.backup_keep >= 1
+    error_message = "backup_keep must be at least 1."
+  }
+}
+
+variable "backup_noncurrent_version_expiration_days" {
+  description = "Days a deleted backup object stays recoverable as a noncurrent version in both buckets."
+  type        = number
+  default     = 30
+}
+
+variable "dr_backup_write" {
+  description = "Let the DR host write backups into the replica bucket. false while eu-west-1 is the primary; set true after a failover so backups continue from the DR region."
+  type        = bool
+  default     = false
+}
+
+variable "replication_password_parameter" {
+  description = "Name of the SSM SecureString parameter holding the PostgreSQL replication password, created out of band in BOTH regions (see README.md), so the secret is never in Terraform state."
+  type        = string
+  default     = "/dob/replication-password"
+
+  validation {
+    condition     = can(regex("^/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", var.replication_password_parameter))
+    error_message = "replication_password_parameter must be an absolute parameter name such as /dob/replication-password."
+  }
+}
+
+variable "timezone" {
+  description = "IANA time zone that defines \"today\" for birthdays (DOB_TIMEZONE)."
+  type        = string
+  default     = "UTC"
+}
+
+variable "allowed_client_cidrs" {
+  description = "Networks allowed to reach the API on the load balancers (TCP 8080). Route53 health checkers must be able to reach them for DNS failover."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = length(var.allowed_client_cidrs) >= 1 && alltrue([for c in var.allowed_client_cidrs : can(cidrhost(c, 0))])
+    error_message = "allowed_client_cidrs must list at least one IPv4 CIDR block."
+  }
+}
+
+variable "route53_zone_id" {
+  description = "Existing Route53 hosted zone for the API name. null: no DNS records or health checks."
+  type        = string
+  default     = null
+}
+
+variable "api_domain_name" {
+  description = "Name of the API in the hosted zone (e.g. `api.example.com`); the failover records answer for it."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.api_domain_name == null || can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,}$", var.api_domain_name))
+    error_message = "api_domain_name must be a lower-case DNS name such as api.example.com."
+  }
+}
+
+variable "deletion_protection" {
+  description = "Termination protection on the hosts and deletion protection on the load balancers. Turn off only to tear everything down."
+  type        = bool
+  default     = true
+}
+
+variable "tags" {
+  description = "Extra tags for every resource (Project and ManagedBy are always set)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "github_repository" {
+  description = "GitHub repository (`owner/name`) whose Actions may deploy through OIDC roles. null: no CI roles."
+  type        = string
+  default     = null
+}
+
+variable "github_environment" {
+  description = "GitHub environment (with required reviewers: the manual approval) that may assume the deploy role."
+  type        = string
+  default     = "production"
+}
+
+variable "create_github_oidc_provider" {
+  description = "Create the account's GitHub OIDC provider; false when the account already has one."
+  type        = bool
+  default     = true
+}

@@ -1,0 +1,35 @@
+terraform {
+  required_version = ">= 1.6.0, < 2.0.0"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = "~> 5.82"
+    }
+  }
+
+  # State: a remote backend with locking in production. Uncomment, and give the settings at
+  # init: terraform init -backend-config=backend.hcl (see backend.hcl.example).
+  #
+  # backend "s3" {}
+}
+
+# The primary region: the writable database, its hot standby and the backups.
+provider "aws" {
+  alias  = "primary"
+  region = var.primary_region
+
+  default_tags {
+    tags = local.tags
+  }
+}
+
+# The disaster-recovery region: a cascading replica, its own NLB and the replica bucket.
+provider "aws" {
+  alias  = "dr"
+  region = var.dr_region
+
+  default_tags {
+    tags = local.tags
+  }
+}
