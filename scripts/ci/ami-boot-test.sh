@@ -24,22 +24,26 @@ echo "api_nonewprivs=$(awk '/^NoNewPrivs:/ {print $2}' "/proc/$pid/status")"
 echo "api_capbnd=$(awk '/^CapBnd:/ {print $2}' "/proc/$pid/status")"
 echo "api_seccomp=$(awk '/^Seccomp:/ {print $2}' "/proc/$pid/status")"
 
-# Requests before, during and after a restart. curl exit 22 is an HTTP error status;
-# any other failure (7 refused, 52 empty reply, 56 reset, 28 timeout) is a lost connection.
+# Requests before, during and after a restart. curl exit 22 is an HTTP error status; 7
+# (refused) and 28 (timeout) would mean the socket was not there to queue the connection;
+# 52 (empty reply) and 56 (reset) mean a process accepted it and closed it unanswered.
 (
-	ok=0 http_errors=0 lost=0
-	for _ in $(seq 1 300); do
+	ok=0 http_errors=0 refused=0 dropped=0 details=""
+	for i in $(seq 1 300); do
 		code=0
-		curl -s -o /dev/null -f --max-time 10 "$api/hello/Boot" || code=$?
+		status="$(curl -s -o /dev/null -w '%{http_code}' -f --max-time 10 "$api/hello/Boot")" || code=$?
 		case "$code" in
 		0) ok=$((ok + 1)) ;;
-		22) http_errors=$((http_errors + 1)) ;;
-		*) lost=$((lost + 1)) ;;
+		22) http_errors=$((http_errors + 1)) details+=" #$i:HTTP-$status" ;;
+		7 | 28) refused=$((refused + 1)) details+=" #$i:curl-exit-$code" ;;
+		*) dropped=$((dropped + 1)) details+=" #$i:curl-exit-$code" ;;
 		esac
 	done
 	echo "restart_ok=$ok"
 	echo "restart_http_errors=$http_errors"
-	echo "restart_lost=$lost"
+	echo "restart_refused=$refused"
+	echo "restart_dropped=$dropped"
+	echo "restart_failures=${details# }"
 ) &
 sleep 0.3
 systemctl restart dob-api.service

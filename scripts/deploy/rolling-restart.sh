@@ -4,15 +4,16 @@
 # (the hosts have no SSH). Run by .github/workflows/deploy.yml after `terraform apply`.
 #
 #   rolling-restart.sh --outputs FILE --bin-dir DIR --version ID \
-#       --release-bucket REGION=BUCKET [--release-bucket REGION=BUCKET ...] \
+#       [--release-bucket REGION=BUCKET ...] \
 #       [--primary-region eu-west-1] [--dr-region eu-central-1] [--port 8080]
 #
-#   --outputs FILE    `terraform output -json` of terraform/ (instance_ids, target_group_arns)
+#   --outputs FILE    `terraform output -json` of terraform/ (instance_ids,
+#                     target_group_arns, release_buckets)
 #   --bin-dir DIR     the release binaries (packer/provision.sh --stage-binaries)
 #   --version ID      where they go: s3://BUCKET/releases/ID/ (e.g. the commit)
-#   --release-bucket  a bucket per region the CI role may write; hosts download through
-#                     presigned URLs (valid one hour), so their instance role needs no
-#                     access to it, only their S3 gateway endpoint (same region)
+#   --release-bucket  the bucket of a region (default: the release_buckets output); hosts
+#                     download through presigned URLs (valid one hour), so their instance
+#                     role needs no access to it, only their S3 gateway endpoint (same region)
 #
 # Order: the eu-west-1 replica, then the primary, then the DR host. For each host:
 #   1. when its target group has another target: deregister it and wait for draining
@@ -62,7 +63,10 @@ done
 [[ -d "$bin_dir" ]] || die "--bin-dir DIR is required"
 [[ "$version" =~ ^[A-Za-z0-9._-]+$ ]] || die "--version must be letters, digits, . _ -"
 for region in "$primary_region" "$dr_region"; do
-	[[ -n "${buckets[$region]:-}" ]] || die "no --release-bucket for $region"
+	if [[ -z "${buckets[$region]:-}" ]]; then
+		buckets["$region"]="$(jq -er --arg r "$region" '.release_buckets.value[$r]' "$outputs")" ||
+			die "no --release-bucket for $region and no release_buckets output for it"
+	fi
 done
 mapfile -t binaries < <(find "$bin_dir" -maxdepth 1 -type f -printf '%f\n' | sort)
 ((${#binaries[@]})) || die "no binaries in $bin_dir"
