@@ -24,6 +24,11 @@
 #    as a warning); dob-backup's ExecCondition lets the run through on a primary
 #    and skips it cleanly (no failure) once the server is in recovery; the restore-drill
 #    unit brings up the scratch cluster 15/drill on port 5433.
+# 6. A replica for real, in the chroot again: a throwaway primary on this machine (same
+#    PostgreSQL major, loopback); role-setup.sh as DOB_ROLE=replica refuses a data
+#    directory that holds a database, then turns the image's fresh cluster into a
+#    streaming replica with make-replica.sh (data copied, a new row streamed); on it
+#    pg-is-primary.sh exits 1 (dob-backup skips) and role-setup.sh's next boot is a no-op.
 #
 # Environment: DOB_CI_CACHE (cache directory), DOB_CI_MIRROR (a Debian mirror URL instead
 # of the one apt uses), DOB_CI_KEEP_ROOT=1 (leave the root filesystem for inspection),
@@ -79,6 +84,7 @@ mkdir -p "$root"
 
 mounted=()
 api_pid=""
+primary_dir=""
 unmount_all() {
 	local i
 	for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
@@ -97,6 +103,10 @@ cleanup() {
 		chroot "$root" pg_ctlcluster 15 main stop -m fast >/dev/null 2>&1
 	fi
 	unmount_all
+	if [[ -n "$primary_dir" ]]; then
+		DOB_PG_BIN=/usr/lib/postgresql/15/bin pg_stop "$primary_dir/data" >/dev/null 2>&1
+		rm -rf "$primary_dir"
+	fi
 	if [[ "${DOB_CI_KEEP_ROOT:-0}" == 1 ]]; then
 		dob_log "root filesystem kept in $root"
 	else
@@ -143,9 +153,12 @@ bind_mount() { # bind_mount SOURCE TARGET-IN-ROOT
 	mount --rbind "$1" "$root$2"
 	mounted+=("$root$2")
 }
-mount -t proc proc "$root/proc" && mounted+=("$root/proc")
-mount -t sysfs sysfs "$root/sys" && mounted+=("$root/sys")
-bind_mount /dev /dev
+mount_chroot() {
+	mount -t proc proc "$root/proc" && mounted+=("$root/proc")
+	mount -t sysfs sysfs "$root/sys" && mounted+=("$root/sys")
+	bind_mount /dev /dev
+}
+mount_chroot
 # Downloaded packages and apt lists survive between runs.
 bind_mount "$CACHE/apt-archives" /var/cache/apt/archives
 bind_mount "$CACHE/apt-lists" /var/lib/apt/lists
@@ -345,4 +358,81 @@ fi
 dob_log "booted image: dob-api sandboxed as dob (systemd-analyze security: $(result api_exposure));" \
 	"restart under load: $(result restart_ok)/300 ok, none refused;" \
 	"dob-backup runs on the primary, is skipped on a replica; the drill starts 15/drill"
+
+# --- a replica, for real: role-setup.sh copies a primary with make-replica.sh ---------------
+
+# The primary: a throwaway cluster on this machine (same major version, loopback, trust),
+# which the chroot reaches over 127.0.0.1 (shared network namespace).
+mount_chroot
+primary_dir="$(mktemp -d /var/tmp/dob-check-ami-primary.XXXXXX)"
+chmod 0755 "$primary_dir"
+primary_port="$(free_port 5432)"
+replica_port="$(free_port 5432 "$primary_port")"
+DOB_PG_BIN=/usr/lib/postgresql/15/bin pg_init "$primary_dir/data" "$primary_port" \
+	wal_level=replica max_wal_senders=5 max_replication_slots=5 >/dev/null
+DOB_PG_BIN=/usr/lib/postgresql/15/bin pg_start "$primary_dir/data" "$primary_dir/pg.log"
+DOB_PG_BIN=/usr/lib/postgresql/15/bin pg_psql "$primary_port" <<'SQL'
+CREATE ROLE dob LOGIN;
+CREATE DATABASE dob OWNER dob;
+\c dob
+CREATE TABLE ci_marker (note text);
+INSERT INTO ci_marker VALUES ('written on the primary');
+SQL
+
+# The replication role, as on a real primary (scripts/primary-allow-replica.sh).
+printf 'ci-replication-password\n' >"$primary_dir/replication-password"
+scripts/primary-allow-replica.sh --replica-cidr 127.0.0.1/32 --user replicator \
+	--password-file "$primary_dir/replication-password" --host 127.0.0.1 \
+	--port "$primary_port" --allow-plaintext >/dev/null
+
+printf '%s\n' "port = $replica_port" "listen_addresses = '127.0.0.1'" \
+	>"$root/etc/postgresql/15/main/conf.d/zz-ci-smoke.conf"
+install -m 0600 "$primary_dir/replication-password" "$root/etc/dob/replication-password"
+printf '%s\n' DOB_ROLE=replica DOB_PRIMARY_HOST=127.0.0.1 "DOB_PRIMARY_PORT=$primary_port" \
+	DOB_REPLICATION_SSLMODE=prefer DOB_REPLICATION_SLOT=ci_replica DOB_ROLE_SETUP_WAIT=20 \
+	"DOB_DATABASE_URL=postgresql://dob@127.0.0.1:$replica_port/dob" >"$root/etc/dob/dob.env"
+rm -f "$root/var/lib/dob/role-setup.done" "$root/var/lib/postgresql/15/main/standby.signal"
+
+# 1. The data directory still holds the smoke test's database dob: never wiped.
+chroot "$root" pg_ctlcluster 15 main start
+if out="$(chroot "$root" /usr/local/lib/dob/role-setup.sh 2>&1)"; then
+	dob_die "role-setup.sh as a replica replaced a data directory that holds a database"
+fi
+grep -q 'holds databases of its own' <<<"$out" || dob_die "role-setup.sh refused, but said: $out"
+
+# 2. The image's freshly initialised cluster (as at first boot): replaced by a copy.
+chroot "$root" pg_ctlcluster 15 main stop -m fast
+find "$root/var/lib/postgresql/15/main" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +
+chroot "$root" runuser -u postgres -- /usr/lib/postgresql/15/bin/initdb \
+	-D /var/lib/postgresql/15/main --auth-local=peer --auth-host=scram-sha-256 \
+	--encoding=UTF8 --locale=C.UTF-8 >/dev/null
+chroot "$root" pg_ctlcluster 15 main start
+dob_log "role-setup.sh as a replica of 127.0.0.1:$primary_port"
+chroot "$root" /usr/local/lib/dob/role-setup.sh >"$work/role-setup-replica.log" 2>&1 || {
+	cat "$work/role-setup-replica.log" >&2
+	dob_die "role-setup.sh as a replica failed"
+}
+replica_psql() { chroot "$root" runuser -u postgres -- /usr/bin/psql --cluster 15/main -X -At "$@"; }
+[[ "$(replica_psql -d postgres -c 'SELECT pg_is_in_recovery()')" == t ]] ||
+	dob_die "after role-setup.sh the local server is not a replica"
+[[ "$(replica_psql -d dob -c 'SELECT note FROM ci_marker')" == 'written on the primary' ]] ||
+	dob_die "the replica does not have the primary's data"
+DOB_PG_BIN=/usr/lib/postgresql/15/bin pg_psql "$primary_port" -c \
+	"INSERT INTO ci_marker VALUES ('streamed')" -d dob
+for _ in $(seq 1 50); do
+	[[ "$(replica_psql -d dob -c "SELECT count(*) FROM ci_marker WHERE note = 'streamed'")" == 1 ]] && break
+	sleep 0.2
+done
+[[ "$(replica_psql -d dob -c "SELECT count(*) FROM ci_marker WHERE note = 'streamed'")" == 1 ]] ||
+	dob_die "a row written on the primary did not reach the replica"
+status=0
+chroot "$root" runuser -u dob -- /usr/local/lib/dob/pg-is-primary.sh 2>/dev/null || status=$?
+((status == 1)) || dob_die "pg-is-primary.sh on a replica exited $status, want 1 (skip)"
+chroot "$root" /usr/local/lib/dob/role-setup.sh >/dev/null 2>&1 ||
+	dob_die "role-setup.sh failed on the replica's next boot"
+chroot "$root" pg_ctlcluster 15 main stop -m fast
+DOB_PG_BIN=/usr/lib/postgresql/15/bin pg_stop "$primary_dir/data"
+dob_log "replica: the fresh cluster became a streaming replica (data copied, then streamed);" \
+	"a data directory with a database was refused; the backup condition skips"
+
 dob_log "ok: image provisioned and tested in $((SECONDS - started)) s"
