@@ -3,8 +3,9 @@
 //! `127.0.0.1:0`.
 //!
 //! Shutdown, in order: readiness turns 503 (`draining`), requests keep being served for
-//! the drain period so the load balancer moves traffic away, then workers finish the
-//! request in hand and whatever is already queued, and exit.
+//! the drain period so the load balancer moves traffic away, accepting stops (the
+//! listening socket stays open for the next process under socket activation), then
+//! workers finish the request in hand and whatever is already queued, and exit.
 
 use crate::config::ApiConfig;
 use crate::http::{self, App, Reply};
@@ -22,6 +23,10 @@ use tiny_http::{Header, Request, Response};
 
 /// How often an idle worker checks whether it should stop.
 const WORKER_POLL: Duration = Duration::from_millis(100);
+
+/// After accepting stops: how long connections already accepted get to deliver the
+/// request they are sending before workers stop taking requests.
+const LINGER: Duration = Duration::from_millis(250);
 
 pub struct Server {
     http: Arc<tiny_http::Server>,
@@ -136,6 +141,12 @@ impl Server {
             self.drain
         );
         thread::sleep(self.drain);
+        // No connection may be accepted that will not be answered: stop accepting first
+        // (under socket activation, later connections wait in systemd's backlog for the
+        // next process), give connections already accepted a moment to deliver a request
+        // they are sending, then let the workers empty the queue and exit.
+        self.http.stop_accepting();
+        thread::sleep(LINGER);
         stop.store(true, Ordering::Relaxed);
         for worker in workers {
             let _ = worker.join();

@@ -350,10 +350,16 @@ impl Store {
         &self,
         mut op: impl FnMut(&mut Conn) -> std::result::Result<T, postgres::Error>,
     ) -> std::result::Result<T, StoreError> {
-        if !self.schema_ready() {
-            return Err(StoreError::NotReady);
-        }
         let deadline = Instant::now() + self.pool_timeout;
+        // Just after start (a restart under socket activation hands over connections at
+        // once) the schema check is typically milliseconds from done: wait for it
+        // within the pool timeout rather than answer 503.
+        while !self.schema_ready() {
+            if Instant::now() >= deadline {
+                return Err(StoreError::NotReady);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let mut last = StoreError::Unavailable;
         // After a database restart every pooled connection is dead, and each fails
         // at once; trying them all within the deadline means no request sees a 503.

@@ -123,34 +123,12 @@ fn a_socket_passed_by_systemd_is_used_instead_of_binding() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let fd = listener.as_raw_fd();
 
-    // `exec` keeps the pid, so LISTEN_PID=$$ names dob-api, as systemd's would.
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(format!("LISTEN_PID=$$ LISTEN_FDS=1 exec {BIN}"));
-    let base = api_command(&url);
-    cmd.envs(base.get_envs().filter_map(|(k, v)| Some((k, v?))))
-        .env("DOB_LISTEN", taken.local_addr().unwrap().to_string())
-        .env("DOB_DRAIN_SECONDS", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // SAFETY: dup2 and fcntl are async-signal-safe. dup2 gives a new fd 3 without
-    // close-on-exec; when the listener already is fd 3, dup2 is a no-op and the flag
-    // must be cleared by hand.
-    unsafe {
-        cmd.pre_exec(move || {
-            let rc = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
+    let mut child = spawn_with_socket(
+        &url,
+        fd,
+        &[("DOB_LISTEN", &taken.local_addr().unwrap().to_string())],
+        Stdio::piped(),
+    );
     wait_ready(addr, &mut child);
     drop(listener);
 
@@ -169,6 +147,122 @@ fn a_socket_passed_by_systemd_is_used_instead_of_binding() {
     assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
     let logs = stderr_of(&mut child);
     assert!(logs.contains("socket from systemd"), "{logs}");
+}
+
+/// Starts dob-api as systemd socket activation would: the listening socket `fd` as fd 3,
+/// `LISTEN_FDS=1` and `LISTEN_PID` naming dob-api (`exec` keeps the shell's pid).
+fn spawn_with_socket(
+    database_url: &str,
+    fd: std::os::fd::RawFd,
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> Child {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!("LISTEN_PID=$$ LISTEN_FDS=1 exec {BIN}"));
+    let base = api_command(database_url);
+    cmd.envs(base.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("DOB_DRAIN_SECONDS", "0")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    // SAFETY: dup2 and fcntl are async-signal-safe. dup2 gives a new fd 3 without
+    // close-on-exec; when the listener already is fd 3, dup2 is a no-op and the flag
+    // must be cleared by hand.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().unwrap()
+}
+
+#[test]
+fn a_restart_on_a_socket_held_by_systemd_loses_no_request() {
+    let pg = shared_pg();
+    let url = pg.url(&fresh_database(pg));
+    // The test plays systemd: it owns the socket across both processes.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = listener.as_raw_fd();
+    // Logs go to files: thousands of request lines would fill a pipe nobody reads.
+    let log_path =
+        |n: u32| std::env::temp_dir().join(format!("dob-restart-{}-{n}.log", std::process::id()));
+    let log_file = |n: u32| Stdio::from(std::fs::File::create(log_path(n)).unwrap());
+    let mut first = spawn_with_socket(&url, fd, &[], log_file(1));
+    wait_ready(addr, &mut first);
+    let put = send(
+        addr,
+        "PUT",
+        "/hello/Vera",
+        &[("Content-Type", "application/json")],
+        Some(br#"{"dateOfBirth":"1970-01-01"}"#),
+    );
+    assert_eq!(put.status, 204);
+
+    // A bounded stream of requests, one connection each, across the restart.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let (mut answered, mut failures) = (0u32, Vec::new());
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && answered < 5_000
+                && Instant::now() < deadline
+            {
+                let mut raw = Vec::new();
+                let outcome = TcpStream::connect(addr).and_then(|mut stream| {
+                    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+                    stream.write_all(
+                        b"GET /hello/Vera HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    )?;
+                    stream.read_to_end(&mut raw)
+                });
+                match outcome {
+                    Ok(_) if raw.starts_with(b"HTTP/1.1 200") => answered += 1,
+                    Ok(_) => failures
+                        .push(String::from_utf8_lossy(&raw[..raw.len().min(120)]).into_owned()),
+                    Err(err) => failures.push(err.to_string()),
+                }
+            }
+            (answered, failures)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    sigterm(&first);
+    assert!(wait_exit(&mut first, Duration::from_secs(10)).success());
+    let mut second = spawn_with_socket(&url, fd, &[], log_file(2));
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answered, failures) = client.join().unwrap();
+    sigterm(&second);
+    assert!(wait_exit(&mut second, Duration::from_secs(10)).success());
+    let second_log = std::fs::read_to_string(log_path(2)).unwrap();
+    for n in [1, 2] {
+        let _ = std::fs::remove_file(log_path(n));
+    }
+    assert!(
+        second_log.contains("GET /hello/Vera 200"),
+        "the second process served requests"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed across the restart: {:?}",
+        failures.len(),
+        answered as usize + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(answered > 20, "only {answered} requests were made");
 }
 
 #[test]

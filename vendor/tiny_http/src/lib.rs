@@ -141,6 +141,9 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // dob patch: the accept thread, so `stop_accepting` can wait for it to exit
+    accept_thread: std::sync::Mutex<Option<thread::JoinHandle<()>>>,
 }
 
 enum Message {
@@ -298,7 +301,7 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
-        thread::spawn(move || {
+        let accept_thread = thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
 
@@ -370,6 +373,7 @@ impl Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            accept_thread: std::sync::Mutex::new(Some(accept_thread)),
         })
     }
 
@@ -420,6 +424,40 @@ impl Server {
         }
     }
 
+    /// dob patch: stops accepting new connections and waits (up to a few seconds) for
+    /// the accept thread to exit. Connections already accepted are still read and their
+    /// requests still reach `recv`. The listening socket stays open: under systemd
+    /// socket activation it belongs to systemd, and connections waiting in its backlog
+    /// are for the next process, not to be accepted and dropped by this one.
+    pub fn stop_accepting(&self) {
+        self.close.store(true, Relaxed);
+        self.wake_accept_thread();
+        let handle = self.accept_thread.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !handle.is_finished() && std::time::Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    /// Connects briefly to ourselves, so an accept thread blocked in `accept` returns
+    /// and sees the close flag.
+    fn wake_accept_thread(&self) {
+        let maybe_stream = match &self.listening_addr {
+            ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),
+            #[cfg(unix)]
+            ListenAddr::Unix(addr) => {
+                // TODO: use connect_addr when its stabilized.
+                let path = addr.as_pathname().unwrap();
+                std::os::unix::net::UnixStream::connect(path).map(Connection::from)
+            }
+        };
+        if let Ok(stream) = maybe_stream {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
     /// Unblock thread stuck in recv() or incoming_requests().
     /// If there are several such threads, only one is unblocked.
     /// This method allows graceful shutdown of server.
@@ -437,19 +475,9 @@ impl Iterator for IncomingRequests<'_> {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.close.store(true, Relaxed);
-        // Connect briefly to ourselves to unblock the accept thread
-        let maybe_stream = match &self.listening_addr {
-            ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),
-            #[cfg(unix)]
-            ListenAddr::Unix(addr) => {
-                // TODO: use connect_addr when its stabilized.
-                let path = addr.as_pathname().unwrap();
-                std::os::unix::net::UnixStream::connect(path).map(Connection::from)
-            }
-        };
-        if let Ok(stream) = maybe_stream {
-            let _ = stream.shutdown(Shutdown::Both);
+        // Connect briefly to ourselves to unblock the accept thread (unless it is gone).
+        if !self.close.swap(true, Relaxed) {
+            self.wake_accept_thread();
         }
 
         #[cfg(unix)]
