@@ -146,7 +146,7 @@ resource "aws_s3_bucket_logging" "this" {
   provider = aws.source
 
   bucket        = aws_s3_bucket.this.id
-  target_bucket = aws_s3_bucket.source_logs.id
+  target_bucket = module.source_logs.id
   target_prefix = "s3/${var.bucket_name}/"
 }
 
@@ -442,7 +442,7 @@ resource "aws_s3_bucket_logging" "replica" {
   provider = aws.replica
 
   bucket        = aws_s3_bucket.replica.id
-  target_bucket = aws_s3_bucket.replica_logs.id
+  target_bucket = module.replica_logs.id
   target_prefix = "s3/${var.replica_bucket_name}/"
 }
 
@@ -517,248 +517,28 @@ resource "aws_s3_bucket_policy" "replica" {
 
 # --- server access log buckets (one per region: logs must stay in the bucket's region) ---
 
-resource "aws_s3_bucket" "source_logs" {
-  #checkov:skip=CKV_AWS_144:Access logs are regional audit records kept in their region; the backups they describe are the data that is replicated.
-  #checkov:skip=CKV_AWS_145:S3 server access logging cannot deliver to a bucket encrypted with SSE-KMS; it is encrypted with SSE-S3 (AES256) instead.
-  #checkov:skip=CKV2_AWS_62:Nothing reacts to access-log deliveries; the backup buckets send their events to EventBridge.
-  provider = aws.source
-
-  bucket        = local.source_logs_bucket
-  force_destroy = false
-
-  tags = var.tags
-}
-
-resource "aws_s3_bucket_ownership_controls" "source_logs" {
-  provider = aws.source
-
-  bucket = aws_s3_bucket.source_logs.id
-  rule {
-    object_ownership = "BucketOwnerEnforced"
-  }
-}
-
-resource "aws_s3_bucket_public_access_block" "source_logs" {
-  provider = aws.source
-
-  bucket                  = aws_s3_bucket.source_logs.id
-  block_public_acls       = true
-  block_public_policy     = true
-  ignore_public_acls      = true
-  restrict_public_buckets = true
-}
-
-resource "aws_s3_bucket_versioning" "source_logs" {
-  provider = aws.source
-
-  bucket = aws_s3_bucket.source_logs.id
-  versioning_configuration {
-    status = "Enabled"
-  }
-}
-
-resource "aws_s3_bucket_server_side_encryption_configuration" "source_logs" {
-  provider = aws.source
-
-  bucket = aws_s3_bucket.source_logs.id
-  rule {
-    apply_server_side_encryption_by_default {
-      sse_algorithm = "AES256"
-    }
-  }
-}
-
-resource "aws_s3_bucket_lifecycle_configuration" "source_logs" {
-  provider = aws.source
-
-  bucket = aws_s3_bucket.source_logs.id
-
-  rule {
-    id     = "expire-access-logs"
-    status = "Enabled"
-    filter {}
-    expiration {
-      days = var.access_log_retention_days
-    }
-    noncurrent_version_expiration {
-      noncurrent_days = 1
-    }
-    abort_incomplete_multipart_upload {
-      days_after_initiation = var.abort_incomplete_multipart_upload_days
-    }
+module "source_logs" {
+  source = "../access_log_bucket"
+  providers = {
+    aws = aws.source
   }
 
-  depends_on = [aws_s3_bucket_versioning.source_logs]
+  bucket_name                            = local.source_logs_bucket
+  log_source_buckets                     = concat([var.bucket_name], var.source_region_log_sources)
+  retention_days                         = var.access_log_retention_days
+  abort_incomplete_multipart_upload_days = var.abort_incomplete_multipart_upload_days
+  tags                                   = var.tags
 }
 
-data "aws_iam_policy_document" "source_logs" {
-  provider = aws.source
-
-  statement {
-    sid       = "DenyInsecureTransport"
-    effect    = "Deny"
-    actions   = ["s3:*"]
-    resources = [aws_s3_bucket.source_logs.arn, "${aws_s3_bucket.source_logs.arn}/*"]
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
+module "replica_logs" {
+  source = "../access_log_bucket"
+  providers = {
+    aws = aws.replica
   }
 
-  statement {
-    sid       = "S3ServerAccessLogsFromTheBackupBucket"
-    actions   = ["s3:PutObject"]
-    resources = [for b in concat([var.bucket_name], var.source_region_log_sources) : "${aws_s3_bucket.source_logs.arn}/s3/${b}/*"]
-    principals {
-      type        = "Service"
-      identifiers = ["logging.s3.amazonaws.com"]
-    }
-    condition {
-      test     = "ArnLike"
-      variable = "aws:SourceArn"
-      values   = [for b in concat([var.bucket_name], var.source_region_log_sources) : "arn:${local.partition}:s3:::${b}"]
-    }
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
-    }
-  }
-}
-
-resource "aws_s3_bucket_policy" "source_logs" {
-  provider = aws.source
-
-  bucket = aws_s3_bucket.source_logs.id
-  policy = data.aws_iam_policy_document.source_logs.json
-
-  depends_on = [aws_s3_bucket_public_access_block.source_logs]
-}
-
-resource "aws_s3_bucket" "replica_logs" {
-  #checkov:skip=CKV_AWS_144:Access logs are regional audit records kept in their region; the backups they describe are the data that is replicated.
-  #checkov:skip=CKV_AWS_145:S3 server access logging cannot deliver to a bucket encrypted with SSE-KMS; it is encrypted with SSE-S3 (AES256) instead.
-  #checkov:skip=CKV2_AWS_62:Nothing reacts to access-log deliveries; the backup buckets send their events to EventBridge.
-  provider = aws.replica
-
-  bucket        = local.replica_logs_bucket
-  force_destroy = false
-
-  tags = var.tags
-}
-
-resource "aws_s3_bucket_ownership_controls" "replica_logs" {
-  provider = aws.replica
-
-  bucket = aws_s3_bucket.replica_logs.id
-  rule {
-    object_ownership = "BucketOwnerEnforced"
-  }
-}
-
-resource "aws_s3_bucket_public_access_block" "replica_logs" {
-  provider = aws.replica
-
-  bucket                  = aws_s3_bucket.replica_logs.id
-  block_public_acls       = true
-  block_public_policy     = true
-  ignore_public_acls      = true
-  restrict_public_buckets = true
-}
-
-resource "aws_s3_bucket_versioning" "replica_logs" {
-  provider = aws.replica
-
-  bucket = aws_s3_bucket.replica_logs.id
-  versioning_configuration {
-    status = "Enabled"
-  }
-}
-
-resource "aws_s3_bucket_server_side_encryption_configuration" "replica_logs" {
-  provider = aws.replica
-
-  bucket = aws_s3_bucket.replica_logs.id
-  rule {
-    apply_server_side_encryption_by_default {
-      sse_algorithm = "AES256"
-    }
-  }
-}
-
-resource "aws_s3_bucket_lifecycle_configuration" "replica_logs" {
-  provider = aws.replica
-
-  bucket = aws_s3_bucket.replica_logs.id
-
-  rule {
-    id     = "expire-access-logs"
-    status = "Enabled"
-    filter {}
-    expiration {
-      days = var.access_log_retention_days
-    }
-    noncurrent_version_expiration {
-      noncurrent_days = 1
-    }
-    abort_incomplete_multipart_upload {
-      days_after_initiation = var.abort_incomplete_multipart_upload_days
-    }
-  }
-
-  depends_on = [aws_s3_bucket_versioning.replica_logs]
-}
-
-data "aws_iam_policy_document" "replica_logs" {
-  provider = aws.replica
-
-  statement {
-    sid       = "DenyInsecureTransport"
-    effect    = "Deny"
-    actions   = ["s3:*"]
-    resources = [aws_s3_bucket.replica_logs.arn, "${aws_s3_bucket.replica_logs.arn}/*"]
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-  }
-
-  statement {
-    sid       = "S3ServerAccessLogsFromTheReplicaBucket"
-    actions   = ["s3:PutObject"]
-    resources = [for b in concat([var.replica_bucket_name], var.replica_region_log_sources) : "${aws_s3_bucket.replica_logs.arn}/s3/${b}/*"]
-    principals {
-      type        = "Service"
-      identifiers = ["logging.s3.amazonaws.com"]
-    }
-    condition {
-      test     = "ArnLike"
-      variable = "aws:SourceArn"
-      values   = [for b in concat([var.replica_bucket_name], var.replica_region_log_sources) : "arn:${local.partition}:s3:::${b}"]
-    }
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
-    }
-  }
-}
-
-resource "aws_s3_bucket_policy" "replica_logs" {
-  provider = aws.replica
-
-  bucket = aws_s3_bucket.replica_logs.id
-  policy = data.aws_iam_policy_document.replica_logs.json
-
-  depends_on = [aws_s3_bucket_public_access_block.replica_logs]
+  bucket_name                            = local.replica_logs_bucket
+  log_source_buckets                     = concat([var.replica_bucket_name], var.replica_region_log_sources)
+  retention_days                         = var.access_log_retention_days
+  abort_incomplete_multipart_upload_days = var.abort_incomplete_multipart_upload_days
+  tags                                   = var.tags
 }

@@ -36,7 +36,7 @@ output "replication_role_arn" {
 output "access_log_bucket_names" {
   description = "Access-log buckets, by region role (source, replica); other buckets of those regions may log there when listed in *_log_sources."
   value = {
-    source  = aws_s3_bucket.source_logs.id
-    replica = aws_s3_bucket.replica_logs.id
+    source  = module.source_logs.id
+    replica = module.replica_logs.id
   }
 }
