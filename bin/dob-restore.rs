@@ -215,7 +215,7 @@ fn run(args: &Args) -> Result<Done> {
     };
     let store = ObjectStore::connect(&config.s3)?;
     let now = jiff::Timestamp::now();
-    let today = today();
+    let today = today()?;
     match args.mode {
         Mode::List => dob::catalog::list(&store).map(Done::List),
         Mode::Restore => dob::restore::restore(
@@ -257,12 +257,13 @@ fn print_table(entries: &[BackupEntry]) {
 }
 
 /// Today where the API computes birthdays (DOB_TIMEZONE, default UTC).
-fn today() -> jiff::civil::Date {
-    let tz = std::env::var("DOB_TIMEZONE")
-        .ok()
-        .and_then(|name| jiff::tz::TimeZone::get(&name).ok())
-        .unwrap_or(jiff::tz::TimeZone::UTC);
-    jiff::Timestamp::now().to_zoned(tz).date()
+fn today() -> Result<jiff::civil::Date> {
+    let (zone, _) = dob::config::timezone(
+        std::env::var("DOB_TIMEZONE")
+            .ok()
+            .filter(|v| !v.trim().is_empty()),
+    )?;
+    Ok(zone.to_datetime(jiff::Timestamp::now()).date())
 }
 
 impl Done {

@@ -79,17 +79,7 @@ impl ApiConfig {
             1024,
         )?;
 
-        let timezone_name = get("DOB_TIMEZONE").unwrap_or_else(|| "UTC".to_owned());
-        let timezone = if timezone_name == "UTC" {
-            TimeZone::UTC
-        } else {
-            TimeZone::get(&timezone_name).map_err(|e| {
-                Error::config(
-                    "DOB_TIMEZONE",
-                    format!("{timezone_name:?} is not a known IANA time zone: {e}"),
-                )
-            })?
-        };
+        let (timezone, timezone_name) = timezone(get("DOB_TIMEZONE"))?;
 
         let millis = |key, default| {
             parse_in_range(&get, key, default, 1, 3_600_000)
@@ -289,6 +279,22 @@ pub fn check_database_url(key: &str, url: &str) -> Result<()> {
         return Err(Error::config(key, "names no database"));
     }
     Ok(())
+}
+
+/// `DOB_TIMEZONE` (default UTC): the zone that defines "today" for birthdays, for every
+/// binary that computes a greeting. An unknown name is an error, never a silent UTC.
+pub fn timezone(value: Option<String>) -> Result<(TimeZone, String)> {
+    let name = value.unwrap_or_else(|| "UTC".to_owned());
+    if name == "UTC" {
+        return Ok((TimeZone::UTC, name));
+    }
+    match TimeZone::get(&name) {
+        Ok(zone) => Ok((zone, name)),
+        Err(e) => Err(Error::config(
+            "DOB_TIMEZONE",
+            format!("{name:?} is not a known IANA time zone: {e}"),
+        )),
+    }
 }
 
 fn parse_in_range(

@@ -500,6 +500,12 @@ fn bad_configuration_and_arguments_have_their_own_exit_codes() {
     let done = job.with_env("DOB_S3_SSE", "rot13").backup(&[]);
     assert_eq!(done.code, 3, "{done:?}");
     assert!(done.stderr.contains("DOB_S3_SSE"), "{done:?}");
+    // The drill's canary greeting needs "today": an unknown zone is refused, not UTC.
+    let done = Job::new("postgres", &bucket)
+        .with_env("DOB_TIMEZONE", "Mars/Olympus_Mons")
+        .restore(&["--drill"]);
+    assert_eq!(done.code, 3, "{done:?}");
+    assert!(done.stderr.contains("DOB_TIMEZONE"), "{done:?}");
     let job = Job::new("postgres", &bucket);
     assert_eq!(job.backup(&["--bogus"]).code, 2);
     assert_eq!(job.restore(&["--list", "--drill"]).code, 2);
