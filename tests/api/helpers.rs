@@ -102,10 +102,7 @@ impl TestApp {
     }
 
     pub fn put_dob(&self, username: &str, date: &str) -> HttpResponse {
-        self.put_json(
-            &format!("/hello/{username}"),
-            &format!(r#"{{"dateOfBirth":"{date}"}}"#),
-        )
+        put_dob_at(self.addr, username, date)
     }
 
     pub fn sql(&self) -> postgres::Client {
@@ -179,6 +176,18 @@ pub fn send(
     let mut raw = head.into_bytes();
     raw.extend_from_slice(body.unwrap_or_default());
     send_raw(addr, &raw)
+}
+
+/// `PUT /hello/<username>` with `{"dateOfBirth": date}` as JSON, to any server.
+pub fn put_dob_at(addr: SocketAddr, username: &str, date: &str) -> HttpResponse {
+    let body = format!(r#"{{"dateOfBirth":"{date}"}}"#);
+    send(
+        addr,
+        "PUT",
+        &format!("/hello/{username}"),
+        &[("Content-Type", "application/json")],
+        Some(body.as_bytes()),
+    )
 }
 
 pub fn send_raw(addr: SocketAddr, raw: &[u8]) -> HttpResponse {

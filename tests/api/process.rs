@@ -1,6 +1,6 @@
 //! The real `dob-api` binary: signals, socket activation, logs.
 
-use crate::helpers::{fresh_database, send, shared_pg, wait_until, HttpResponse};
+use crate::helpers::{fresh_database, put_dob_at, send, shared_pg, wait_until, HttpResponse};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -132,13 +132,7 @@ fn a_socket_passed_by_systemd_is_used_instead_of_binding() {
     wait_ready(addr, &mut child);
     drop(listener);
 
-    let put = send(
-        addr,
-        "PUT",
-        "/hello/Tess",
-        &[("Content-Type", "application/json")],
-        Some(br#"{"dateOfBirth":"1966-06-16"}"#),
-    );
+    let put = put_dob_at(addr, "Tess", "1966-06-16");
     assert_eq!(put.status, 204);
     let get: HttpResponse = send(addr, "GET", "/hello/Tess", &[], None);
     assert_eq!(get.status, 200);
@@ -200,13 +194,7 @@ fn a_restart_on_a_socket_held_by_systemd_loses_no_request() {
     let log_file = |n: u32| Stdio::from(std::fs::File::create(log_path(n)).unwrap());
     let mut first = spawn_with_socket(&url, fd, &[], log_file(1));
     wait_ready(addr, &mut first);
-    let put = send(
-        addr,
-        "PUT",
-        "/hello/Vera",
-        &[("Content-Type", "application/json")],
-        Some(br#"{"dateOfBirth":"1970-01-01"}"#),
-    );
+    let put = put_dob_at(addr, "Vera", "1970-01-01");
     assert_eq!(put.status, 204);
 
     // A bounded stream of requests, one connection each, across the restart.
