@@ -4,10 +4,16 @@
 
 use crate::{Error, Result};
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 
 /// `SD_LISTEN_FDS_START`: the first fd systemd passes.
 const FIRST_PASSED_FD: i32 = 3;
+
+/// Accept-queue length for a socket bound here; the kernel caps it at
+/// `net.core.somaxconn`. std binds with 128, and a burst of connections beyond the
+/// queue has its SYNs dropped, so a new client waits a whole SYN retransmit (1 s).
+/// Matches `Backlog=` in `dob-api.socket`.
+const BACKLOG: i32 = 4096;
 
 /// Where the listening socket came from, for the start-up log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +28,12 @@ pub fn open(addr: SocketAddr) -> Result<(TcpListener, Source)> {
         return Ok((listener, Source::Systemd));
     }
     let listener = TcpListener::bind(addr).map_err(|e| Error::io(format!("binding {addr}"), e))?;
+    // listen(2) again on a listening socket only resizes its queue.
+    // SAFETY: the fd is a valid listening socket owned by `listener`.
+    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(Error::io(format!("setting the backlog of {addr}"), e));
+    }
     Ok((listener, Source::Bound))
 }
 
@@ -96,5 +108,28 @@ pub fn raise_fd_limit() -> Option<u64> {
             }
         }
         Some(limit.rlim_cur)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    #[test]
+    fn a_bound_socket_queues_more_connections_than_std_default_backlog() {
+        // Nothing accepts: every connection must fit in the kernel's queue. With std's
+        // backlog of 128 the kernel drops the SYNs beyond it and connect times out.
+        let (listener, source) = open("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_eq!(source, Source::Bound);
+        let addr = listener.local_addr().unwrap();
+        let queued: Vec<TcpStream> = (0..300)
+            .map(|i| {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+                    .unwrap_or_else(|e| panic!("connection {i} not queued: {e}"))
+            })
+            .collect();
+        assert_eq!(queued.len(), 300);
     }
 }
