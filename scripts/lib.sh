@@ -57,6 +57,8 @@ as_root() {
 # pass absolute paths.
 as_pg_user() {
 	if dob_is_root; then
+		command -v runuser >/dev/null 2>&1 ||
+			dob_die "runuser not found (util-linux, in /usr/sbin: is it on PATH?)"
 		(cd / && runuser -u "$DOB_PG_OS_USER" -- "$@")
 	else
 		(cd / && "$@")

@@ -18,7 +18,8 @@
 # The database URL lists every PostgreSQL host with target_session_attrs=read-write, so
 # dob-api writes to whichever is the primary and follows a promotion by itself.
 #
-# Environment: DOB_LOCAL_DIR (default .local), DOB_PRIMARY_PORT (default 55432, used when
+# Environment: DOB_LOCAL_DIR (default .local, or /var/tmp/dob-local-<hash> when the
+# PostgreSQL OS user cannot reach the repository), DOB_PRIMARY_PORT (default 55432, used when
 # the cluster is created), DOB_REPLICA_PORT (default 55433, likewise), DOB_NO_REPLICA=1
 # (primary only), DOB_LOCAL_S3_PORT (default 9000), DOB_LISTEN (default 127.0.0.1:8080),
 # RUST_LOG (default info), DOB_WORKERS, DOB_POOL_SIZE, DOB_TIMEZONE (passed to dob-api),
@@ -30,7 +31,22 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DOB_LOG_TAG=local-stack
 
-LOCAL_DIR="$(abs_path "${DOB_LOCAL_DIR:-$DOB_ROOT/.local}")"
+# default_local_dir: .local in the repository, unless PostgreSQL's OS user could not reach
+# it. As root the clusters run as `postgres`, and a clone under /root (mode 700) is out of
+# its reach; then the state lives in /var/tmp/dob-local-<hash of the repository path> and
+# .local is a symbolic link to it (made by `run`).
+default_local_dir() {
+	local link="$DOB_ROOT/.local"
+	if [[ -L "$link" ]]; then
+		readlink -f "$link"
+	elif [[ ! -e "$link" ]] && dob_is_root && ! as_pg_user test -x "$DOB_ROOT"; then
+		printf '/var/tmp/dob-local-%s\n' "$(printf '%s' "$DOB_ROOT" | sha256sum | cut -c1-12)"
+	else
+		printf '%s\n' "$link"
+	fi
+}
+
+LOCAL_DIR="$(abs_path "${DOB_LOCAL_DIR:-$(default_local_dir)}")"
 DB_NAME=dob
 PRIMARY_DIR="$LOCAL_DIR/primary"
 PRIMARY_PORT="${DOB_PRIMARY_PORT:-55432}"
@@ -296,6 +312,17 @@ print_examples() {
 
 # --- commands ----------------------------------------------------------------------------
 
+# make_local_dir: create LOCAL_DIR, and the .local link to it when it lives outside the
+# repository (see default_local_dir).
+make_local_dir() {
+	mkdir -p "$LOCAL_DIR"
+	if [[ -z "${DOB_LOCAL_DIR:-}" && "$LOCAL_DIR" != "$DOB_ROOT/.local" && ! -e "$DOB_ROOT/.local" ]]; then
+		chmod 755 "$LOCAL_DIR"
+		ln -s "$LOCAL_DIR" "$DOB_ROOT/.local"
+		dob_log "user $DOB_PG_OS_USER cannot reach $DOB_ROOT: local state in $LOCAL_DIR (linked as .local)"
+	fi
+}
+
 cmd_run() {
 	if [[ "${DOB_SKIP_INSTALL:-0}" != 1 ]]; then
 		"$DOB_ROOT/scripts/install-deps.sh"
@@ -305,7 +332,7 @@ cmd_run() {
 		build_backup_tools
 	fi
 	[[ -x "$API_BIN" ]] || dob_die "$API_BIN not found (build it: cargo build --release)"
-	mkdir -p "$LOCAL_DIR"
+	make_local_dir
 
 	trap on_exit EXIT
 	trap 'exit 130' INT
@@ -361,6 +388,9 @@ cmd_clean() {
 	cmd_stop
 	dob_log "removing $LOCAL_DIR"
 	rm -rf "$LOCAL_DIR"
+	if [[ -L "$DOB_ROOT/.local" ]]; then
+		rm -f "$DOB_ROOT/.local"
+	fi
 }
 
 case "${1:-run}" in
