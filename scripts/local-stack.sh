@@ -162,11 +162,6 @@ refuse_after_failover() {
 	fi
 }
 
-build_promote() {
-	(cd "$DOB_ROOT" && cargo build --release --locked --bin dob-promote >&2) ||
-		dob_die "cargo build --release --bin dob-promote failed"
-}
-
 # --- S3 (moto_server) ---------------------------------------------------------------------
 
 # A moto_server left running by a run that was killed (SIGKILL skips the trap).
@@ -213,11 +208,6 @@ stop_s3() {
 	stop_pid "$S3_PID" 15
 	S3_PID=""
 	rm -f "$S3_PIDFILE"
-}
-
-build_backup_tools() {
-	(cd "$DOB_ROOT" && cargo build --release --locked --bin dob-backup --bin dob-restore >&2) ||
-		dob_die "cargo build --release --bin dob-backup --bin dob-restore failed"
 }
 
 print_s3_examples() {
@@ -328,8 +318,10 @@ cmd_run() {
 		"$DOB_ROOT/scripts/install-deps.sh"
 	fi
 	if [[ "${DOB_SKIP_BUILD:-0}" != 1 ]]; then
-		API_BIN="$(dob_build_api)"
-		build_backup_tools
+		# Every binary at once: the stack runs dob-api and dob-promote and prints
+		# dob-backup/dob-restore examples; one cargo run links them in parallel.
+		(cd "$DOB_ROOT" && cargo build --release --locked --bins) ||
+			dob_die "cargo build --release --bins failed"
 	fi
 	[[ -x "$API_BIN" ]] || dob_die "$API_BIN not found (build it: cargo build --release)"
 	make_local_dir
@@ -340,9 +332,6 @@ cmd_run() {
 
 	if [[ "${DOB_NO_REPLICA:-0}" != 1 ]]; then
 		refuse_after_failover
-		if [[ "${DOB_SKIP_BUILD:-0}" != 1 ]]; then
-			build_promote
-		fi
 	fi
 
 	start_primary
