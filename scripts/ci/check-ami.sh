@@ -43,55 +43,16 @@ DOB_LOG_TAG=check-ami
 dob_is_root || dob_die "needs root (debootstrap, chroot, mount)"
 started=$SECONDS
 
-RELEASE=bookworm
-# What the Debian 12 cloud AMI has and provision.sh relies on (systemctl, curl, certificates).
-PACKAGES=systemd,ca-certificates,curl,procps
-CACHE="${DOB_CI_CACHE:-/var/cache/dob-ci}"
-
-# --- tools ---------------------------------------------------------------------------------
-
-need_pkgs=()
-command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
-command -v zstd >/dev/null || need_pkgs+=(zstd)
-command -v curl >/dev/null || need_pkgs+=(curl)
-command -v systemd-nspawn >/dev/null || need_pkgs+=(systemd-container)
-if ((${#need_pkgs[@]})); then
-	dob_log "installing ${need_pkgs[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get -q -y install --no-install-recommends \
-		"${need_pkgs[@]}" </dev/null >/dev/null
-fi
-
-# mirror_for SUITE: the repository URI apt on this machine uses for Debian SUITE.
-mirror_for() {
-	# shellcheck disable=SC2016 # apt's own $(FIELD) placeholders
-	apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(ORIGIN)' 2>/dev/null |
-		awk -v suite="$1" '$2 == suite && $3 == "Debian" { print $1; exit }'
-}
-MIRROR="${DOB_CI_MIRROR:-$(mirror_for "$RELEASE")}"
-MIRROR="${MIRROR:-http://deb.debian.org/debian/}"
-SECURITY_MIRROR="$(mirror_for "$RELEASE-security")"
-SECURITY_MIRROR="${SECURITY_MIRROR:-http://deb.debian.org/debian-security/}"
-
-# --- the cached root filesystem ------------------------------------------------------------
-
-key="$(printf '%s\n' "$RELEASE" "$MIRROR" "$PACKAGES" "minbase" | sha256sum | cut -c1-16)"
-tarball="$CACHE/rootfs-$RELEASE-$key.tar.zst"
-mkdir -p "$CACHE/apt-archives/partial" "$CACHE/apt-lists/partial"
+# shellcheck source=scripts/ci/debian-root.sh
+. scripts/ci/debian-root.sh
+debian_root_tools
 
 work="$(mktemp -d /var/tmp/dob-check-ami.XXXXXX)"
 root="$work/root"
 mkdir -p "$root"
 
-mounted=()
 api_pid=""
 primary_dir=""
-unmount_all() {
-	local i
-	for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
-		umount -R "${mounted[i]}" 2>/dev/null || umount -R -l "${mounted[i]}"
-	done
-	mounted=()
-}
 cleanup() {
 	local status=$?
 	set +e
@@ -117,51 +78,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [[ -f "$tarball" ]]; then
-	dob_log "root filesystem from cache: $tarball"
-	tar -C "$root" -I zstd -xpf "$tarball"
-else
-	dob_log "debootstrap $RELEASE from $MIRROR (cold cache: about a minute)"
-	debootstrap --variant=minbase --include="$PACKAGES" \
-		--keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
-		"$RELEASE" "$root" "$MIRROR" >"$work/debootstrap.log" 2>&1 ||
-		{
-			tail -n 30 "$work/debootstrap.log" >&2
-			dob_die "debootstrap failed"
-		}
-	rm -rf "$root/var/cache/apt/archives/"*.deb
-	tar -C "$root" -I 'zstd -T0 -3' -cpf "$tarball.tmp" .
-	mv "$tarball.tmp" "$tarball"
-	# Older root filesystems (another package list or mirror) are dead weight.
-	find "$CACHE" -maxdepth 1 -name 'rootfs-*.tar.zst' ! -path "$tarball" -delete
-	dob_log "cached $tarball ($(du -h "$tarball" | cut -f1))"
-fi
+debian_root_unpack "$work"
 dob_log "root filesystem ready after $((SECONDS - started)) s"
-
-cat >"$root/etc/apt/sources.list" <<EOF
-deb $MIRROR $RELEASE main
-deb $MIRROR $RELEASE-updates main
-deb $SECURITY_MIRROR $RELEASE-security main
-EOF
-cp /etc/resolv.conf "$root/etc/resolv.conf"
-# Services must not start inside the image build (Packer's chroot builders do the same).
-printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
-chmod 0755 "$root/usr/sbin/policy-rc.d"
-
-bind_mount() { # bind_mount SOURCE TARGET-IN-ROOT
-	mkdir -p "$root$2"
-	mount --rbind "$1" "$root$2"
-	mounted+=("$root$2")
-}
-mount_chroot() {
-	mount -t proc proc "$root/proc" && mounted+=("$root/proc")
-	mount -t sysfs sysfs "$root/sys" && mounted+=("$root/sys")
-	bind_mount /dev /dev
-}
-mount_chroot
-# Downloaded packages and apt lists survive between runs.
-bind_mount "$CACHE/apt-archives" /var/cache/apt/archives
-bind_mount "$CACHE/apt-lists" /var/lib/apt/lists
 
 # --- release binaries, staged as Packer uploads them ---------------------------------------
 
