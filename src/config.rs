@@ -244,6 +244,8 @@ impl BackupConfig {
 pub struct RestoreConfig {
     pub database_url: Option<String>,
     pub s3: S3Config,
+    /// `DOB_TIMEZONE`: "today" for the canary greeting, as the API computes it.
+    pub timezone: TimeZone,
 }
 
 impl RestoreConfig {
@@ -260,6 +262,7 @@ impl RestoreConfig {
         Ok(RestoreConfig {
             database_url,
             s3: S3Config::from_lookup(&lookup)?,
+            timezone: timezone(get("DOB_TIMEZONE"))?.0,
         })
     }
 }

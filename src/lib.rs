@@ -38,6 +38,8 @@ pub mod pg;
 pub mod promote;
 /// Restores and drills: S3 into a fresh database, verified, then swapped in or dropped.
 pub mod restore;
+/// The dob-restore command line: arguments, the run, its reports and exit status.
+pub mod restore_cli;
 /// The S3 bucket: the few calls backup and restore need, SSE headers only where valid.
 pub mod s3;
 /// Worker threads over one HTTP server, and graceful shutdown.
