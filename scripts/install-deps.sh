@@ -4,7 +4,7 @@
 #   scripts/install-deps.sh [COMPONENT...]
 #
 # Components:
-#   base   PostgreSQL server (+ pgbench), psql, curl, python3 with venv   (default)
+#   base   PostgreSQL server (+ pgbench), psql, curl, openssl, python3 with venv (default)
 #   venv   the project-local Python virtualenv .venv with moto[server]     (default)
 #   bench  base + wrk
 #   lint   shellcheck
@@ -114,6 +114,8 @@ install_base() {
 		missing+=(postgresql-client)
 	fi
 	command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
+	# The TLS tests make their certificates with it.
+	command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 	command -v setsid >/dev/null 2>&1 || missing+=(util-linux)
 	if ! python_can_venv; then
 		missing+=(python3 python3-venv)

@@ -20,7 +20,7 @@ use crate::pg::PgBin;
 use crate::s3::ObjectStore;
 use crate::{conninfo, Error, Result};
 use jiff::Timestamp;
-use postgres::{Client, NoTls, Transaction};
+use postgres::{Client, Transaction};
 use s3::serde_types::Part;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -53,12 +53,13 @@ pub fn run(config: &BackupConfig) -> Result<BackupReport> {
     let root = store.root();
     let dump_key = id.dump_key(&root);
 
-    let mut client = Client::connect(&config.database_url, NoTls).map_err(|e| {
-        Error::db(
-            format!("connecting to {}", conninfo::redacted(&config.database_url)),
-            e,
-        )
-    })?;
+    let mut client =
+        Client::connect(&config.database_url, crate::dbtls::from_env()?).map_err(|e| {
+            Error::db(
+                format!("connecting to {}", conninfo::redacted(&config.database_url)),
+                e,
+            )
+        })?;
     let mut tx = client
         .build_transaction()
         .isolation_level(postgres::IsolationLevel::RepeatableRead)
@@ -318,6 +319,7 @@ fn stream_dump(
     if let Some(password) = password {
         cmd.env("PGPASSWORD", password);
     }
+    crate::dbtls::configure_libpq(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::io(format!("starting {}", pg_dump.display()), e))?;

@@ -5,6 +5,7 @@
 use crate::{Error, Result};
 use jiff::tz::TimeZone;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything `dob-api` needs to run.
@@ -32,6 +33,10 @@ pub struct ApiConfig {
     pub connect_timeout: Duration,
     /// Server-side limit on one statement.
     pub statement_timeout: Duration,
+    /// `DOB_DATABASE_CA_FILE`: PEM certificates the database server's certificate must
+    /// chain to. Without it TLS is still used when the server offers it, unverified
+    /// (see `dbtls`).
+    pub database_ca_file: Option<PathBuf>,
     /// After SIGTERM: how long readiness reports 503 while requests are still served,
     /// so the load balancer stops sending new ones before the process exits.
     pub drain: Duration,
@@ -97,6 +102,7 @@ impl ApiConfig {
             pool_timeout: millis("DOB_POOL_TIMEOUT_MS", 1_000)?,
             connect_timeout: millis("DOB_CONNECT_TIMEOUT_MS", 2_000)?,
             statement_timeout: millis("DOB_STATEMENT_TIMEOUT_MS", 5_000)?,
+            database_ca_file: get("DOB_DATABASE_CA_FILE").map(PathBuf::from),
             drain: Duration::from_secs(
                 parse_in_range(&get, "DOB_DRAIN_SECONDS", 5, 0, 3_600)? as u64
             ),

@@ -16,6 +16,8 @@ pub mod coalesce;
 pub mod config;
 /// PostgreSQL connection strings: another database, the password out of argv.
 pub mod conninfo;
+/// TLS for the API's PostgreSQL connections: verified against a CA file, or unverified.
+pub mod dbtls;
 /// `Username` and `DateOfBirth`: validated domain values.
 pub mod domain;
 /// The crate's one error type, with its cause chain.

@@ -96,6 +96,23 @@ impl LocalServer {
         Ok(server)
     }
 
+    /// Like `start_fresh`, with `ssl = on` and a certificate for 127.0.0.1 issued by a
+    /// test CA made for it with the `openssl` command (in the server's directory, removed
+    /// with it).
+    pub fn start_fresh_with_tls() -> Result<(LocalServer, TestCerts)> {
+        let mut server = Self::unstarted()?;
+        server.init()?;
+        let certs = TestCerts::make(&server.root)?;
+        let cert = certs.server_cert.display().to_string();
+        let key = certs.server_key.display().to_string();
+        server.start_with(&[
+            ("ssl", "on"),
+            ("ssl_cert_file", &cert),
+            ("ssl_key_file", &key),
+        ])?;
+        Ok((server, certs))
+    }
+
     /// A streaming replica of `primary`, made by `scripts/make-replica.sh` (the same
     /// script the local stack and the hosts use) through replication slot `name`, which
     /// is also its `application_name`; started, and accepting read-only connections.
@@ -420,6 +437,106 @@ pub fn run_as_user() -> Result<Option<RunAs>> {
     // SAFETY: non-null pointer from getpwnam, read at once.
     let (uid, gid) = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
     Ok(Some(RunAs { uid, gid }))
+}
+
+/// Certificates for a TLS test server: `ca_file` issued the server's certificate (for
+/// IP 127.0.0.1); `other_ca_file` is a CA that did not.
+#[derive(Debug, Clone)]
+pub struct TestCerts {
+    pub ca_file: PathBuf,
+    pub other_ca_file: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl TestCerts {
+    fn make(dir: &Path) -> Result<TestCerts> {
+        const EC: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+        let openssl = |args: &[&str]| -> Result<()> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| Error::io("running openssl (install-deps.sh installs it)", e))?;
+            if !out.status.success() {
+                return Err(Error::process(
+                    format!("openssl {}", args.join(" ")),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                ));
+            }
+            Ok(())
+        };
+        for ca in ["ca", "other-ca"] {
+            let (key, pem, subject) = (
+                format!("{ca}.key"),
+                format!("{ca}.pem"),
+                format!("/CN=dob test {ca}"),
+            );
+            openssl(
+                &[
+                    &["req", "-x509", "-nodes", "-days", "2"][..],
+                    &EC,
+                    &["-keyout", &key, "-out", &pem, "-subj", &subject],
+                ]
+                .concat(),
+            )?;
+        }
+        fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n")
+            .map_err(|e| Error::io("writing server.ext", e))?;
+        openssl(
+            &[
+                &["req", "-nodes"][..],
+                &EC,
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+            ]
+            .concat(),
+        )?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ])?;
+        let server_key = dir.join("server.key");
+        // PostgreSQL refuses a key others can read, and must be able to read it itself.
+        fs::set_permissions(&server_key, fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io("setting permissions on server.key", e))?;
+        hand_to_server_user(&server_key)?;
+        Ok(TestCerts {
+            ca_file: dir.join("ca.pem"),
+            other_ca_file: dir.join("other-ca.pem"),
+            server_cert: dir.join("server.crt"),
+            server_key,
+        })
+    }
+}
+
+/// Gives `path` to the account PostgreSQL runs as (when we are root), e.g. a TLS key
+/// the server must be able to read.
+pub fn hand_to_server_user(path: &Path) -> Result<()> {
+    match run_as_user()? {
+        Some(user) => chown(path, &user),
+        None => Ok(()),
+    }
 }
 
 fn chown(path: &Path, user: &RunAs) -> Result<()> {

@@ -7,7 +7,7 @@
 //! ([`Outcome::exit_code`]), and `--dry-run` stops after the judgement.
 
 use crate::{Error, Result};
-use postgres::{Client, NoTls};
+use postgres::Client;
 use serde_json::json;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -556,7 +556,7 @@ fn connect(url: &str, what: &str) -> Result<Client> {
     }
     config.application_name("dob-promote");
     config
-        .connect(NoTls)
+        .connect(crate::dbtls::from_env()?)
         .map_err(|e| Error::db(format!("connecting to {what}"), e))
 }
 
@@ -648,7 +648,16 @@ pub fn primary_from_conninfo(conninfo: &str, local_url: &str) -> Option<String> 
 }
 
 pub fn probe(host: String, config: &postgres::Config) -> PrimaryProbe {
-    let answer = match config.connect(NoTls) {
+    // Without certificate checks: a live primary whose certificate this host does not
+    // trust must still count as live (answering "unreachable" would allow a split brain).
+    let tls = match crate::dbtls::connector(None) {
+        Ok(tls) => tls,
+        Err(err) => {
+            let answer = ProbeAnswer::Unknown(err.chain());
+            return PrimaryProbe { host, answer };
+        }
+    };
+    let answer = match config.connect(tls) {
         Err(err) => match err.code() {
             // Answered at the protocol level with an error that is not "starting up /
             // shutting down": it is alive and we cannot tell what it is.

@@ -18,7 +18,7 @@ use crate::pg::PgBin;
 use crate::s3::ObjectStore;
 use crate::{conninfo, Error, Result};
 use jiff::Timestamp;
-use postgres::{Client, NoTls};
+use postgres::Client;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -294,6 +294,7 @@ fn load_and_verify(
     if let Some(password) = password {
         cmd.env("PGPASSWORD", password);
     }
+    crate::dbtls::configure_libpq(&mut cmd);
     log::debug!("{}", tool_version(&pg_restore).unwrap_or_default());
     let mut child = cmd
         .spawn()
@@ -439,7 +440,7 @@ fn connect(url: &str) -> Result<Client> {
         config.connect_timeout(Duration::from_secs(10));
     }
     config
-        .connect(NoTls)
+        .connect(crate::dbtls::from_env()?)
         .map_err(|e| Error::db(format!("connecting to {}", conninfo::redacted(url)), e))
 }
 

@@ -11,6 +11,8 @@
 //! connection (`pool_timeout`), unacknowledged writes to a dead host
 //! (`tcp_user_timeout`) and statements (`statement_timeout`). So while the database is
 //! down, requests fail fast and the pool reconnects by itself when it returns.
+//!
+//! Connections use TLS as the URL's `sslmode` and [`crate::dbtls`] say.
 
 use crate::coalesce::Coalescer;
 use crate::config::ApiConfig;
@@ -18,11 +20,12 @@ use crate::migrate;
 use crate::{Error, Result};
 use jiff::civil::Date;
 use postgres::error::SqlState;
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
 use r2d2_postgres::PostgresConnectionManager;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 const GET_SQL: &str = "SELECT date_of_birth FROM users WHERE username = $1";
 const GET_MANY_SQL: &str = "SELECT username, date_of_birth FROM users WHERE username = ANY($1)";
@@ -124,7 +127,7 @@ enum Query {
 /// r2d2 manager: `r2d2_postgres` connects; this wrapper learns the server's role and
 /// lets a connection be marked broken so the pool drops it.
 pub struct Manager {
-    inner: PostgresConnectionManager<NoTls>,
+    inner: PostgresConnectionManager<MakeRustlsConnect>,
     role: Arc<AtomicU8>,
 }
 
@@ -190,6 +193,7 @@ impl std::fmt::Debug for RateLimitedErrorLog {
 pub struct Store {
     pool: r2d2::Pool<Manager>,
     pg_config: postgres::Config,
+    tls: MakeRustlsConnect,
     role: Arc<AtomicU8>,
     schema_ready: AtomicBool,
     pool_timeout: Duration,
@@ -201,9 +205,10 @@ impl Store {
     /// even while the database is down.
     pub fn new(config: &ApiConfig) -> Result<Store> {
         let pg_config = connection_config(config)?;
+        let tls = crate::dbtls::connector(config.database_ca_file.as_deref())?;
         let role = Arc::new(AtomicU8::new(Role::Unknown.to_u8()));
         let manager = Manager {
-            inner: PostgresConnectionManager::new(pg_config.clone(), NoTls),
+            inner: PostgresConnectionManager::new(pg_config.clone(), tls.clone()),
             role: Arc::clone(&role),
         };
         let pool = r2d2::Pool::builder()
@@ -220,6 +225,7 @@ impl Store {
         Ok(Store {
             pool,
             pg_config,
+            tls,
             role,
             schema_ready: AtomicBool::new(false),
             pool_timeout: config.pool_timeout,
@@ -253,7 +259,7 @@ impl Store {
     fn migrate_once(&self) -> Result<migrate::Outcome> {
         let mut client = self
             .pg_config
-            .connect(NoTls)
+            .connect(self.tls.clone())
             .map_err(|e| Error::db("connecting to run migrations", e))?;
         migrate::run(&mut client)
     }

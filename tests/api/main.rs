@@ -5,3 +5,4 @@ mod contract;
 mod helpers;
 mod process;
 mod resilience;
+mod tls;

@@ -514,3 +514,38 @@ fn bad_configuration_and_arguments_have_their_own_exit_codes() {
     assert_eq!(done.code, 4, "{done:?}");
     assert!(done.stderr.contains("not found"), "{done:?}");
 }
+
+#[test]
+fn backups_and_drills_work_over_verified_tls_and_refuse_an_untrusted_server() {
+    let (pg, certs) = dob::pg::LocalServer::start_fresh_with_tls().unwrap();
+    pg.create_database("tls_backup").unwrap();
+    let url = format!("{}?sslmode=require", pg.url("tls_backup"));
+    let ca = certs.ca_file.display().to_string();
+    let app = api::TestApp::spawn_with(&url, &[("DOB_DATABASE_CA_FILE", &ca)]);
+    assert_eq!(app.put_dob("Tilda", "1985-06-07").status, 204);
+
+    let bucket = TestBucket::new();
+    let job = Job::new("tls_backup", &bucket)
+        .with_env("DOB_DATABASE_URL", &url)
+        .with_env("DOB_DATABASE_CA_FILE", &ca);
+    // pg_dump (libpq) verifies the same CA: PGSSLROOTCERT with sslmode=require.
+    let id = job.backup_ok();
+    let drill = job.restore(&["--drill", &id]);
+    drill.assert_ok();
+    assert!(drill.stderr.contains("Hello, Tilda!"), "{drill:?}");
+
+    let other_ca = certs.other_ca_file.display().to_string();
+    let untrusted = Job::new("tls_backup", &bucket)
+        .with_env("DOB_DATABASE_URL", &url)
+        .with_env("DOB_DATABASE_CA_FILE", &other_ca);
+    let done = untrusted.backup(&[]);
+    assert_eq!(done.code, 1, "{done:?}");
+    assert!(done.stderr.contains("certificate"), "{done:?}");
+    let drill = untrusted.restore(&["--drill", &id]);
+    assert_eq!(drill.code, 1, "{drill:?}");
+    assert_eq!(
+        bucket.keys().len(),
+        2,
+        "the refused backup left objects behind"
+    );
+}
