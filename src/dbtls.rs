@@ -1,4 +1,5 @@
-//! TLS for the API's PostgreSQL connections (rustls, aws-lc-rs).
+//! TLS for every PostgreSQL connection the binaries make (rustls, aws-lc-rs); the test
+//! harness in `pg` stays plaintext.
 //!
 //! The URL's `sslmode` decides whether TLS is used: `disable`, `prefer` (the default:
 //! TLS when the server offers it) or `require` (refuse a server without it). This module

@@ -16,7 +16,7 @@ pub mod coalesce;
 pub mod config;
 /// PostgreSQL connection strings: another database, the password out of argv.
 pub mod conninfo;
-/// TLS for the API's PostgreSQL connections: verified against a CA file, or unverified.
+/// TLS to PostgreSQL for every binary: verified against a CA file, or unverified.
 pub mod dbtls;
 /// `Username` and `DateOfBirth`: validated domain values.
 pub mod domain;

@@ -532,7 +532,7 @@ impl TestCerts {
 
 /// Gives `path` to the account PostgreSQL runs as (when we are root), e.g. a TLS key
 /// the server must be able to read.
-pub fn hand_to_server_user(path: &Path) -> Result<()> {
+fn hand_to_server_user(path: &Path) -> Result<()> {
     match run_as_user()? {
         Some(user) => chown(path, &user),
         None => Ok(()),
