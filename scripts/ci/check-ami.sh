@@ -214,6 +214,15 @@ get_body="$(curl -sf "http://127.0.0.1:$api_port/hello/Smoke")" || dob_die "GET 
 rows="$(chroot "$root" runuser -u postgres -- psql --cluster 15/main -d dob -Atc \
 	"SELECT count(*) FROM users WHERE username = 'Smoke'" 2>/dev/null || echo "?")"
 dob_log "PUT 204, GET: $get_body (rows in PostgreSQL: $rows)"
+# The image's PostgreSQL has ssl = on with the host's own certificate, so dob-api's
+# connections are encrypted with the URL as Terraform writes it (sslmode prefer).
+tls="$(chroot "$root" runuser -u postgres -- psql --cluster 15/main -d postgres -Atc \
+	"SELECT count(*) || ' ' || coalesce(bool_and(s.ssl), false) FROM pg_stat_ssl s
+	 JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'dob-api'" 2>&1)" ||
+	dob_die "reading pg_stat_ssl failed: $tls"
+[[ "$tls" =~ ^[1-9][0-9]*\ true$ ]] ||
+	dob_die "dob-api's connections are not all encrypted (connections, all TLS: $tls)"
+dob_log "dob-api's database connections use TLS ($tls)"
 
 kill -TERM "$api_pid"
 wait "$api_pid" || dob_die "dob-api did not exit 0 on SIGTERM"
