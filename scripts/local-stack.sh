@@ -31,6 +31,18 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DOB_LOG_TAG=local-stack
 
+# others_can_enter DIR: true when every directory from / down to DIR has the execute bit
+# for others. The `postgres` user needs that, and may not exist yet when this runs (a
+# fresh machine: install-deps.sh creates it later).
+others_can_enter() {
+	local dir="$1"
+	while :; do
+		[[ "$(stat -c %A "$dir")" == *[xt] ]] || return 1
+		[[ "$dir" == / ]] && return 0
+		dir="$(dirname "$dir")"
+	done
+}
+
 # default_local_dir: .local in the repository, unless PostgreSQL's OS user could not reach
 # it. As root the clusters run as `postgres`, and a clone under /root (mode 700) is out of
 # its reach; then the state lives in /var/tmp/dob-local-<hash of the repository path> and
@@ -39,7 +51,7 @@ default_local_dir() {
 	local link="$DOB_ROOT/.local"
 	if [[ -L "$link" ]]; then
 		readlink -f "$link"
-	elif [[ ! -e "$link" ]] && dob_is_root && ! as_pg_user test -x "$DOB_ROOT"; then
+	elif [[ ! -e "$link" ]] && dob_is_root && ! others_can_enter "$DOB_ROOT"; then
 		printf '/var/tmp/dob-local-%s\n' "$(printf '%s' "$DOB_ROOT" | sha256sum | cut -c1-12)"
 	else
 		printf '%s\n' "$link"
