@@ -150,8 +150,11 @@ run_log="$work/make-run.log"
 setsid chroot "$root" /usr/bin/env -i "${root_env[@]}" bash -c 'cd /root/dob && exec make run' \
 	</dev/null >"$run_log" 2>&1 &
 stack_pid=$!
+# Ready means dob-api answers and make run has printed its instructions (the last of
+# them, the restore line, comes after dob-api is up).
 deadline=$((SECONDS + 900))
-until curl -fsS --max-time 2 "$api/readyz" >/dev/null 2>&1; do
+until curl -fsS --max-time 2 "$api/readyz" >/dev/null 2>&1 &&
+	grep -q 'release/dob-restore latest' "$run_log"; do
 	if ! kill -0 "$stack_pid" 2>/dev/null; then
 		tail -n 40 "$run_log" >&2
 		dob_die "make run exited before dob-api was ready"
