@@ -6,43 +6,23 @@ variable "name" {
 variable "bucket_name" {
   description = "Name of the backup bucket in the source (primary) region. Globally unique; `<name>-logs` is created beside it for access logs."
   type        = string
-
-  validation {
-    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,56}[a-z0-9]$", var.bucket_name))
-    error_message = "bucket_name must be 3-58 characters of a-z 0-9 . - (room is kept for the -logs suffix)."
-  }
 }
 
 variable "replica_bucket_name" {
   description = "Name of the replica bucket in the DR region. Globally unique; `<name>-logs` is created beside it."
   type        = string
-
-  validation {
-    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,56}[a-z0-9]$", var.replica_bucket_name))
-    error_message = "replica_bucket_name must be 3-58 characters of a-z 0-9 . - (room is kept for the -logs suffix)."
-  }
 }
 
 variable "noncurrent_version_expiration_days" {
   description = "Days a deleted or overwritten backup object stays recoverable as a noncurrent version."
   type        = number
   default     = 30
-
-  validation {
-    condition     = var.noncurrent_version_expiration_days >= 1
-    error_message = "noncurrent_version_expiration_days must be at least 1."
-  }
 }
 
 variable "abort_incomplete_multipart_upload_days" {
   description = "Days after which the parts of an unfinished multipart upload (an interrupted dump) are deleted."
   type        = number
   default     = 2
-
-  validation {
-    condition     = var.abort_incomplete_multipart_upload_days >= 1
-    error_message = "abort_incomplete_multipart_upload_days must be at least 1."
-  }
 }
 
 variable "access_log_retention_days" {
