@@ -223,10 +223,7 @@ module "primary_nlb" {
   subnet_ids                 = module.primary_network.public_subnet_ids
   allowed_client_cidrs       = var.allowed_client_cidrs
   enable_deletion_protection = var.deletion_protection
-  target_instance_ids = {
-    primary = module.primary.instance_id
-    replica = module.replica.instance_id
-  }
+  target_instance_ids        = { for key, host in module.primary_region_host : key => host.instance_id }
 }
 
 module "dr_nlb" {
@@ -246,48 +243,27 @@ module "dr_nlb" {
 
 # --- hosts ---------------------------------------------------------------------------------
 
-module "primary" {
-  source    = "./modules/db_host"
-  providers = { aws = aws.primary }
-
-  name                           = "${var.name}-${var.primary_region}-primary"
-  role                           = "primary"
-  ami_id                         = var.primary_ami_id
-  ami_name_filter                = var.ami_name_filter
-  instance_type                  = var.instance_type
-  subnet_id                      = module.primary_network.private_subnet_ids[0]
-  private_ip                     = local.primary_ip
-  vpc_cidr_block                 = module.primary_network.vpc_cidr_block
-  s3_prefix_list_id              = module.primary_network.s3_prefix_list_id
-  iam_instance_profile           = module.primary_host_role.instance_profile_name
-  kms_key_arn                    = module.primary_hosts_key.key_arn
-  termination_protection         = var.deletion_protection
-  data_volume_size               = var.data_volume_size
-  api_source_security_group_id   = module.primary_nlb.security_group_id
-  postgres_peer_cidrs            = local.peer_cidrs["primary"]
-  database_url                   = local.primary_region_database_url
-  timezone                       = var.timezone
-  drain_seconds                  = module.primary_nlb.drain_seconds
-  s3_bucket                      = module.backup_bucket.bucket_name
-  s3_prefix                      = "${local.backup_prefix}/"
-  s3_region                      = var.primary_region
-  s3_kms_key_id                  = module.backup_bucket.kms_key_arn
-  backup_keep                    = var.backup_keep
-  replica_cidrs                  = local.peer_cidrs["primary"]
-  replication_password_parameter = var.replication_password_parameter
+# The two hosts of the primary region, one per AZ; they differ only in role, subnet and
+# upstream.
+locals {
+  primary_region_hosts = {
+    primary = { role = "primary", subnet_index = 0, private_ip = local.primary_ip, upstream = null }
+    replica = { role = "replica", subnet_index = 1, private_ip = local.replica_ip, upstream = local.primary_ip }
+  }
 }
 
-module "replica" {
+module "primary_region_host" {
   source    = "./modules/db_host"
   providers = { aws = aws.primary }
+  for_each  = local.primary_region_hosts
 
-  name                           = "${var.name}-${var.primary_region}-replica"
-  role                           = "replica"
+  name                           = "${var.name}-${var.primary_region}-${each.key}"
+  role                           = each.value.role
   ami_id                         = var.primary_ami_id
   ami_name_filter                = var.ami_name_filter
   instance_type                  = var.instance_type
-  subnet_id                      = module.primary_network.private_subnet_ids[1]
-  private_ip                     = local.replica_ip
+  subnet_id                      = module.primary_network.private_subnet_ids[each.value.subnet_index]
+  private_ip                     = each.value.private_ip
   vpc_cidr_block                 = module.primary_network.vpc_cidr_block
   s3_prefix_list_id              = module.primary_network.s3_prefix_list_id
   iam_instance_profile           = module.primary_host_role.instance_profile_name
@@ -295,7 +271,7 @@ module "replica" {
   termination_protection         = var.deletion_protection
   data_volume_size               = var.data_volume_size
   api_source_security_group_id   = module.primary_nlb.security_group_id
-  postgres_peer_cidrs            = local.peer_cidrs["replica"]
+  postgres_peer_cidrs            = local.peer_cidrs[each.key]
   database_url                   = local.primary_region_database_url
   timezone                       = var.timezone
   drain_seconds                  = module.primary_nlb.drain_seconds
@@ -304,8 +280,8 @@ module "replica" {
   s3_region                      = var.primary_region
   s3_kms_key_id                  = module.backup_bucket.kms_key_arn
   backup_keep                    = var.backup_keep
-  primary_host                   = local.primary_ip
-  replica_cidrs                  = local.peer_cidrs["replica"]
+  primary_host                   = each.value.upstream
+  replica_cidrs                  = local.peer_cidrs[each.key]
   replication_password_parameter = var.replication_password_parameter
 }
 

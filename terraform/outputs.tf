@@ -24,8 +24,8 @@ output "target_group_arns" {
 output "instance_ids" {
   description = "Instance IDs of the hosts (targets of `aws ssm start-session`)."
   value = {
-    primary = module.primary.instance_id
-    replica = module.replica.instance_id
+    primary = module.primary_region_host["primary"].instance_id
+    replica = module.primary_region_host["replica"].instance_id
     dr      = module.dr.instance_id
   }
 }
@@ -33,8 +33,8 @@ output "instance_ids" {
 output "private_ips" {
   description = "Private addresses of the hosts (the --primary-url hosts of dob-promote)."
   value = {
-    primary = module.primary.private_ip
-    replica = module.replica.private_ip
+    primary = module.primary_region_host["primary"].private_ip
+    replica = module.primary_region_host["replica"].private_ip
     dr      = module.dr.private_ip
   }
 }

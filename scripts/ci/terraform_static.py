@@ -129,7 +129,7 @@ def check_module(module: Module, modules: dict[Path, Module]) -> None:
         if name not in module.locals:
             problem(d, f"local.{name} is not declared")
 
-    for call, output in sorted(set(re.findall(r"\bmodule\.([A-Za-z_][A-Za-z0-9_-]*)\.([A-Za-z_][A-Za-z0-9_-]*)", module.text))):
+    for call, output in sorted(set(re.findall(r"\bmodule\.([A-Za-z_][A-Za-z0-9_-]*)(?:\[[^\]]*\])?\.([A-Za-z_][A-Za-z0-9_-]*)", module.text))):
         body = module.calls.get(call)
         if body is None:
             problem(d, f"module.{call} is not declared")
