@@ -161,9 +161,4 @@ mod tests {
             err.chain()
         );
     }
-
-    #[test]
-    fn without_a_ca_file_a_connector_is_built() {
-        assert!(connector(None).is_ok());
-    }
 }
