@@ -15,7 +15,7 @@ pub struct ApiConfig {
     pub database_url: String,
     /// Where to listen when systemd does not pass a socket.
     pub listen: SocketAddr,
-    /// Threads answering requests.
+    /// Connection threads kept ready (more start as connections need them).
     pub workers: usize,
     /// Pooled database connections.
     pub pool_size: u32,
@@ -25,8 +25,19 @@ pub struct ApiConfig {
     pub timezone: TimeZone,
     /// The IANA name of `timezone`, for logs.
     pub timezone_name: String,
-    /// Longest a client socket read or write may block (slow or idle clients).
+    /// Total time a client gets to send a request head, then its body; and the longest
+    /// one response write may block.
     pub client_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Connections open at once (lowered to fit the open-files limit at start).
+    pub max_connections: usize,
+    /// Bytes of one request head, and header fields in it (beyond either: 431).
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// After the database is found unreachable, how long requests fail fast before one
+    /// is let through to try again.
+    pub breaker_cooldown: Duration,
     /// Longest a request waits for a pooled connection before answering 503.
     pub pool_timeout: Duration,
     /// Longest a connection attempt to one database host may take.
@@ -99,6 +110,17 @@ impl ApiConfig {
             timezone,
             timezone_name,
             client_timeout: millis("DOB_CLIENT_TIMEOUT_MS", 10_000)?,
+            idle_timeout: millis("DOB_IDLE_TIMEOUT_MS", 30_000)?,
+            max_connections: parse_in_range(&get, "DOB_MAX_CONNECTIONS", 1024, 16, 1_000_000)?,
+            max_header_bytes: parse_in_range(
+                &get,
+                "DOB_MAX_HEADER_BYTES",
+                8 * 1024,
+                1024,
+                64 * 1024,
+            )?,
+            max_headers: parse_in_range(&get, "DOB_MAX_HEADERS", 64, 8, 256)?,
+            breaker_cooldown: millis("DOB_BREAKER_COOLDOWN_MS", 500)?,
             pool_timeout: millis("DOB_POOL_TIMEOUT_MS", 1_000)?,
             connect_timeout: millis("DOB_CONNECT_TIMEOUT_MS", 2_000)?,
             statement_timeout: millis("DOB_STATEMENT_TIMEOUT_MS", 5_000)?,

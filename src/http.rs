@@ -4,16 +4,18 @@
 
 use crate::birthday;
 use crate::domain::{DateOfBirth, Username, ValidationError};
-use crate::metrics::{DbSnapshot, Metrics, RouteLabel};
+use crate::front::{Body, Request};
+use crate::metrics::{DbSnapshot, HttpSnapshot, Metrics, RouteLabel};
 use crate::store::{Role, Store, StoreError};
+use crate::wire::Reply;
+pub use crate::wire::JSON;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use serde::Deserialize;
 use std::borrow::Cow;
-use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tiny_http::{Method, Request};
+use std::sync::Arc;
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 1024;
@@ -29,6 +31,9 @@ pub struct App {
     pub timezone: TimeZone,
     /// Set on SIGTERM: readiness answers 503 so the load balancer drains this host.
     pub draining: AtomicBool,
+    /// The HTTP front's counters, and its connection cap, for `/metrics`.
+    pub http_stats: Arc<crate::front::Stats>,
+    pub max_connections: usize,
 }
 
 impl App {
@@ -42,60 +47,7 @@ impl App {
     }
 }
 
-/// A response, independent of the HTTP library.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub body: Vec<u8>,
-    pub content_type: Option<&'static str>,
-    pub allow: Option<&'static str>,
-    pub retry_after: Option<u32>,
-}
-
-pub const JSON: &str = "application/json";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-impl Reply {
-    fn empty(status: u16) -> Reply {
-        Reply {
-            status,
-            body: Vec::new(),
-            content_type: None,
-            allow: None,
-            retry_after: None,
-        }
-    }
-
-    fn json(status: u16, body: String) -> Reply {
-        Reply {
-            status,
-            body: body.into_bytes(),
-            content_type: Some(JSON),
-            allow: None,
-            retry_after: None,
-        }
-    }
-
-    /// `{"error": message}`.
-    pub fn error(status: u16, message: &str) -> Reply {
-        let mut body = String::with_capacity(message.len() + 16);
-        body.push_str("{\"error\":");
-        // Serialising a &str cannot fail.
-        body.push_str(&serde_json::to_string(message).unwrap_or_default());
-        body.push('}');
-        Reply::json(status, body)
-    }
-
-    fn with_allow(mut self, allow: &'static str) -> Reply {
-        self.allow = Some(allow);
-        self
-    }
-
-    fn with_retry_after(mut self, seconds: u32) -> Reply {
-        self.retry_after = Some(seconds);
-        self
-    }
-}
 
 /// Where a request target goes. The path is matched raw, as sent: no percent-decoding.
 #[derive(Debug, PartialEq, Eq)]
@@ -120,19 +72,27 @@ pub fn route(target: &str) -> Route<'_> {
     }
 }
 
+/// The largest body a request may carry: only `PUT /hello/<username>` takes one.
+/// Anything larger is never read (see `front`).
+pub fn body_limit(method: &str, target: &str) -> usize {
+    match (method, route(target)) {
+        ("PUT", Route::Hello(_)) => MAX_BODY,
+        _ => 0,
+    }
+}
+
 /// Answers one request. Returns the route label it is counted under.
-pub fn handle(app: &App, request: &mut Request) -> (RouteLabel, Reply) {
-    let method = request.method().clone();
-    match (route(request.url()), method) {
-        (Route::Hello(_), Method::Get) => (RouteLabel::HelloGet, get_hello(app, request)),
-        (Route::Hello(_), Method::Put) => (RouteLabel::HelloPut, put_hello(app, request)),
+pub fn handle(app: &App, request: &Request) -> (RouteLabel, Reply) {
+    match (route(request.target()), request.method()) {
+        (Route::Hello(_), "GET") => (RouteLabel::HelloGet, get_hello(app, request)),
+        (Route::Hello(_), "PUT") => (RouteLabel::HelloPut, put_hello(app, request)),
         (Route::Hello(_), _) => (RouteLabel::Other, method_not_allowed("GET, PUT")),
-        (Route::Healthz, Method::Get) => (
+        (Route::Healthz, "GET") => (
             RouteLabel::Healthz,
             Reply::json(200, r#"{"status":"ok"}"#.to_owned()),
         ),
-        (Route::Readyz, Method::Get) => (RouteLabel::Readyz, readyz(app)),
-        (Route::Metrics, Method::Get) => (RouteLabel::Metrics, metrics(app)),
+        (Route::Readyz, "GET") => (RouteLabel::Readyz, readyz(app)),
+        (Route::Metrics, "GET") => (RouteLabel::Metrics, metrics(app)),
         (Route::Healthz | Route::Readyz | Route::Metrics, _) => {
             (RouteLabel::Other, method_not_allowed("GET"))
         }
@@ -154,8 +114,8 @@ fn method_not_allowed(allow: &'static str) -> Reply {
     Reply::error(405, message).with_allow(allow)
 }
 
-fn username_of(request: &Request) -> Result<Username<'_>, ValidationError> {
-    match route(request.url()) {
+fn username_of<'a>(request: &'a Request<'_>) -> Result<Username<'a>, ValidationError> {
+    match route(request.target()) {
         Route::Hello(segment) => Username::parse(segment),
         _ => Err(ValidationError::UsernameEmpty),
     }
@@ -182,41 +142,26 @@ fn get_hello(app: &App, request: &Request) -> Reply {
     }
 }
 
-fn put_hello(app: &App, request: &mut Request) -> Reply {
-    if let Err(err) = username_of(request) {
-        return Reply::error(400, &err.to_string());
-    }
-    if request.body_length().is_some_and(|len| len > MAX_BODY) {
+fn put_hello(app: &App, request: &Request) -> Reply {
+    let username = match username_of(request) {
+        Ok(username) => username,
+        Err(err) => return Reply::error(400, &err.to_string()),
+    };
+    let Body::Complete(body) = request.body else {
         return Reply::error(413, "request body too large: at most 1024 bytes");
-    }
-    if let Some(header) = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Content-Type"))
-    {
-        if !is_json_media_type(header.value.as_str()) {
+    };
+    if let Some(content_type) = request.header("Content-Type") {
+        if !is_json_media_type(content_type) {
             return Reply::error(415, "Content-Type must be application/json");
         }
     }
-    let mut buf = [0u8; MAX_BODY + 1];
-    let len = match read_up_to(request.as_reader(), &mut buf) {
-        Ok(len) if len > MAX_BODY => {
-            return Reply::error(413, "request body too large: at most 1024 bytes")
-        }
-        Ok(len) => len,
-        Err(_) => return Reply::error(400, "could not read the request body"),
-    };
-    let raw_date = match date_of_birth_field(&buf[..len]) {
+    let raw_date = match date_of_birth_field(body) {
         Ok(raw) => raw,
         Err(message) => return Reply::error(400, message),
     };
     let dob = match DateOfBirth::parse(&raw_date, app.today()) {
         Ok(dob) => dob,
         Err(err) => return Reply::error(400, &err.to_string()),
-    };
-    // Re-borrow: checked above, and reading the body needed the request mutably.
-    let Ok(username) = username_of(request) else {
-        return Reply::error(400, "invalid username");
     };
     match app
         .store
@@ -235,19 +180,6 @@ fn is_json_media_type(value: &str) -> bool {
     kind.eq_ignore_ascii_case("application")
         && (subtype.eq_ignore_ascii_case("json")
             || (subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json")))
-}
-
-fn read_up_to(mut reader: impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(filled)
 }
 
 /// Extracts `dateOfBirth` from a JSON object body, borrowing it from the body when it
@@ -336,6 +268,8 @@ fn readyz_not_ready(reason: &str, role: Role) -> Reply {
 }
 
 fn metrics(app: &App) -> Reply {
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let front = &app.http_stats;
     let (connections, idle, max) = app.store.pool_state();
     let snapshot = DbSnapshot {
         role: app.store.role().as_str(),
@@ -344,6 +278,18 @@ fn metrics(app: &App) -> Reply {
         pool_max: max,
         schema_ready: app.store.schema_ready(),
         draining: app.is_draining(),
+        http: HttpSnapshot {
+            connections_open: front.open.load(Ordering::Relaxed) as u64,
+            connections_max: app.max_connections as u64,
+            threads: front.threads.load(Ordering::Relaxed) as u64,
+            accepted: load(&front.accepted),
+            refused: load(&front.refused),
+            evicted: load(&front.evicted),
+            accept_errors: load(&front.accept_errors),
+            panics: load(&front.panics),
+            timeouts: load(&front.timeouts),
+            breaker_open: u64::from(app.store.breaker_open()),
+        },
     };
     let mut reply = Reply::json(200, app.metrics.render(&snapshot));
     reply.content_type = Some(PROMETHEUS_TEXT);

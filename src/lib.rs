@@ -8,6 +8,8 @@
 pub mod backup;
 /// Days until the next birthday, and the greeting: pure date arithmetic.
 pub mod birthday;
+/// A circuit breaker that fails database requests fast while it is unreachable.
+pub mod breaker;
 /// The backups a bucket holds, which are complete, and retention.
 pub mod catalog;
 /// Concurrent GET lookups coalesced into one query under load.
@@ -22,6 +24,8 @@ pub mod dbtls;
 pub mod domain;
 /// The crate's one error type, with its cause chain.
 pub mod error;
+/// The HTTP/1.1 front: connections, their limits and deadlines, requests in order.
+pub mod front;
 /// Request routing and handlers: from a request and the app state to a response.
 pub mod http;
 /// The listening socket: systemd socket activation or a fresh bind.
@@ -44,7 +48,7 @@ pub mod restore;
 pub mod restore_cli;
 /// The S3 bucket: the few calls backup and restore need, SSE headers only where valid.
 pub mod s3;
-/// Worker threads over one HTTP server, and graceful shutdown.
+/// The API server: the front serving the handlers, and graceful shutdown.
 pub mod server;
 /// SIGTERM/SIGINT delivered to one thread, so shutdown is an ordinary function call.
 pub mod signals;
@@ -52,5 +56,7 @@ pub mod signals;
 pub mod store;
 /// Prometheus textfiles written by the batch jobs (result, duration, bytes, times).
 pub mod textfile;
+/// HTTP/1.1 bytes: bounded head parsing, chunked decoding, response writing.
+pub mod wire;
 
 pub use error::{Error, Result};

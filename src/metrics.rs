@@ -43,7 +43,9 @@ impl RouteLabel {
 }
 
 /// Status codes the server answers with; anything else is counted as "other".
-const STATUSES: [u16; 12] = [200, 204, 400, 404, 405, 408, 413, 415, 500, 503, 505, 0];
+const STATUSES: [u16; 16] = [
+    200, 204, 400, 404, 405, 408, 413, 414, 415, 417, 431, 500, 501, 503, 505, 0,
+];
 
 fn status_index(status: u16) -> usize {
     STATUSES[..STATUSES.len() - 1]
@@ -80,6 +82,23 @@ pub struct DbSnapshot {
     pub pool_max: u32,
     pub schema_ready: bool,
     pub draining: bool,
+    pub http: HttpSnapshot,
+}
+
+/// The HTTP front's connection counters, sampled at render time.
+#[derive(Default)]
+pub struct HttpSnapshot {
+    pub connections_open: u64,
+    pub connections_max: u64,
+    pub threads: u64,
+    pub accepted: u64,
+    pub refused: u64,
+    pub evicted: u64,
+    pub accept_errors: u64,
+    pub panics: u64,
+    pub timeouts: u64,
+    /// 1 while the database circuit breaker fails requests fast.
+    pub breaker_open: u64,
 }
 
 impl Metrics {
@@ -187,6 +206,73 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
+        let http = &db.http;
+        let counters: [(&str, &str, u64); 6] = [
+            (
+                "dob_http_connections_accepted_total",
+                "Connections accepted.",
+                http.accepted,
+            ),
+            (
+                "dob_http_connections_refused_total",
+                "Connections answered 503 and closed at the connection cap.",
+                http.refused,
+            ),
+            (
+                "dob_http_connections_evicted_total",
+                "Waiting connections closed to make room (idle keep-alive first).",
+                http.evicted,
+            ),
+            (
+                "dob_http_accept_errors_total",
+                "accept() failures survived (out of descriptors, aborted connections).",
+                http.accept_errors,
+            ),
+            (
+                "dob_http_panics_total",
+                "Panics while serving a request; each cost one request, never a thread.",
+                http.panics,
+            ),
+            (
+                "dob_http_client_timeouts_total",
+                "Request heads or bodies not received before their deadline.",
+                http.timeouts,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+        let gauges: [(&str, &str, u64); 4] = [
+            (
+                "dob_http_connections_open",
+                "Client connections open now.",
+                http.connections_open,
+            ),
+            (
+                "dob_http_connections_max",
+                "The connection cap in force.",
+                http.connections_max,
+            ),
+            (
+                "dob_http_threads",
+                "Connection threads alive (busy or ready).",
+                http.threads,
+            ),
+            (
+                "dob_db_breaker_open",
+                "1 while requests fail fast because the database was found unreachable.",
+                http.breaker_open,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
         out.push_str("# HELP dob_db_role Role of the database this process talks to (1 for the current one).\n");
         out.push_str("# TYPE dob_db_role gauge\n");
         for role in ["primary", "replica", "unknown"] {
@@ -212,6 +298,10 @@ mod tests {
             pool_max: 8,
             schema_ready: true,
             draining: false,
+            http: HttpSnapshot {
+                panics: 2,
+                ..HttpSnapshot::default()
+            },
         }
     }
 
@@ -261,5 +351,6 @@ mod tests {
         assert!(text.contains("dob_db_role{role=\"primary\"} 1\n"));
         assert!(text.contains("dob_db_role{role=\"replica\"} 0\n"));
         assert!(text.contains("dob_db_pool_max_connections 8\n"));
+        assert!(text.contains("dob_http_panics_total 2\n"), "{text}");
     }
 }

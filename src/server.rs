@@ -1,40 +1,42 @@
-//! The HTTP server: N worker threads share one `tiny_http::Server`, each looping on
-//! `recv`. Building (bind, learn the port) is separate from running, so tests can bind
-//! `127.0.0.1:0`.
+//! The API server: the HTTP front (`front`) serving the handlers (`http`), with the
+//! limits from configuration, and graceful shutdown. Building (bind, learn the port) is
+//! separate from running, so tests can bind `127.0.0.1:0`.
 //!
 //! Shutdown, in order: readiness turns 503 (`draining`), requests keep being served for
 //! the drain period so the load balancer moves traffic away, accepting stops (the
 //! listening socket stays open for the next process under socket activation), then
-//! workers finish the request in hand and whatever is already queued, and exit.
+//! kept-alive connections are closed and requests in progress finish.
 
 use crate::config::ApiConfig;
-use crate::http::{self, App, Reply};
+use crate::front::{self, Front, Request};
+use crate::http::{self, App};
 use crate::listener;
 use crate::metrics::{Metrics, RouteLabel};
 use crate::store::Store;
+use crate::wire::{self, Reply};
 use crate::{Error, Result};
-use std::net::SocketAddr;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-use tiny_http::{Header, Request, Response};
-
-/// How often an idle worker checks whether it should stop.
-const WORKER_POLL: Duration = Duration::from_millis(100);
 
 /// After accepting stops: how long connections already accepted get to deliver the
-/// request they are sending before workers stop taking requests.
+/// request they are sending before they are closed.
 const LINGER: Duration = Duration::from_millis(250);
 
+/// Descriptors kept back from the connection cap for everything else the process opens
+/// (the pool's connections on top of this, migrations, logs, the listener).
+const RESERVED_FDS: usize = 32;
+
 pub struct Server {
-    http: Arc<tiny_http::Server>,
+    listener: TcpListener,
     app: Arc<App>,
+    front_config: front::Config,
     local_addr: SocketAddr,
     source: listener::Source,
-    workers: usize,
     drain: Duration,
+    busy_grace: Duration,
     shutdown: ShutdownHandle,
 }
 
@@ -58,34 +60,72 @@ impl ShutdownHandle {
     }
 }
 
+/// The connection cap that fits in the open-files limit: each connection is one
+/// descriptor, and running out of descriptors is what the cap exists to prevent.
+pub fn connection_cap(configured: usize, fd_limit: Option<u64>, pool_size: u32) -> usize {
+    let Some(limit) = fd_limit else {
+        return configured;
+    };
+    let reserved = RESERVED_FDS as u64 + u64::from(pool_size);
+    let fits = usize::try_from(limit.saturating_sub(reserved)).unwrap_or(usize::MAX);
+    configured.min(fits).max(1)
+}
+
+fn open_files_limit() -> Option<u64> {
+    // SAFETY: getrlimit on a zeroed struct it fills in.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        (libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0).then_some(limit.rlim_cur)
+    }
+}
+
 impl Server {
     /// Opens the listening socket (systemd's or a fresh bind) and the (lazy) pool.
     /// Does not touch the database: the server starts while it is down.
     pub fn build(config: &ApiConfig) -> Result<Server> {
-        let (tcp, source) = listener::open(config.listen)?;
-        let local_addr = tcp
+        let (listener, source) = listener::open(config.listen)?;
+        let local_addr = listener
             .local_addr()
             .map_err(|e| Error::io("reading the listening address", e))?;
-        let http = tiny_http::Server::from_listener_with_timeouts(
-            tcp,
-            None,
-            Some(config.client_timeout),
-            Some(config.client_timeout),
-        )
-        .map_err(|e| Error::with_source("starting the HTTP server", e))?;
+        let max_connections =
+            connection_cap(config.max_connections, open_files_limit(), config.pool_size);
+        if max_connections < config.max_connections {
+            log::warn!(
+                "DOB_MAX_CONNECTIONS={} does not fit the open-files limit; serving at most {max_connections} connections",
+                config.max_connections
+            );
+        }
         let app = App {
             store: Store::new(config)?,
             metrics: Metrics::default(),
             timezone: config.timezone.clone(),
             draining: AtomicBool::new(false),
+            http_stats: Arc::new(front::Stats::default()),
+            max_connections,
+        };
+        let front_config = front::Config {
+            max_connections,
+            min_threads: config.workers.min(max_connections),
+            head_timeout: config.client_timeout,
+            body_timeout: config.client_timeout,
+            idle_timeout: config.idle_timeout,
+            write_timeout: config.client_timeout,
+            limits: wire::Limits {
+                max_head_bytes: config.max_header_bytes,
+                max_headers: config.max_headers,
+            },
+            max_body: http::MAX_BODY,
         };
         Ok(Server {
-            http: Arc::new(http),
+            listener,
             app: Arc::new(app),
+            front_config,
             local_addr,
             source,
-            workers: config.workers,
             drain: config.drain,
+            // A request being handled waits at most for a pooled connection, then for
+            // its statement.
+            busy_grace: config.pool_timeout + config.statement_timeout + Duration::from_secs(1),
             shutdown: ShutdownHandle::default(),
         })
     }
@@ -100,14 +140,16 @@ impl Server {
 
     /// Serves until the shutdown handle is triggered, then drains and returns.
     pub fn run(self) -> Result<()> {
+        let limits = &self.front_config;
         log::info!(
-            "listening on http://{} ({}), {} workers",
+            "listening on http://{} ({}); at most {} connections, {} threads kept ready",
             self.local_addr,
             match self.source {
                 listener::Source::Systemd => "socket from systemd",
                 listener::Source::Bound => "bound",
             },
-            self.workers
+            limits.max_connections,
+            limits.min_threads,
         );
         let stop = Arc::new(AtomicBool::new(false));
         {
@@ -120,19 +162,12 @@ impl Server {
                 .spawn(move || app.store.migrate_until_done(&stop))
                 .map_err(|e| Error::io("starting the migration thread", e))?;
         }
-        let mut workers = Vec::with_capacity(self.workers);
-        for i in 0..self.workers {
-            let (http, app, stop) = (
-                Arc::clone(&self.http),
-                Arc::clone(&self.app),
-                Arc::clone(&stop),
-            );
-            let worker = thread::Builder::new()
-                .name(format!("worker-{i}"))
-                .spawn(move || worker_loop(&http, &app, &stop))
-                .map_err(|e| Error::io("starting a worker thread", e))?;
-            workers.push(worker);
-        }
+        let front = Front::start(
+            self.listener,
+            self.front_config,
+            ApiHandler(Arc::clone(&self.app)),
+            Arc::clone(&self.app.http_stats),
+        )?;
 
         self.shutdown.wait();
         self.app.draining.store(true, Ordering::Relaxed);
@@ -144,77 +179,45 @@ impl Server {
         // No connection may be accepted that will not be answered: stop accepting first
         // (under socket activation, later connections wait in systemd's backlog for the
         // next process), give connections already accepted a moment to deliver a request
-        // they are sending, then let the workers empty the queue and exit.
-        self.http.stop_accepting();
-        thread::sleep(LINGER);
+        // they are sending, then close the rest once their requests are answered.
+        front.stop_accepting();
+        front.finish(LINGER, self.busy_grace);
         stop.store(true, Ordering::Relaxed);
-        for worker in workers {
-            let _ = worker.join();
-        }
-        log::info!("all workers stopped");
+        log::info!("all connections closed");
         Ok(())
     }
 }
 
-fn worker_loop(http: &tiny_http::Server, app: &App, stop: &AtomicBool) {
-    loop {
-        match http.recv_timeout(WORKER_POLL) {
-            Ok(Some(request)) => serve(app, request),
-            // Stop only when the queue is empty: queued requests are answered first.
-            Ok(None) if stop.load(Ordering::Relaxed) => return,
-            Ok(None) => {}
-            Err(err) => {
-                log::error!("accepting connections failed: {err}");
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                thread::sleep(WORKER_POLL);
-            }
-        }
-    }
-}
+/// The API's handlers behind the front, timed, counted and logged.
+struct ApiHandler(Arc<App>);
 
-fn serve(app: &App, mut request: Request) {
-    let started = Instant::now();
-    let (route, reply) = match catch_unwind(AssertUnwindSafe(|| http::handle(app, &mut request))) {
-        Ok(answer) => answer,
-        // The panic message went to stderr through the default hook.
-        Err(_) => (
-            RouteLabel::Other,
-            Reply::error(500, "internal error; it has been logged"),
-        ),
-    };
-    let status = reply.status;
-    let elapsed = started.elapsed();
-    app.metrics.record(route, status, elapsed);
-    // Never the body: it is personal data.
-    log::info!(
-        "{} {} {} {}us",
-        request.method(),
-        request.url().escape_debug(),
-        status,
-        elapsed.as_micros()
-    );
-    if let Err(err) = request.respond(into_response(reply)) {
-        log::debug!("writing the response failed (client gone?): {err}");
+impl front::Handler for ApiHandler {
+    fn body_limit(&self, method: &str, target: &str) -> usize {
+        http::body_limit(method, target)
     }
-}
 
-fn into_response(reply: Reply) -> Response<std::io::Cursor<Vec<u8>>> {
-    let mut response = Response::from_data(reply.body).with_status_code(reply.status);
-    if let Some(content_type) = reply.content_type {
-        response.add_header(header("Content-Type", content_type));
+    fn handle(&self, request: &Request<'_>) -> Reply {
+        let app = &*self.0;
+        let started = Instant::now();
+        // A panic unwinds to the front, which answers 500 and counts it.
+        let (route, reply) = http::handle(app, request);
+        let elapsed = started.elapsed();
+        app.metrics.record(route, reply.status, elapsed);
+        // Never the body: it is personal data.
+        log::info!(
+            "{} {} {} {}us",
+            request.method(),
+            request.target().escape_debug(),
+            reply.status,
+            elapsed.as_micros()
+        );
+        reply
     }
-    if let Some(allow) = reply.allow {
-        response.add_header(header("Allow", allow));
-    }
-    if let Some(seconds) = reply.retry_after {
-        response.add_header(header("Retry-After", &seconds.to_string()));
-    }
-    response
-}
 
-fn header(name: &str, value: &str) -> Header {
-    // Names and values here are ASCII constants or digits, which always convert.
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("ASCII header")
+    fn refused(&self, status: u16) {
+        self.0
+            .metrics
+            .record(RouteLabel::Other, status, Duration::ZERO);
+        log::info!("request refused with {status}");
+    }
 }

@@ -10,10 +10,14 @@
 //! Every wait is bounded: connecting (`connect_timeout`), waiting for a pooled
 //! connection (`pool_timeout`), unacknowledged writes to a dead host
 //! (`tcp_user_timeout`) and statements (`statement_timeout`). So while the database is
-//! down, requests fail fast and the pool reconnects by itself when it returns.
+//! down, requests fail fast and the pool reconnects by itself when it returns. Faster
+//! still: once a request finds the database unreachable, a circuit breaker
+//! ([`crate::breaker`]) fails requests at once for a cooldown, letting one through at a
+//! time to probe, so an outage costs milliseconds per request, not a pool timeout each.
 //!
 //! Connections use TLS as the URL's `sslmode` and [`crate::dbtls`] say.
 
+use crate::breaker::{Admission, Breaker};
 use crate::coalesce::Coalescer;
 use crate::config::ApiConfig;
 use crate::migrate;
@@ -196,8 +200,13 @@ pub struct Store {
     tls: MakeRustlsConnect,
     role: Arc<AtomicU8>,
     schema_ready: AtomicBool,
+    /// Set once the first migration attempt has ended, successfully or not: until then
+    /// requests wait for it (a restart is typically milliseconds from ready), after it
+    /// they answer 503 at once.
+    schema_attempted: AtomicBool,
     pool_timeout: Duration,
     lookups: Coalescer<StoreError>,
+    breaker: Breaker,
 }
 
 impl Store {
@@ -228,8 +237,10 @@ impl Store {
             tls,
             role,
             schema_ready: AtomicBool::new(false),
+            schema_attempted: AtomicBool::new(false),
             pool_timeout: config.pool_timeout,
             lookups: Coalescer::new(config.lookup_concurrency, StoreError::Unavailable),
+            breaker: Breaker::new(config.breaker_cooldown, Instant::now()),
         })
     }
 
@@ -242,9 +253,11 @@ impl Store {
                 Ok(outcome) => {
                     log::info!("database schema ready ({outcome:?})");
                     self.schema_ready.store(true, Ordering::Release);
+                    self.schema_attempted.store(true, Ordering::Release);
                     return;
                 }
                 Err(err) => {
+                    self.schema_attempted.store(true, Ordering::Release);
                     log::warn!(
                         "migrations not applied yet, retrying in {delay:?}: {}",
                         err.chain()
@@ -262,6 +275,11 @@ impl Store {
             .connect(self.tls.clone())
             .map_err(|e| Error::db("connecting to run migrations", e))?;
         migrate::run(&mut client)
+    }
+
+    /// Whether requests are failing fast because the database was found unreachable.
+    pub fn breaker_open(&self) -> bool {
+        self.breaker.is_open()
     }
 
     pub fn schema_ready(&self) -> bool {
@@ -354,18 +372,39 @@ impl Store {
     /// again on another (both operations are idempotent), all within `pool_timeout`.
     fn with_conn<T>(
         &self,
-        mut op: impl FnMut(&mut Conn) -> std::result::Result<T, postgres::Error>,
+        op: impl FnMut(&mut Conn) -> std::result::Result<T, postgres::Error>,
     ) -> std::result::Result<T, StoreError> {
         let deadline = Instant::now() + self.pool_timeout;
         // Just after start (a restart under socket activation hands over connections at
         // once) the schema check is typically milliseconds from done: wait for it
-        // within the pool timeout rather than answer 503.
+        // within the pool timeout rather than answer 503. Once it has failed, the
+        // database is down: answer at once.
         while !self.schema_ready() {
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || self.schema_attempted.load(Ordering::Acquire) {
                 return Err(StoreError::NotReady);
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+        let admission = self.breaker.admit(Instant::now());
+        if admission == Admission::Reject {
+            return Err(StoreError::Unavailable);
+        }
+        let (result, reached) = self.with_conn_until(deadline, op);
+        if reached {
+            self.breaker.succeeded();
+        } else {
+            self.breaker.failed(Instant::now());
+        }
+        result
+    }
+
+    /// `with_conn` without the breaker. Also says whether the database was reached:
+    /// an overloaded server answered, a dead one did not.
+    fn with_conn_until<T>(
+        &self,
+        deadline: Instant,
+        mut op: impl FnMut(&mut Conn) -> std::result::Result<T, postgres::Error>,
+    ) -> (std::result::Result<T, StoreError>, bool) {
         let mut last = StoreError::Unavailable;
         // After a database restart every pooled connection is dead, and each fails
         // at once; trying them all within the deadline means no request sees a 503.
@@ -375,17 +414,22 @@ impl Store {
                 .pool
                 .get_timeout(remaining.max(Duration::from_millis(1)))
             else {
-                return Err(last);
+                // Every connection in use by other requests is load, not an outage.
+                let state = self.pool.state();
+                let saturated =
+                    state.connections >= self.pool.max_size() && state.idle_connections == 0;
+                let reached = saturated || matches!(last, StoreError::ReadOnly);
+                return (Err(last), reached);
             };
             let err = match op(&mut conn) {
-                Ok(value) => return Ok(value),
+                Ok(value) => return (Ok(value), true),
                 Err(err) => err,
             };
             match classify(&err) {
                 Failure::ReadOnly if conn.in_recovery => {
                     // A known replica: the connection is fine for reads, keep it.
                     self.role.store(Role::Replica.to_u8(), Ordering::Relaxed);
-                    return Err(StoreError::ReadOnly);
+                    return (Err(StoreError::ReadOnly), true);
                 }
                 Failure::ReadOnly => {
                     conn.broken = true;
@@ -395,10 +439,10 @@ impl Store {
                     conn.broken = true;
                     last = StoreError::Unavailable;
                 }
-                Failure::Busy => return Err(StoreError::Unavailable),
+                Failure::Busy => return (Err(StoreError::Unavailable), true),
                 Failure::Other => {
                     conn.broken = true;
-                    return Err(StoreError::Internal(Arc::new(err)));
+                    return (Err(StoreError::Internal(Arc::new(err))), true);
                 }
             }
             log::debug!(
@@ -406,7 +450,8 @@ impl Store {
                 crate::error::chain(&err)
             );
         }
-        Err(last)
+        let reached = matches!(last, StoreError::ReadOnly);
+        (Err(last), reached)
     }
 }
 
