@@ -871,7 +871,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(body, b"abcde");
-        assert_eq!(used, 38, "stops right after the blank line that ends the trailers");
+        assert_eq!(
+            used, 38,
+            "stops right after the blank line that ends the trailers"
+        );
         let (body, _) = decode(b"0\n\n", 8).unwrap();
         assert!(body.is_empty());
     }
@@ -920,5 +923,195 @@ mod tests {
     #[test]
     fn dates_are_imf_fixdate() {
         assert_eq!(http_date(784111777), "Sun, 06 Nov 1994 08:49:37 GMT");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Scans `raw` as the connection loop does, a read at a time ending at each of
+        /// `cuts`, and returns the first answer that is not "need more".
+        fn scan_in_pieces(raw: &[u8], cuts: &[usize]) -> Result<Option<usize>, HeadError> {
+            let mut scan = HeadScan::default();
+            let mut ends: Vec<usize> = cuts.iter().map(|c| c % (raw.len() + 1)).collect();
+            ends.push(raw.len());
+            ends.sort_unstable();
+            for end in ends {
+                match scan.advance(&raw[..end], &LIMITS) {
+                    Ok(None) => {}
+                    answer => return answer,
+                }
+            }
+            Ok(None)
+        }
+
+        fn token() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,20}"
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn any_bytes_never_panic_and_parts_stay_inside_the_head(
+                raw in proptest::collection::vec(any::<u8>(), 0..4096),
+                cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            ) {
+                let whole = HeadScan::default().advance(&raw, &LIMITS);
+                prop_assert_eq!(scan_in_pieces(&raw, &cuts), whole);
+                if let Ok(Some(len)) = whole {
+                    prop_assert!(len <= raw.len() && len <= LIMITS.max_head_bytes);
+                    let mut headers = vec![HeaderSpan::default(); LIMITS.max_headers];
+                    if let Ok(head) = parse_head(&raw[..len], &mut headers) {
+                        prop_assert_eq!(head.len, len);
+                        prop_assert!(head.headers <= LIMITS.max_headers);
+                        for span in [head.method, head.target]
+                            .into_iter()
+                            .chain(headers[..head.headers].iter().flat_map(|h| [h.name, h.value]))
+                        {
+                            prop_assert!(span.start <= span.end && span.end <= len);
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn mutated_heads_never_panic_and_parts_stay_inside_the_head(
+                edits in proptest::collection::vec(
+                    (any::<usize>(), prop::sample::select(b"\r\n :\t\x00\x80a0;,".to_vec())),
+                    1..6,
+                ),
+                cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            ) {
+                let mut raw = b"PUT /hello/Bob HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\
+                    Transfer-Encoding: chunked\r\nConnection: close\r\nExpect: 100-continue\r\n\r\n"
+                    .to_vec();
+                for (at, byte) in edits {
+                    let at = at % raw.len();
+                    raw[at] = byte;
+                }
+                let whole = HeadScan::default().advance(&raw, &LIMITS);
+                prop_assert_eq!(scan_in_pieces(&raw, &cuts), whole);
+                if let Ok(Some(len)) = whole {
+                    let mut headers = vec![HeaderSpan::default(); LIMITS.max_headers];
+                    if let Ok(head) = parse_head(&raw[..len], &mut headers) {
+                        prop_assert_eq!(head.len, len);
+                        for span in [head.method, head.target]
+                            .into_iter()
+                            .chain(headers[..head.headers].iter().flat_map(|h| [h.name, h.value]))
+                        {
+                            prop_assert!(span.start <= span.end && span.end <= len);
+                            prop_assert!(span.of(&raw).iter().all(|&b| is_head_byte(b) && b != b'\n'));
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn well_formed_heads_parse_to_what_was_sent_however_they_arrive(
+                method in "GET|PUT|HEAD|DELETE|OPTIONS",
+                path in "/[A-Za-z0-9/._~%?=&-]{0,60}",
+                fields in proptest::collection::vec((token(), "[ -~]{0,40}"), 0..20),
+                bare_lf in any::<bool>(),
+                cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            ) {
+                let eol = if bare_lf { "\n" } else { "\r\n" };
+                // Framing fields have their own rules (tested above); keep them out.
+                let fields: Vec<(String, String)> = fields
+                    .into_iter()
+                    .filter(|(name, _)| {
+                        !["content-length", "transfer-encoding", "expect", "connection"]
+                            .contains(&name.to_ascii_lowercase().as_str())
+                    })
+                    .collect();
+                let mut raw = format!("{method} {path} HTTP/1.1{eol}");
+                for (name, value) in &fields {
+                    raw.push_str(&format!("{name}: {value}{eol}"));
+                }
+                raw.push_str(eol);
+                raw.push_str("NEXT REQUEST");
+                let raw = raw.as_bytes();
+                let len = scan_in_pieces(raw, &cuts).unwrap().unwrap();
+                prop_assert_eq!(&raw[len..], b"NEXT REQUEST");
+                let mut headers = vec![HeaderSpan::default(); LIMITS.max_headers];
+                let head = parse_head(&raw[..len], &mut headers).unwrap();
+                prop_assert_eq!(head.method.str(raw), method.as_str());
+                prop_assert_eq!(head.target.str(raw), path.as_str());
+                prop_assert_eq!(head.headers, fields.len());
+                prop_assert!(head.keep_alive);
+                prop_assert_eq!(head.framing, Framing::None);
+                for (field, (name, value)) in headers.iter().zip(&fields) {
+                    prop_assert_eq!(field.name.str(raw), name.as_str());
+                    prop_assert_eq!(field.value.str(raw), value.trim_matches([' ', '\t']));
+                }
+            }
+
+            #[test]
+            fn chunked_bodies_decode_to_what_was_sent_or_are_refused_when_too_large(
+                body in proptest::collection::vec(any::<u8>(), 0..128),
+                sizes in proptest::collection::vec(1usize..40, 1..10),
+                extension in any::<bool>(),
+                cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            ) {
+                let mut encoded = Vec::new();
+                let mut rest = body.as_slice();
+                for size in sizes.iter().cycle() {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let take = (*size).min(rest.len());
+                    let ext = if extension { ";a=b" } else { "" };
+                    encoded.extend_from_slice(format!("{take:X}{ext}\r\n").as_bytes());
+                    encoded.extend_from_slice(&rest[..take]);
+                    encoded.extend_from_slice(b"\r\n");
+                    rest = &rest[take..];
+                }
+                encoded.extend_from_slice(b"0\r\n\r\nNEXT");
+                let capacity = 64;
+                let mut out = vec![0; capacity];
+                let mut written = 0;
+                let mut decoder = ChunkedDecoder::default();
+                let mut ends: Vec<usize> = cuts.iter().map(|c| c % (encoded.len() + 1)).collect();
+                ends.push(encoded.len());
+                ends.sort_unstable();
+                let mut consumed = 0;
+                let mut outcome = Ok(false);
+                for end in ends {
+                    if end <= consumed {
+                        continue;
+                    }
+                    match decoder.feed(&encoded[consumed..end], &mut out, &mut written) {
+                        Ok((used, done)) => {
+                            consumed += used;
+                            outcome = Ok(done);
+                            if done {
+                                break;
+                            }
+                        }
+                        Err(err) => {
+                            outcome = Err(err);
+                            break;
+                        }
+                    }
+                }
+                if body.len() > capacity {
+                    prop_assert_eq!(outcome, Err(ChunkError::TooLarge));
+                } else {
+                    prop_assert_eq!(outcome, Ok(true));
+                    prop_assert_eq!(&out[..written], body.as_slice());
+                    prop_assert_eq!(&encoded[consumed..], b"NEXT");
+                }
+            }
+
+            #[test]
+            fn chunked_decoding_of_any_bytes_never_writes_past_its_buffer(
+                input in proptest::collection::vec(any::<u8>(), 0..2048),
+            ) {
+                let mut out = vec![0; 16];
+                let mut written = 0;
+                let _ = ChunkedDecoder::default().feed(&input, &mut out, &mut written);
+                prop_assert!(written <= out.len());
+            }
+        }
     }
 }

@@ -2,7 +2,9 @@
 
 mod connections;
 mod contract;
+mod front;
 mod helpers;
+mod hostile;
 mod process;
 mod resilience;
 mod tls;
