@@ -101,7 +101,10 @@ pub struct Stats {
     /// Heads or bodies not received before their deadline.
     pub timeouts: AtomicU64,
     pub open: AtomicUsize,
+    /// Connection threads alive now, and ever started: a pool that loses threads to
+    /// panics would show as starts growing with the panics.
     pub threads: AtomicUsize,
+    pub threads_started: AtomicU64,
 }
 
 /// Sent without reading anything to a connection that cannot be served.
@@ -532,6 +535,15 @@ fn spawn_pool_thread<H: Handler>(shared: &Arc<Shared<H>>) -> io::Result<()> {
 
 fn pool_thread<H: Handler>(shared: &Shared<H>) {
     shared.stats.threads.fetch_add(1, Ordering::Relaxed);
+    shared.stats.threads_started.fetch_add(1, Ordering::Relaxed);
+    // Counted down however the thread ends.
+    struct Alive<'a>(&'a AtomicUsize);
+    impl Drop for Alive<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let _alive = Alive(&shared.stats.threads);
     let mut buffers = Buffers::new(&shared.config);
     while let Some(job) = next_job(shared) {
         let slot = job.slot;
@@ -550,7 +562,6 @@ fn pool_thread<H: Handler>(shared: &Shared<H>) {
         }
         drop(guard);
     }
-    shared.stats.threads.fetch_sub(1, Ordering::Relaxed);
 }
 
 fn next_job<H>(shared: &Shared<H>) -> Option<Job> {

@@ -12,19 +12,25 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const FD_LIMIT: u64 = 512;
 const HEALTHZ_BUDGET: Duration = Duration::from_secs(2);
 
+/// One attack at a time: each measures its own process's latency and memory, and the
+/// floods would otherwise compete for the same two cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 struct Api {
     child: Child,
     addr: SocketAddr,
+    _turn: MutexGuard<'static, ()>,
 }
 
 impl Api {
     fn start(database_url: &str, env: &[(&str, &str)]) -> Api {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let bin = std::env::var("DOB_API_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_dob-api").to_owned());
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
@@ -58,6 +64,7 @@ impl Api {
         let mut api = Api {
             child: cmd.spawn().expect("starting dob-api"),
             addr,
+            _turn: turn,
         };
         wait_until(Duration::from_secs(20), "dob-api to become ready", || {
             api.assert_alive();
