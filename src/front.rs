@@ -968,7 +968,13 @@ fn serve_connection<H: Handler>(
             };
         let ending = if matches!(body, BodyRead::TooLarge) {
             Ending::Linger
-        } else if panicked || !head.keep_alive || shared.stopping.load(Ordering::Relaxed) {
+        } else if panicked
+            || !head.keep_alive
+            || shared.stopping.load(Ordering::Relaxed)
+            // Unavailable here: let the client's retry reach another host behind the
+            // load balancer, which pins a connection to one host.
+            || reply.status == 503
+        {
             Ending::Close
         } else {
             Ending::KeepAlive

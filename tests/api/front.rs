@@ -82,9 +82,12 @@ fn panics_in_handlers_and_while_reading_cost_one_request_each_and_no_thread() {
     assert_eq!(ok.json()["body"], 3);
     let stats = front.stats();
     assert_eq!(stats.panics.load(Ordering::Relaxed), 100);
-    assert_eq!(
-        stats.threads.load(Ordering::Relaxed),
-        2,
+    // Had each panic cost a thread, a hundred would have been started to replace them;
+    // a few may start while others linger on a closing connection.
+    let started = stats.threads_started.load(Ordering::Relaxed);
+    assert!(started <= 4, "{started} threads started for 100 panics");
+    assert!(
+        stats.threads.load(Ordering::Relaxed) >= 2,
         "the pool kept its size"
     );
     front.stop_accepting();

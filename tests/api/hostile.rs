@@ -616,6 +616,11 @@ fn case_8_a_database_outage_is_answered_in_milliseconds() {
         slow.load(Ordering::Relaxed)
     );
     assert_eq!(api.metric("dob_db_breaker_open"), 1);
+    // A 503 closes even a kept-alive connection, so a retry through a load balancer
+    // (which pins a connection to one host) can reach another host.
+    let response = send_raw(api.addr, b"GET /hello/Outage HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(response.status, 503);
+    assert_eq!(response.header("Connection"), Some("close"));
 
     pg.start().unwrap();
     wait_until(Duration::from_secs(15), "GET to work again", || {
