@@ -11,7 +11,7 @@ SHELL_SCRIPTS = $(shell find . \( -path ./target -o -path ./vendor -o -path ./.v
 	-o -path ./.venv-ci -o -path ./.local -o -path ./.git -o -name node_modules \) -prune \
 	-o -type f -name "*.sh" -print | sort) .ci/run
 
-.PHONY: help run test lint fmt bench bench-hostile bench-backup clean-local deps
+.PHONY: help run test lint fmt bench bench-hostile bench-backup drill clean-local deps
 
 help:
 	@echo "make run          PostgreSQL primary + streaming replica + S3 (moto) + dob-api on 127.0.0.1:8080 (Ctrl-C stops)"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench        API vs pgbench benchmark (bench/api.sh)"
 	@echo "make bench-hostile every hostile-client case against a release dob-api (bench/hostile.sh)"
 	@echo "make bench-backup dob-backup/dob-restore vs pg_dump/pg_restore, 1M users (bench/backup.sh)"
+	@echo "make drill        in-region failover drill: Patroni + etcd hosts in network namespaces, faults under load (root)"
 	@echo "make clean-local  stop the local stack and delete .local/"
 	@echo "make deps         install what is missing (scripts/install-deps.sh)"
 
@@ -51,6 +52,9 @@ bench-hostile:
 
 bench-backup:
 	bench/backup.sh
+
+drill:
+	scripts/drill/drill.sh
 
 clean-local:
 	scripts/local-stack.sh clean

@@ -8,6 +8,7 @@
 #   venv   the project-local Python virtualenv .venv with moto[server]     (default)
 #   bench  base + wrk
 #   lint   shellcheck
+#   drill  base + Patroni, etcd, HAProxy, iproute2 (make drill)
 #   all    base + venv + bench + lint
 # No argument means `base venv`.
 #
@@ -27,7 +28,7 @@ DOB_LOG_TAG=install-deps
 MOTO_SPEC="${DOB_MOTO_SPEC:-moto[server]==5.2.5}"
 VENV="${DOB_VENV:-$DOB_ROOT/.venv}"
 
-want_base=0 want_venv=0 want_bench=0 want_lint=0
+want_base=0 want_venv=0 want_bench=0 want_lint=0 want_drill=0
 [[ $# -gt 0 ]] || set -- base venv
 for arg in "$@"; do
 	case "$arg" in
@@ -35,6 +36,7 @@ for arg in "$@"; do
 	venv) want_base=1 want_venv=1 ;;
 	bench) want_base=1 want_bench=1 ;;
 	lint) want_lint=1 ;;
+	drill) want_base=1 want_drill=1 ;;
 	all) want_base=1 want_venv=1 want_bench=1 want_lint=1 ;;
 	-h | --help)
 		sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
@@ -148,6 +150,17 @@ install_bench() {
 	command -v wrk >/dev/null 2>&1 || apt_install wrk
 }
 
+install_drill() {
+	local missing=()
+	command -v patroni >/dev/null 2>&1 || missing+=(patroni)
+	command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+	command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+	command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+	if ((${#missing[@]})); then
+		apt_install "${missing[@]}"
+	fi
+}
+
 install_lint() {
 	command -v shellcheck >/dev/null 2>&1 || apt_install shellcheck
 }
@@ -156,4 +169,5 @@ install_lint() {
 ((want_venv)) && install_venv
 ((want_bench)) && install_bench
 ((want_lint)) && install_lint
+((want_drill)) && install_drill
 exit 0

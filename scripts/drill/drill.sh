@@ -1,0 +1,449 @@
+#!/usr/bin/env bash
+# The whole-system drill, in-region part: eu-west-1 on one machine, faults injected under
+# load, a report per scenario.
+#
+#   scripts/drill/drill.sh        (or: make drill; needs root for network namespaces)
+#
+# Hosts are network namespaces on one bridge (10.71.0.0/24), each running what the AMI
+# runs on that role:
+#   host a (10.71.0.11), host b (10.71.0.12): etcd member, Patroni managing PostgreSQL 15
+#     (data checksums, wal_log_hints, use_pg_rewind, synchronous_mode), dob-api with the
+#     hosts' multi-host URL (target_session_attrs=read-write)
+#   witness (10.71.0.13): etcd member only (the third vote)
+#   client (10.71.0.100): the NLB stand-in (HAProxy, TCP passthrough, health check
+#     GET /readyz = 200 every 10 s, 2 to change state: the Terraform target group's
+#     settings) and the load client (scripts/drill/load.py), which logs every
+#     acknowledged write.
+# Scenarios, in order:
+#   az_loss    the leader host is killed (every process SIGKILLed, its link cut)
+#   partition  the leader is cut off from the other two etcd members; a writer inside
+#              its own AZ keeps writing to it; it must stop accepting writes within
+#              the leader TTL, and nothing it acknowledged may be lost
+#   rejoin     each old leader comes back and rejoins as a replica (pg_rewind); every
+#              node ends with identical `users` contents
+# Each scenario's result goes to target/drill/report.json and is printed as a table:
+# rto_s (fault to the first acknowledged write after it), acked_lost (acknowledged
+# writes missing at the end), failed_requests, split_brain_writes.
+#
+# Everything runs inside namespaces the drill creates; every process, namespace and
+# the work directory (/var/tmp/dob-drill.*) are removed on exit. DOB_DRILL_KEEP=1
+# keeps the work directory (logs, data). Bounded: each wait has a deadline, the load
+# client stops after 15 minutes at most.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+DOB_LOG_TAG=drill
+
+dob_is_root || dob_die "needs root (network namespaces)"
+started=$SECONDS
+
+scripts/install-deps.sh drill
+API_BIN="$(dob_build_api)"
+PG_BIN="$(pg_bin_dir)"
+REPORT_DIR="${CARGO_TARGET_DIR:-$PWD/target}/drill"
+mkdir -p "$REPORT_DIR"
+
+SUBNET=10.71.0
+NET=dobdrill-net
+declare -A IP=([a]="$SUBNET.11" [b]="$SUBNET.12" [witness]="$SUBNET.13" [client]="$SUBNET.100")
+PG_NODES=(a b)
+ETCD_NODES=(a b witness)
+# Leader key TTL and Patroni's loop: a leader that cannot renew its key within TTL
+# demotes itself (ttl >= loop_wait + 2 * retry_timeout).
+TTL=10
+
+WORK="$(mktemp -d /var/tmp/dob-drill.XXXXXX)"
+chmod 755 "$WORK"
+SECRETS="$WORK/secrets"
+mkdir -m 700 "$SECRETS"
+
+ns() { printf 'dobdrill-%s' "$1"; }
+in_ns() {
+	local node=$1
+	shift
+	ip netns exec "$(ns "$node")" "$@"
+}
+
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup() {
+	local status=$?
+	set +e
+	trap '' INT TERM
+	for node in client a b witness; do
+		ip netns pids "$(ns "$node")" 2>/dev/null | xargs -r kill -9 2>/dev/null
+		ip netns del "$(ns "$node")" 2>/dev/null
+	done
+	ip netns del "$NET" 2>/dev/null
+	if [[ "${DOB_DRILL_KEEP:-0}" == 1 ]]; then
+		dob_log "kept $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+secret() {
+	local file="$SECRETS/$1"
+	[[ -s "$file" ]] || (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$file")
+	cat "$file"
+}
+
+# --- the network -----------------------------------------------------------------
+
+net_up() {
+	ip netns add "$NET"
+	ip -n "$NET" link set lo up
+	ip -n "$NET" link add br0 type bridge
+	ip -n "$NET" link set br0 up
+	local node
+	for node in "${!IP[@]}"; do
+		ip netns add "$(ns "$node")"
+		ip -n "$(ns "$node")" link set lo up
+		ip -n "$NET" link add "v-$node" type veth peer name eth0 netns "$(ns "$node")"
+		ip -n "$NET" link set "v-$node" master br0 up
+		ip -n "$(ns "$node")" addr add "${IP[$node]}/24" dev eth0
+		ip -n "$(ns "$node")" link set eth0 up
+	done
+}
+
+# Cuts `node` off from the listed peers (both directions), keeping everything else.
+partition() {
+	local node=$1 peer
+	shift
+	for peer in "$@"; do
+		in_ns "$node" ip route add blackhole "${IP[$peer]}/32"
+		in_ns "$peer" ip route add blackhole "${IP[$node]}/32"
+	done
+}
+
+heal() {
+	local node=$1 peer
+	shift
+	for peer in "$@"; do
+		in_ns "$node" ip route del blackhole "${IP[$peer]}/32"
+		in_ns "$peer" ip route del blackhole "${IP[$node]}/32"
+	done
+}
+
+# The whole host at once: every process SIGKILLed, its link down.
+kill_host() {
+	local node=$1
+	ip netns pids "$(ns "$node")" | xargs -r kill -9
+	ip -n "$NET" link set "v-$node" down
+}
+
+# --- the services ------------------------------------------------------------------
+
+start_bg() {
+	local node=$1 name=$2
+	shift 2
+	in_ns "$node" setsid "$@" >>"$WORK/$node/$name.log" 2>&1 </dev/null &
+}
+
+etcd_cluster() {
+	local node out=()
+	for node in "${ETCD_NODES[@]}"; do
+		out+=("$node=http://${IP[$node]}:2380")
+	done
+	local IFS=,
+	printf '%s' "${out[*]}"
+}
+
+start_etcd() {
+	local node=$1
+	mkdir -p "$WORK/$node"
+	start_bg "$node" etcd etcd --name "$node" --data-dir "$WORK/$node/etcd" \
+		--listen-peer-urls "http://${IP[$node]}:2380" \
+		--initial-advertise-peer-urls "http://${IP[$node]}:2380" \
+		--listen-client-urls "http://${IP[$node]}:2379,http://127.0.0.1:2379" \
+		--advertise-client-urls "http://${IP[$node]}:2379" \
+		--initial-cluster "$(etcd_cluster)" --initial-cluster-state new \
+		--initial-cluster-token dob-drill --heartbeat-interval 100 --election-timeout 1000
+}
+
+write_patroni_config() {
+	local node=$1 dir="$WORK/$1"
+	mkdir -p "$dir/run"
+	cat >"$dir/post-bootstrap.sh" <<-EOF
+		#!/bin/sh
+		# Patroni runs this once, on the node that bootstraps the cluster, with a URL.
+		set -e
+		psql "\$1" -v ON_ERROR_STOP=1 -q <<'SQL'
+		SET log_statement = 'none';
+		CREATE ROLE dob LOGIN PASSWORD '$(secret app)';
+		CREATE DATABASE dob OWNER dob;
+		SQL
+	EOF
+	chmod 750 "$dir/post-bootstrap.sh"
+	cat >"$dir/patroni.yml" <<-EOF
+		scope: dob
+		name: $node
+		restapi:
+		  listen: ${IP[$node]}:8008
+		  connect_address: ${IP[$node]}:8008
+		etcd3:
+		  hosts: $(for n in "${ETCD_NODES[@]}"; do printf '%s:2379,' "${IP[$n]}"; done | sed 's/,$//')
+		bootstrap:
+		  dcs:
+		    ttl: $TTL
+		    loop_wait: 2
+		    retry_timeout: 4
+		    maximum_lag_on_failover: 1048576
+		    synchronous_mode: true
+		    postgresql:
+		      use_pg_rewind: true
+		      use_slots: true
+		      parameters:
+		        wal_log_hints: "on"
+		        max_wal_senders: 10
+		        max_replication_slots: 10
+		        wal_keep_size: 256MB
+		  initdb:
+		    - data-checksums
+		    - encoding: UTF8
+		    - locale: C.UTF-8
+		  post_bootstrap: $dir/post-bootstrap.sh
+		postgresql:
+		  listen: ${IP[$node]}:5432
+		  connect_address: ${IP[$node]}:5432
+		  data_dir: $dir/data
+		  bin_dir: $PG_BIN
+		  use_unix_socket: true
+		  # A new replica's copy starts at once instead of after a spread checkpoint.
+		  basebackup:
+		    checkpoint: fast
+		  parameters:
+		    unix_socket_directories: $dir/run
+		  pg_hba:
+		    - local all postgres peer
+		    - host replication replicator $SUBNET.0/24 scram-sha-256
+		    - host all all $SUBNET.0/24 scram-sha-256
+		  authentication:
+		    superuser:
+		      username: postgres
+		      password: $(secret superuser)
+		    replication:
+		      username: replicator
+		      password: $(secret replication)
+		    rewind:
+		      username: rewinder
+		      password: $(secret rewind)
+		watchdog:
+		  mode: off
+	EOF
+	chown -R postgres:postgres "$dir"
+	chmod 600 "$dir/patroni.yml"
+}
+
+start_patroni() {
+	local node=$1
+	start_bg "$node" patroni runuser -u postgres -- patroni "$WORK/$node/patroni.yml"
+}
+
+api_url() {
+	printf 'postgresql://dob:%s@%s:5432,%s:5432/dob?target_session_attrs=read-write&connect_timeout=2' \
+		"$(secret app)" "${IP[a]}" "${IP[b]}"
+}
+
+start_api() {
+	local node=$1
+	# The URL carries the password: passed through the environment, never argv.
+	start_bg "$node" dob-api env -i DOB_DATABASE_URL="$(api_url)" DOB_LISTEN="${IP[$node]}:8080" \
+		DOB_DRAIN_SECONDS=1 RUST_LOG=warn "$API_BIN"
+}
+
+start_host() {
+	local node=$1
+	start_etcd "$node"
+	start_patroni "$node"
+	start_api "$node"
+}
+
+start_nlb() {
+	mkdir -p "$WORK/client"
+	cat >"$WORK/client/haproxy.cfg" <<-EOF
+		global
+		  maxconn 4096
+		defaults
+		  mode tcp
+		  timeout connect 2s
+		  timeout client 30s
+		  timeout server 30s
+		frontend nlb
+		  bind ${IP[client]}:8080
+		  default_backend hosts
+		backend hosts
+		  option httpchk GET /readyz
+		  http-check expect status 200
+		  # An NLB terminates connections to a target once it is unhealthy.
+		  default-server inter 10s fall 2 rise 2 on-marked-down shutdown-sessions
+		  server a ${IP[a]}:8080 check
+		  server b ${IP[b]}:8080 check
+	EOF
+	start_bg client haproxy haproxy -db -f "$WORK/client/haproxy.cfg"
+}
+
+# --- observing -----------------------------------------------------------------------
+
+is_leader() {
+	in_ns client curl -fsS -m 1 -o /dev/null "http://${IP[$1]}:8008/leader" 2>/dev/null
+}
+
+# The node Patroni says holds the leader key, asked of any reachable member.
+leader() {
+	local node
+	for node in "${PG_NODES[@]}"; do
+		if is_leader "$node"; then
+			printf '%s\n' "$node"
+			return 0
+		fi
+	done
+	return 1
+}
+
+wait_for() {
+	local what=$1 seconds=$2
+	shift 2
+	local deadline=$((SECONDS + seconds))
+	until "$@"; do
+		((SECONDS < deadline)) || dob_die "timed out after ${seconds}s waiting for $what"
+		sleep 0.5
+	done
+}
+
+psql_on() {
+	local node=$1
+	shift
+	in_ns "$node" runuser -u postgres -- "$PG_BIN/psql" -h "$WORK/$node/run" -d dob -XAtq "$@"
+}
+
+users_checksum() {
+	psql_on "$1" -c "SELECT count(*) || ':' || coalesce(md5(string_agg(username || '=' || date_of_birth, ',' ORDER BY username)), '') FROM users"
+}
+
+same_users() {
+	[[ "$(users_checksum "$1")" == "$(users_checksum "$2")" ]]
+}
+
+is_replica_streaming() {
+	local node=$1
+	[[ "$(psql_on "$node" -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" == t ]] &&
+		in_ns client curl -fsS -m 1 "http://${IP[$node]}:8008/patroni" 2>/dev/null | grep -q '"state": *"running"'
+}
+
+api_ready() {
+	in_ns client curl -fsS -m 2 -o /dev/null "http://${IP[client]}:8080/readyz" 2>/dev/null
+}
+
+now() { date +%s.%N; }
+
+load_start() {
+	local name=$1 url=$2 node=$3
+	start_bg "$node" "load-$name" python3 "$PWD/scripts/drill/load.py" --url "$url" \
+		--out "$WORK/load" --name "$name" --rate 40 --max-seconds 900
+}
+
+load_stop() {
+	touch "$WORK/load/$1.stop"
+}
+
+# --- the run -------------------------------------------------------------------------
+
+dob_log "work directory $WORK"
+mkdir -p "$WORK/load"
+chmod 777 "$WORK/load"
+net_up
+for node in "${PG_NODES[@]}"; do
+	write_patroni_config "$node"
+done
+mkdir -p "$WORK/witness"
+for node in "${PG_NODES[@]}"; do
+	start_host "$node"
+done
+start_etcd witness
+start_nlb
+wait_for "a Patroni leader" 90 leader >/dev/null
+wait_for "the replica to stream" 90 is_replica_streaming "$( [[ "$(leader)" == a ]] && echo b || echo a)"
+wait_for "the API through the NLB stand-in" 60 api_ready
+dob_log "cluster up after $((SECONDS - started)) s: leader $(leader)"
+
+load_start main "http://${IP[client]}:8080" client
+sleep 5
+events="$WORK/events.jsonl"
+
+# az_loss
+victim="$(leader)"
+kill_host "$victim"
+# After the kill: a write sent from now on cannot have reached the old leader.
+fault="$(now)"
+dob_log "az_loss: killed host $victim (the leader)"
+wait_for "a new leader" 60 leader >/dev/null
+dob_log "az_loss: $(leader) leads"
+sleep 20
+printf '{"scenario":"az_loss","fault":%s,"victim":"%s","end":%s}\n' "$fault" "$victim" "$(now)" >>"$events"
+
+# the victim comes back as it boots: links up, etcd, Patroni, dob-api
+ip -n "$NET" link set "v-$victim" up
+start_host "$victim"
+wait_for "$victim to rejoin as a streaming replica" 120 is_replica_streaming "$victim"
+dob_log "rejoin: $victim streams from $(leader) again"
+printf '{"scenario":"rejoin_after_az_loss","node":"%s","end":%s}\n' "$victim" "$(now)" >>"$events"
+sleep 5
+
+# partition: the leader loses the other etcd members (and the other database) but stays
+# reachable from the NLB stand-in and from a writer inside its own AZ.
+cut="$(leader)"
+other="$( [[ "$cut" == a ]] && echo b || echo a)"
+load_start inaz "http://${IP[$cut]}:8080" "$cut"
+sleep 3
+partition "$cut" "$other" witness
+fault="$(now)"
+dob_log "partition: leader $cut cut off from $other and the witness"
+# Watched from the moment of the cut: the cut-off leader must stop taking writes (its
+# server read-only, shutting down or stopped) within the TTL, before anyone else could
+# take the leader key.
+demoted_at=""
+deadline=$((SECONDS + TTL + 20))
+while ((SECONDS < deadline)); do
+	if [[ "$(psql_on "$cut" -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" != f ]]; then
+		demoted_at="$(now)"
+		break
+	fi
+	sleep 0.2
+done
+[[ -n "$demoted_at" ]] || dob_log "partition: $cut still read-write after $((TTL + 20)) s"
+wait_for "$other to take the leader key" 60 is_leader "$other"
+dob_log "partition: $other leads"
+sleep 10
+load_stop inaz
+printf '{"scenario":"partition","fault":%s,"victim":"%s","demoted":%s,"end":%s}\n' \
+	"$fault" "$cut" "${demoted_at:-null}" "$(now)" >>"$events"
+
+heal "$cut" "$other" witness
+wait_for "$cut to rejoin as a streaming replica" 120 is_replica_streaming "$cut"
+dob_log "rejoin: $cut streams from $(leader) again"
+sleep 5
+load_stop main
+sleep 3
+
+# The end: every node's `users`, and every acknowledged write, against the leader.
+final="$(leader)"
+for node in "${PG_NODES[@]}"; do
+	wait_for "$node to catch up with $final" 60 same_users "$node" "$final"
+done
+checksums="{"
+for node in "${PG_NODES[@]}"; do
+	checksums+="\"$node\":\"$(users_checksum "$node")\","
+done
+checksums="${checksums%,}}"
+psql_on "$final" -c "COPY (SELECT username, date_of_birth FROM users) TO STDOUT" >"$WORK/final-users.tsv"
+printf '{"scenario":"rejoin","node":"%s","checksums":%s,"end":%s}\n' "$cut" "$checksums" "$(now)" >>"$events"
+
+python3 scripts/drill/report.py --events "$events" --load "$WORK/load" \
+	--users "$WORK/final-users.tsv" --ttl "$TTL" --out "$REPORT_DIR/report.json"
+dob_log "done in $((SECONDS - started)) s; report in $REPORT_DIR/report.json"

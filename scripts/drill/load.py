@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Drill load client: writes through a URL and logs every acknowledged write.
+
+    load.py --url http://10.71.0.100:8080 --out DIR [--name NAME] [--rate N]
+            [--max-seconds S] [--max-requests N]
+
+Each write is PUT /hello/<user> of a user never written before (the name encodes the
+client name and a counter in letters, as usernames must be letters). Every 204 is
+appended to DIR/NAME.acked.jsonl as {"user", "date", "t", "acked_at"} and flushed at once, so a
+write the server acknowledged is on disk even if the drill is killed. Every other
+outcome (status, refused, timeout) goes to DIR/NAME.failed.jsonl with its time.
+
+Bounded: stops after --max-seconds or --max-requests, or on SIGTERM/SIGINT, or when
+DIR/NAME.stop exists. Only standard library; each request has a 2 s timeout.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import random
+import signal
+import sys
+import time
+import urllib.parse
+
+LETTERS = "abcdefghij"
+
+
+def letters(n: int) -> str:
+    return "".join(LETTERS[int(d)] for d in str(n))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--name", default="load")
+    parser.add_argument("--rate", type=float, default=50.0, help="writes per second")
+    parser.add_argument("--max-seconds", type=float, default=900.0)
+    parser.add_argument("--max-requests", type=int, default=200_000)
+    args = parser.parse_args()
+
+    url = urllib.parse.urlsplit(args.url)
+    stop_file = os.path.join(args.out, f"{args.name}.stop")
+    prefix = "".join(c for c in args.name if c.isalpha()) or "load"
+    stopping = False
+
+    def stop(_signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    acked = open(os.path.join(args.out, f"{args.name}.acked.jsonl"), "a", buffering=1)
+    failed = open(os.path.join(args.out, f"{args.name}.failed.jsonl"), "a", buffering=1)
+    started = time.monotonic()
+    interval = 1.0 / args.rate
+    conn = None
+    for i in range(args.max_requests):
+        if stopping or time.monotonic() - started > args.max_seconds or os.path.exists(stop_file):
+            break
+        user = f"{prefix}x{letters(i)}"
+        date = f"{random.randint(1950, 2005):04d}-{random.randint(1, 12):02d}-{random.randint(1, 28):02d}"
+        body = json.dumps({"dateOfBirth": date})
+        sent_at = time.time()
+        outcome = None
+        try:
+            if conn is None:
+                conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=2)
+            conn.request("PUT", f"/hello/{user}", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            outcome = response.status
+            if response.getheader("Connection", "").lower() == "close":
+                conn.close()
+                conn = None
+        except (OSError, http.client.HTTPException) as err:
+            outcome = type(err).__name__
+            if conn is not None:
+                conn.close()
+            conn = None
+        if outcome == 204:
+            acked.write(json.dumps({"user": user, "date": date, "t": sent_at, "acked_at": time.time()}) + "\n")
+        else:
+            failed.write(json.dumps({"user": user, "t": sent_at, "outcome": outcome}) + "\n")
+        elapsed = time.time() - sent_at
+        if elapsed < interval:
+            time.sleep(interval - elapsed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

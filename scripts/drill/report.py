@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Drill report: per scenario, from the drill's events, the load logs and the final table.
+
+    report.py --events EVENTS.jsonl --load DIR --users FINAL.tsv --ttl S --out REPORT.json
+
+Writes REPORT.json ({"scenarios": [...], "ok": bool}) and prints the same as a table.
+Exits 1 when any scenario is not ok.
+
+- rto_s: seconds from the fault to the first acknowledgement, through the NLB, of a
+  write sent after the fault.
+- acked_lost: writes acknowledged (204) in the scenario's window that the final leader
+  does not hold with the acknowledged date.
+- failed_requests: writes through the NLB in the window that were not acknowledged.
+- split_brain_writes: writes sent to the cut-off leader's host after the cut, acknowledged,
+  and not in the final table: acknowledged by a server that was no longer the leader.
+  (Writes its dob-api acknowledged through the new leader are in the final table.)
+"""
+
+import argparse
+import json
+import os
+import sys
+
+
+def read_jsonl(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", required=True)
+    parser.add_argument("--load", required=True)
+    parser.add_argument("--users", required=True)
+    parser.add_argument("--ttl", type=float, required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    events = read_jsonl(args.events)
+    final = {}
+    with open(args.users) as f:
+        for line in f:
+            user, date = line.rstrip("\n").split("\t")
+            final[user] = date
+    main_acked = read_jsonl(os.path.join(args.load, "main.acked.jsonl"))
+    main_failed = read_jsonl(os.path.join(args.load, "main.failed.jsonl"))
+    inaz_acked = read_jsonl(os.path.join(args.load, "inaz.acked.jsonl"))
+
+    def lost(acks):
+        return [a for a in acks if final.get(a["user"]) != a["date"]]
+
+    all_lost = lost(main_acked) + lost(inaz_acked)
+    scenarios = []
+    previous_end = main_acked[0]["t"] if main_acked else 0.0
+    for event in events:
+        name = event["scenario"]
+        # A scenario's window runs from its fault (or the previous scenario's end) to its end.
+        start = event.get("fault", previous_end)
+        end = event["end"]
+        previous_end = end
+        in_window = [a for a in main_acked if start <= a["acked_at"] <= end]
+        failed = [f for f in main_failed if start <= f["t"] <= end]
+        after = [a["acked_at"] for a in main_acked if a["t"] >= start]
+        result = {
+            "name": name,
+            "ok": True,
+            "rto_s": None,
+            "acked_lost": len(lost(in_window)),
+            "failed_requests": len(failed),
+            "split_brain_writes": 0,
+            "detail": "",
+        }
+        if name == "az_loss":
+            result["rto_s"] = round(min(after) - start, 2) if after else None
+            result["ok"] = result["rto_s"] is not None and result["rto_s"] < 30 and result["acked_lost"] == 0
+            result["detail"] = f"leader {event['victim']} killed; {len(in_window)} writes acknowledged in the window"
+        elif name == "partition":
+            cut_acks = [a for a in inaz_acked if a["t"] >= start]
+            demoted = event.get("demoted")
+            split = [a for a in cut_acks if final.get(a["user"]) != a["date"]]
+            result["split_brain_writes"] = len(split)
+            result["rto_s"] = round(min(after) - start, 2) if after else None
+            demote_s = round(demoted - start, 2) if demoted is not None else None
+            result["ok"] = (
+                demote_s is not None
+                and demote_s <= args.ttl
+                and not split
+                and result["acked_lost"] == 0
+            )
+            result["detail"] = (
+                f"leader {event['victim']} cut off; read-only after {demote_s} s (TTL {args.ttl:g} s); "
+                f"{len(cut_acks)} writes sent to it from inside its AZ after the cut were acknowledged, "
+                f"{len(split)} of them lost"
+            )
+        elif name == "rejoin_after_az_loss":
+            result["ok"] = result["acked_lost"] == 0
+            result["detail"] = f"{event['node']} rejoined as a replica"
+        elif name == "rejoin":
+            sums = event["checksums"]
+            equal = len(set(sums.values())) == 1
+            result["acked_lost"] = len(all_lost)
+            result["ok"] = equal and not all_lost
+            result["detail"] = (
+                f"{event['node']} rejoined; users checksums {'equal' if equal else 'DIFFER'}: "
+                + ", ".join(f"{k}={v}" for k, v in sorted(sums.items()))
+                + f"; {len(main_acked) + len(inaz_acked)} acknowledged writes in the whole run, {len(all_lost)} missing"
+            )
+        scenarios.append(result)
+
+    report = {"scenarios": scenarios, "ok": all(s["ok"] for s in scenarios)}
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    print(f"{'scenario':<22} {'ok':<4} {'rto_s':>7} {'acked_lost':>10} {'failed':>7} {'split_brain':>11}")
+    for s in scenarios:
+        rto = "-" if s["rto_s"] is None else f"{s['rto_s']:.2f}"
+        print(
+            f"{s['name']:<22} {'yes' if s['ok'] else 'NO':<4} {rto:>7} {s['acked_lost']:>10} "
+            f"{s['failed_requests']:>7} {s['split_brain_writes']:>11}"
+        )
+        print(f"    {s['detail']}")
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
