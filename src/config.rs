@@ -38,6 +38,10 @@ pub struct ApiConfig {
     /// After the database is found unreachable, how long requests fail fast before one
     /// is let through to try again.
     pub breaker_cooldown: Duration,
+    /// After readiness last succeeded, how long `/readyz` stays 200 while no database is
+    /// reachable: a failover's leaderless window must not take every host out of the
+    /// load balancer.
+    pub ready_grace: Duration,
     /// Longest a request waits for a pooled connection before answering 503.
     pub pool_timeout: Duration,
     /// Longest a connection attempt to one database host may take.
@@ -121,6 +125,13 @@ impl ApiConfig {
             )?,
             max_headers: parse_in_range(&get, "DOB_MAX_HEADERS", 64, 8, 256)?,
             breaker_cooldown: millis("DOB_BREAKER_COOLDOWN_MS", 500)?,
+            ready_grace: Duration::from_millis(parse_in_range(
+                &get,
+                "DOB_READY_GRACE_MS",
+                20_000,
+                0,
+                600_000,
+            )? as u64),
             pool_timeout: millis("DOB_POOL_TIMEOUT_MS", 1_000)?,
             connect_timeout: millis("DOB_CONNECT_TIMEOUT_MS", 2_000)?,
             statement_timeout: millis("DOB_STATEMENT_TIMEOUT_MS", 5_000)?,

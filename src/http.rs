@@ -253,7 +253,18 @@ fn readyz(app: &App) -> Reply {
             log::warn!("readiness query failed: {err}");
             readyz_not_ready("database query failed", app.store.role())
         }
-        Err(_) => readyz_not_ready("database unavailable", app.store.role()),
+        Err(_) => match app.store.failover_grace() {
+            // A failover's leaderless window: keep this host in the load balancer, so
+            // one host's loss never takes every host (and the region) out of service.
+            Some(without) => Reply::json(
+                200,
+                format!(
+                    r#"{{"status":"ready","role":"none","note":"no writable database for {:.1} s; within the failover grace"}}"#,
+                    without.as_secs_f64()
+                ),
+            ),
+            None => readyz_not_ready("database unavailable", app.store.role()),
+        },
     }
 }
 

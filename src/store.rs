@@ -207,6 +207,10 @@ pub struct Store {
     pool_timeout: Duration,
     lookups: Coalescer<StoreError>,
     breaker: Breaker,
+    /// When readiness last succeeded, in milliseconds since `epoch` (0: never).
+    last_ready_ms: AtomicU64,
+    ready_grace: Duration,
+    epoch: Instant,
 }
 
 impl Store {
@@ -241,6 +245,9 @@ impl Store {
             pool_timeout: config.pool_timeout,
             lookups: Coalescer::new(config.lookup_concurrency, StoreError::Unavailable),
             breaker: Breaker::new(config.breaker_cooldown, Instant::now()),
+            last_ready_ms: AtomicU64::new(0),
+            ready_grace: config.ready_grace,
+            epoch: Instant::now(),
         })
     }
 
@@ -364,7 +371,23 @@ impl Store {
             Ok(Role::from_recovery(in_recovery))
         })?;
         self.role.store(role.to_u8(), Ordering::Relaxed);
+        let since_epoch = Instant::now().saturating_duration_since(self.epoch);
+        // +1: 0 means "never".
+        self.last_ready_ms.store(
+            u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX) + 1,
+            Ordering::Relaxed,
+        );
         Ok(role)
+    }
+
+    /// After a failed readiness check: how long no database has been reachable, if that
+    /// is still within the failover grace (a leader election in progress).
+    pub fn failover_grace(&self) -> Option<Duration> {
+        let last = match self.last_ready_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.epoch + Duration::from_millis(ms - 1)),
+        };
+        within_grace(last, Instant::now(), self.ready_grace)
     }
 
     /// Runs `op` on a pooled connection. A connection-level failure, or a read-only
@@ -455,6 +478,17 @@ impl Store {
     }
 }
 
+/// How long it has been since `last_ready`, if a readiness failure now is still within
+/// `grace` of it. Never ready before: no grace.
+pub fn within_grace(
+    last_ready: Option<Instant>,
+    now: Instant,
+    grace: Duration,
+) -> Option<Duration> {
+    let without = now.saturating_duration_since(last_ready?);
+    (without <= grace).then_some(without)
+}
+
 enum Failure {
     /// The connection is unusable (closed, reset, server shutting down).
     Connection,
@@ -516,4 +550,26 @@ fn connection_config(config: &ApiConfig) -> Result<postgres::Config> {
     };
     pg.options(&options);
     Ok(pg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_failures_are_forgiven_only_within_the_grace_after_a_success() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(20);
+        assert_eq!(within_grace(None, t0, grace), None, "never ready: no grace");
+        let later = t0 + Duration::from_secs(12);
+        assert_eq!(
+            within_grace(Some(t0), later, grace),
+            Some(Duration::from_secs(12))
+        );
+        assert_eq!(
+            within_grace(Some(t0), t0 + Duration::from_secs(21), grace),
+            None
+        );
+        assert_eq!(within_grace(Some(t0), later, Duration::ZERO), None);
+    }
 }

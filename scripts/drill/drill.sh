@@ -269,6 +269,7 @@ start_nlb() {
 	cat >"$WORK/client/haproxy.cfg" <<-EOF
 		global
 		  maxconn 4096
+		  stats socket $WORK/client/haproxy.sock mode 600
 		defaults
 		  mode tcp
 		  timeout connect 2s
@@ -336,6 +337,22 @@ is_replica_streaming() {
 		in_ns client curl -fsS -m 1 "http://${IP[$node]}:8008/patroni" 2>/dev/null | grep -q '"state": *"running"'
 }
 
+# Whether the NLB stand-in has every database host in service (its health checks passed).
+nlb_all_up() {
+	python3 - "$WORK/client/haproxy.sock" <<-'EOF'
+		import socket, sys
+		s = socket.socket(socket.AF_UNIX)
+		s.connect(sys.argv[1])
+		s.sendall(b"show stat\n")
+		data = b""
+		while chunk := s.recv(65536):
+		    data += chunk
+		rows = [line.split(",") for line in data.decode().splitlines() if line.startswith("hosts,")]
+		servers = [r for r in rows if r[1] not in ("BACKEND", "FRONTEND")]
+		sys.exit(0 if servers and all(r[17] == "UP" for r in servers) else 1)
+	EOF
+}
+
 api_ready() {
 	in_ns client curl -fsS -m 2 -o /dev/null "http://${IP[client]}:8080/readyz" 2>/dev/null
 }
@@ -370,6 +387,7 @@ start_nlb
 wait_for "a Patroni leader" 90 leader >/dev/null
 wait_for "the replica to stream" 90 is_replica_streaming "$( [[ "$(leader)" == a ]] && echo b || echo a)"
 wait_for "the API through the NLB stand-in" 60 api_ready
+wait_for "the NLB stand-in to have both hosts in service" 60 nlb_all_up
 dob_log "cluster up after $((SECONDS - started)) s: leader $(leader)"
 
 load_start main "http://${IP[client]}:8080" client
@@ -392,6 +410,9 @@ ip -n "$NET" link set "v-$victim" up
 start_host "$victim"
 wait_for "$victim to rejoin as a streaming replica" 120 is_replica_streaming "$victim"
 dob_log "rejoin: $victim streams from $(leader) again"
+# Back in service behind the NLB stand-in (two passing checks, 10 s apart) before the
+# next fault, as an operator would wait before calling the incident over.
+wait_for "the NLB stand-in to have both hosts in service" 60 nlb_all_up
 printf '{"scenario":"rejoin_after_az_loss","node":"%s","end":%s}\n' "$victim" "$(now)" >>"$events"
 sleep 5
 

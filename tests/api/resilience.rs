@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 fn requests_answer_503_quickly_while_the_database_is_down_and_recover_by_themselves() {
     let mut pg = LocalServer::start_fresh().unwrap();
     pg.create_database("dob").unwrap();
-    let app = TestApp::spawn_with(&pg.url("dob"), &[("DOB_POOL_TIMEOUT_MS", "500")]);
+    let app = TestApp::spawn_with(
+        &pg.url("dob"),
+        &[("DOB_POOL_TIMEOUT_MS", "500"), ("DOB_READY_GRACE_MS", "0")],
+    );
     assert_eq!(app.put_dob("Mia", "1991-01-01").status, 204);
 
     pg.stop().unwrap();
@@ -174,4 +177,28 @@ fn migrations_are_skipped_on_a_read_only_server() {
         dob::migrate::Outcome::Applied(0),
         "a second run applies nothing"
     );
+}
+
+#[test]
+fn readiness_stays_200_through_a_failovers_leaderless_window_then_turns_503() {
+    let mut pg = LocalServer::start_fresh().unwrap();
+    pg.create_database("dob").unwrap();
+    let app = TestApp::spawn_with(&pg.url("dob"), &[("DOB_READY_GRACE_MS", "2000")]);
+    assert_eq!(app.get("/readyz").status, 200);
+    pg.stop().unwrap();
+    let stopped = Instant::now();
+    // Within the grace: still in service, and the body says no database answers.
+    let ready = app.get("/readyz");
+    assert_eq!(ready.status, 200, "{ready:?}");
+    assert_eq!(ready.json()["role"], "none");
+    app.get("/hello/Nobody").assert_error(503);
+    // Beyond it: out of service.
+    wait_until(Duration::from_secs(10), "readiness to turn 503", || {
+        app.get("/readyz").status == 503
+    });
+    assert!(stopped.elapsed() >= Duration::from_secs(2));
+    pg.start().unwrap();
+    wait_until(Duration::from_secs(15), "readiness to return", || {
+        app.get("/readyz").status == 200
+    });
 }
