@@ -15,7 +15,9 @@
 
 use crate::catalog::{self, RetentionReport};
 use crate::config::BackupConfig;
-use crate::manifest::{hex, BackupId, Canary, Manifest, Source, TableCount, MANIFEST_FORMAT};
+use crate::manifest::{
+    hex, BackupId, Canary, Lineage, Manifest, Source, TableCount, MANIFEST_FORMAT,
+};
 use crate::pg::PgBin;
 use crate::s3::ObjectStore;
 use crate::{conninfo, Error, Result};
@@ -135,6 +137,7 @@ pub fn run(config: &BackupConfig) -> Result<BackupReport> {
             host: hostname(),
             server_address: server.address,
             role: server.role,
+            lineage: Some(server.lineage),
         },
         encryption,
         tables: contents.tables,
@@ -177,6 +180,31 @@ struct ServerFacts {
     version_num: i32,
     role: String,
     address: Option<String>,
+    lineage: Lineage,
+}
+
+/// The server's cluster, timeline and WAL position (see [`Lineage`]). The timeline of a
+/// primary is its current WAL file's: the checkpoint's lags a promotion until the next
+/// checkpoint. A replica reports the newer of its last restartpoint's and its WAL
+/// receiver's.
+pub const LINEAGE_SQL: &str = "SELECT (SELECT system_identifier::text FROM pg_control_system()),
+        CASE WHEN pg_is_in_recovery()
+             THEN greatest((SELECT timeline_id FROM pg_control_checkpoint()),
+                           coalesce((SELECT received_tli FROM pg_stat_wal_receiver), 0))
+             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
+        END,
+        (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+              ELSE pg_current_wal_lsn() END)::text";
+
+pub fn lineage(client: &mut impl postgres::GenericClient) -> Result<Lineage> {
+    let row = client
+        .query_one(LINEAGE_SQL, &[])
+        .map_err(|e| Error::db("reading the server's system identifier and timeline", e))?;
+    Ok(Lineage {
+        system_identifier: row.get(0),
+        timeline: u32::try_from(row.get::<_, i32>(1)).unwrap_or(0),
+        lsn: row.get::<_, Option<String>>(2).unwrap_or_default(),
+    })
 }
 
 fn server_facts(tx: &mut Transaction<'_>) -> Result<ServerFacts> {
@@ -194,7 +222,11 @@ fn server_facts(tx: &mut Transaction<'_>) -> Result<ServerFacts> {
             &[],
         )
         .map_err(|e| Error::db("exporting the snapshot and reading server facts", e))?;
+    // In the snapshot's transaction: the position is the snapshot's, give or take
+    // commits in flight.
+    let lineage = lineage(tx)?;
     Ok(ServerFacts {
+        lineage,
         snapshot: row.get(0),
         database: row.get(1),
         encoding: row.get(2),

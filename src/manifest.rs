@@ -136,6 +136,53 @@ pub struct Source {
     pub server_address: Option<String>,
     /// `primary` or `replica` (`pg_is_in_recovery()`).
     pub role: String,
+    /// Which cluster and which history the dump comes from (absent in manifests written
+    /// before dob recorded it).
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Lineage>,
+}
+
+/// A server's place in its cluster's history: after a failover the new primary is on a
+/// later timeline of the same system, and an old primary that comes back is still on
+/// the earlier one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// `pg_control_system()`: the cluster (a streaming replica shares its primary's).
+    pub system_identifier: String,
+    /// The WAL timeline: the current WAL file's on a primary, the newest known on a replica.
+    pub timeline: u32,
+    /// `pg_current_wal_lsn()` on a primary, `pg_last_wal_replay_lsn()` on a replica.
+    pub lsn: String,
+}
+
+/// Refuses a dump from an earlier timeline of the cluster it would be restored into:
+/// such a dump was taken on a primary that has since been failed over (or on an old
+/// primary that came back writable), so it may miss writes the live history holds.
+/// Dumps from another cluster, and manifests without lineage, are not compared.
+pub fn check_lineage(
+    id: &BackupId,
+    dump: Option<&Lineage>,
+    live: &Lineage,
+    allow_older_timeline: bool,
+) -> Result<()> {
+    let Some(dump) = dump else {
+        return Ok(());
+    };
+    if dump.system_identifier != live.system_identifier
+        || dump.timeline >= live.timeline
+        || allow_older_timeline
+    {
+        return Ok(());
+    }
+    Err(Error::refused(
+        format!(
+            "backup {id} was taken on timeline {} of this cluster, which is now on timeline {}",
+            dump.timeline, live.timeline
+        ),
+        "it comes from before a failover (or from an old primary that came back) and may \
+         miss acknowledged writes; take a new backup on the leader, or pass \
+         --allow-older-timeline to use it anyway",
+    ))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,6 +342,11 @@ mod tests {
                 host: "a".into(),
                 server_address: None,
                 role: "primary".into(),
+                lineage: Some(Lineage {
+                    system_identifier: "7715481714886920115".into(),
+                    timeline: 2,
+                    lsn: "0/3000060".into(),
+                }),
             },
             encryption: None,
             tables: vec![],
@@ -319,5 +371,36 @@ mod tests {
         m.sha256 = "xyz".into();
         assert!(Manifest::from_json(&m.to_json(), &id(), "k").is_err());
         assert!(Manifest::from_json(b"{", &id(), "k").is_err());
+    }
+
+    #[test]
+    fn dumps_from_an_earlier_timeline_of_the_same_cluster_are_refused() {
+        let id = id();
+        let at = |system: &str, timeline| Lineage {
+            system_identifier: system.into(),
+            timeline,
+            lsn: "0/1".into(),
+        };
+        let live = at("1", 2);
+        let err = check_lineage(&id, Some(&at("1", 1)), &live, false).unwrap_err();
+        assert!(err.is_refusal());
+        assert!(err.to_string().contains("timeline 1"), "{err}");
+        assert!(check_lineage(&id, Some(&at("1", 1)), &live, true).is_ok());
+        assert!(check_lineage(&id, Some(&at("1", 2)), &live, false).is_ok());
+        assert!(check_lineage(&id, Some(&at("1", 3)), &live, false).is_ok());
+        assert!(check_lineage(&id, Some(&at("other", 1)), &live, false).is_ok());
+        assert!(check_lineage(&id, None, &live, false).is_ok());
+    }
+
+    #[test]
+    fn manifests_without_lineage_still_parse() {
+        let mut value: serde_json::Value = serde_json::from_slice(&manifest().to_json()).unwrap();
+        let source = value["source"].as_object_mut().unwrap();
+        assert_eq!(source["timeline"], 2);
+        for key in ["system_identifier", "timeline", "lsn"] {
+            source.remove(key);
+        }
+        let parsed: Manifest = serde_json::from_value(value).unwrap();
+        assert_eq!(parsed.source.lineage, None);
     }
 }

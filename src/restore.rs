@@ -13,7 +13,7 @@
 
 use crate::backup::{collect_stderr, count_rows, quote_ident, tool_version};
 use crate::catalog::{self, BackupEntry};
-use crate::manifest::{hex, BackupId, Manifest};
+use crate::manifest::{self, hex, BackupId, Manifest};
 use crate::pg::PgBin;
 use crate::s3::ObjectStore;
 use crate::{conninfo, Error, Result};
@@ -130,19 +130,33 @@ pub struct DrillReport {
     pub verified: Verified,
 }
 
+/// How a restore treats what it replaces and where the dump comes from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreOptions {
+    /// Drop the replaced database instead of keeping it renamed.
+    pub drop_previous: bool,
+    /// Restore a dump from an earlier timeline of the target's cluster anyway.
+    pub allow_older_timeline: bool,
+}
+
 /// Restores `selector` into the database `target_url` names, swapping it in only once
 /// verified. `today` is for the canary greeting.
 pub fn restore(
     store: &ObjectStore,
     selector: &Selector,
     target_url: &str,
-    drop_previous: bool,
+    options: RestoreOptions,
     today: jiff::civil::Date,
 ) -> Result<RestoreReport> {
+    let RestoreOptions {
+        drop_previous,
+        allow_older_timeline,
+    } = options;
     let started = Instant::now();
     let manifest = resolve(store, selector)?;
     let live = conninfo::database_name(target_url)?;
     let mut admin = Admin::connect(target_url, &live)?;
+    admin.check_lineage(&manifest, allow_older_timeline)?;
     let fresh = db_name(&live, "_restore_", &manifest.id.db_suffix());
     log::info!(
         "restoring backup {} ({} bytes) into fresh database {fresh}",
@@ -195,6 +209,7 @@ pub fn drill(
     store: &ObjectStore,
     selector: &Selector,
     server_url: &str,
+    allow_older_timeline: bool,
     now: Timestamp,
     today: jiff::civil::Date,
 ) -> Result<DrillReport> {
@@ -207,6 +222,7 @@ pub fn drill(
         &format!("{:08x}", crate::backup::random_u32()),
     );
     let mut admin = Admin::connect(server_url, &base)?;
+    admin.check_lineage(&manifest, allow_older_timeline)?;
     admin.create_fresh(&scratch, &manifest.encoding, None)?;
     let verified = load_and_verify(store, &manifest, server_url, &scratch, today);
     let rto = started.elapsed().as_secs_f64();
@@ -460,6 +476,18 @@ impl Admin {
         Ok(Admin {
             client: connect(&conninfo::with_database(url, maintenance))?,
         })
+    }
+
+    /// Refuses, before anything is created, a dump from an earlier timeline of this
+    /// server's cluster (see [`manifest::check_lineage`]).
+    fn check_lineage(&mut self, manifest: &Manifest, allow_older_timeline: bool) -> Result<()> {
+        let live = crate::backup::lineage(&mut self.client)?;
+        manifest::check_lineage(
+            &manifest.id,
+            manifest.source.lineage.as_ref(),
+            &live,
+            allow_older_timeline,
+        )
     }
 
     fn exists(&mut self, db: &str) -> Result<bool> {

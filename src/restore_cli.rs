@@ -16,8 +16,10 @@ dob-restore: list, restore and drill the backups dob-backup wrote to S3
 
 USAGE:
   dob-restore --list [--json]
-  dob-restore [latest|BACKUP_ID] [--target-url URL] [--drop-previous] [--json] [--metrics-file PATH]
-  dob-restore --drill [latest|BACKUP_ID] [--target-url URL] [--json] [--metrics-file PATH]
+  dob-restore [latest|BACKUP_ID] [--target-url URL] [--drop-previous]
+              [--allow-older-timeline] [--json] [--metrics-file PATH]
+  dob-restore --drill [latest|BACKUP_ID] [--target-url URL] [--allow-older-timeline]
+              [--json] [--metrics-file PATH]
 
   --list               every backup: id, time, size, complete or not
   latest|BACKUP_ID     which backup (default latest: the newest complete one)
@@ -25,6 +27,9 @@ USAGE:
                        the server the scratch database is created on
   --drop-previous      drop the replaced database instead of keeping it as
                        <db>_before_<time>
+  --allow-older-timeline
+                       use a dump taken on an earlier timeline of the target's
+                       cluster (before a failover); refused (exit 4) otherwise
   --drill              restore into a scratch database, verify, drop it, report RPO/RTO
   --json               print a machine-readable report on stdout
   --metrics-file PATH  write a Prometheus textfile (result, duration, bytes, times)
@@ -68,6 +73,8 @@ pub struct Args {
     pub selector: Selector,
     pub target_url: Option<String>,
     pub drop_previous: bool,
+    /// Use a dump from an earlier timeline of the target's cluster anyway.
+    pub allow_older_timeline: bool,
     pub json: bool,
     pub metrics_file: Option<PathBuf>,
 }
@@ -87,6 +94,7 @@ pub fn parse_args(argv: &[String]) -> std::result::Result<Command, String> {
         selector: Selector::Latest,
         target_url: None,
         drop_previous: false,
+        allow_older_timeline: false,
         json: false,
         metrics_file: None,
     };
@@ -112,6 +120,7 @@ pub fn parse_args(argv: &[String]) -> std::result::Result<Command, String> {
             "--drill" => drill = true,
             "--json" => args.json = true,
             "--drop-previous" => args.drop_previous = true,
+            "--allow-older-timeline" => args.allow_older_timeline = true,
             "--target-url" => args.target_url = Some(value("--target-url")?),
             "--metrics-file" => args.metrics_file = Some(PathBuf::from(value("--metrics-file")?)),
             other if other.starts_with('-') => return Err(format!("unknown flag {other:?}")),
@@ -175,12 +184,22 @@ pub fn run(args: &Args, now: jiff::Timestamp) -> Result<Done> {
             &store,
             &args.selector,
             &need_url()?,
-            args.drop_previous,
+            crate::restore::RestoreOptions {
+                drop_previous: args.drop_previous,
+                allow_older_timeline: args.allow_older_timeline,
+            },
             today,
         )
         .map(|r| Done::Restore(Box::new(r))),
-        Mode::Drill => crate::restore::drill(&store, &args.selector, &need_url()?, now, today)
-            .map(|r| Done::Drill(Box::new(r))),
+        Mode::Drill => crate::restore::drill(
+            &store,
+            &args.selector,
+            &need_url()?,
+            args.allow_older_timeline,
+            now,
+            today,
+        )
+        .map(|r| Done::Drill(Box::new(r))),
     }
 }
 

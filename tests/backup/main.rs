@@ -549,3 +549,67 @@ fn backups_and_drills_work_over_verified_tls_and_refuse_an_untrusted_server() {
         "the refused backup left objects behind"
     );
 }
+
+#[test]
+fn a_dump_from_before_a_failover_is_refused_by_the_promoted_cluster_unless_allowed() {
+    use dob::pg::LocalServer;
+    let mut primary = LocalServer::start_fresh().unwrap();
+    primary.create_database("dob").unwrap();
+    let mut client = primary.connect("dob").unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE users (username text COLLATE \"C\" PRIMARY KEY,
+                                 date_of_birth date NOT NULL);
+             INSERT INTO users VALUES ('before', '1990-01-01');",
+        )
+        .unwrap();
+    let bucket = TestBucket::new();
+    let on_primary = Job::new("dob", &bucket).with_env("DOB_DATABASE_URL", &primary.url("dob"));
+    let old = on_primary.backup_ok();
+    let manifest = bucket.manifest(&old);
+    assert_eq!(manifest["source"]["timeline"], 1, "{manifest}");
+    let system = manifest["source"]["system_identifier"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(manifest["source"]["lsn"].as_str().unwrap().contains('/'));
+
+    // Fail over: the replica becomes the primary of the same cluster on timeline 2.
+    let replica = LocalServer::replica_of(&primary, "dr").unwrap();
+    primary.stop().unwrap();
+    let mut promoted = replica.connect("dob").unwrap();
+    promoted.execute("SELECT pg_promote()", &[]).unwrap();
+    wait_until(Duration::from_secs(30), "the promotion", || {
+        !promoted
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .unwrap()
+            .get::<_, bool>(0)
+    });
+    promoted
+        .execute("INSERT INTO users VALUES ('after', '1991-01-01')", &[])
+        .unwrap();
+
+    let on_promoted = Job::new("dob", &bucket).with_env("DOB_DATABASE_URL", &replica.url("dob"));
+    for args in [vec![old.as_str()], vec!["--drill", old.as_str()]] {
+        let refused = on_promoted.restore(&args);
+        assert_eq!(refused.code, 4, "{refused:?}");
+        assert!(refused.stderr.contains("timeline 1"), "{}", refused.stderr);
+    }
+    let count = |c: &mut postgres::Client| {
+        c.query_one("SELECT count(*) FROM users", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(count(&mut promoted), 2, "the live database is untouched");
+
+    // A backup of the new primary is on its timeline and restores.
+    let new = on_promoted.backup_ok();
+    let manifest = bucket.manifest(&new);
+    assert_eq!(manifest["source"]["timeline"], 2);
+    assert_eq!(manifest["source"]["system_identifier"], system.as_str());
+    on_promoted.restore(&["--drill", &new]).assert_ok();
+    // And told to, the old one is used.
+    on_promoted
+        .restore(&["--drill", &old, "--allow-older-timeline"])
+        .assert_ok();
+}
