@@ -4,6 +4,12 @@
 #
 #   pg-is-primary.sh [--cluster 15/main]
 #
+# Where Patroni manages the cluster (DOB_PATRONI_URL set, e.g. http://10.0.1.10:8008, in
+# /etc/dob/dob.env), Patroni is asked instead (GET /leader): it alone knows whether this
+# node holds the leader key. A server cut off from the DCS is still writable for a few
+# seconds before it demotes itself, and a backup of it would be a backup of a
+# history that is about to be discarded.
+#
 # Asks the cluster over its local socket (Debian's psql wrapper, /usr/bin/psql --cluster,
 # whatever PATH says: the units put PostgreSQL's own bin directory first; peer
 # authentication as the calling user, database postgres). Exit status, as ExecCondition= reads it:
@@ -33,6 +39,27 @@ while (($#)); do
 		;;
 	esac
 done
+
+if [[ -n "${DOB_PATRONI_URL:-}" ]]; then
+	if ! status="$(curl -sS -o /dev/null -m 5 -w '%{http_code}' "${DOB_PATRONI_URL%/}/leader" 2>&1)"; then
+		echo "pg-is-primary: cannot ask Patroni at $DOB_PATRONI_URL: $status" >&2
+		exit 255
+	fi
+	case "$status" in
+	200)
+		echo "pg-is-primary: Patroni says this node is the leader" >&2
+		exit 0
+		;;
+	503)
+		echo "pg-is-primary: Patroni says this node is not the leader: skipping" >&2
+		exit 1
+		;;
+	*)
+		echo "pg-is-primary: unexpected answer from Patroni at $DOB_PATRONI_URL: HTTP $status" >&2
+		exit 255
+		;;
+	esac
+fi
 
 if ! answer="$(/usr/bin/psql --cluster "$cluster" -X -w -A -t -d postgres \
 	-c 'SELECT pg_is_in_recovery()' 2>&1)"; then

@@ -15,12 +15,22 @@
 #     settings) and the load client (scripts/drill/load.py), which logs every
 #     acknowledged write.
 # Scenarios, in order:
+#   rolling_deploy
+#              dob-api replaced host by host as scripts/deploy/rolling-restart.sh does
+#              it (deregister and drain, restart, register, healthy again): no request
+#              through the NLB stand-in may fail
 #   az_loss    the leader host is killed (every process SIGKILLed, its link cut)
 #   partition  the leader is cut off from the other two etcd members; a writer inside
 #              its own AZ keeps writing to it; it must stop accepting writes within
 #              the leader TTL, and nothing it acknowledged may be lost
 #   rejoin     each old leader comes back and rejoins as a replica (pg_rewind); every
 #              node ends with identical `users` contents
+#   backup_after_failover
+#              the backup unit's condition (scripts/pg-is-primary.sh asking Patroni) and
+#              dob-backup run on both hosts: only the leader backs up, its manifest's
+#              timeline is the live one, and a restore drill of it passes; a backup taken
+#              before the failovers is refused by the drill (older timeline)
+# The S3 server is moto_server (from .venv) on the client host.
 # Each scenario's result goes to target/drill/report.json and is printed as a table:
 # rto_s (fault to the first acknowledged write after it), acked_lost (acknowledged
 # writes missing at the end), failed_requests, split_brain_writes.
@@ -39,8 +49,12 @@ DOB_LOG_TAG=drill
 dob_is_root || dob_die "needs root (network namespaces)"
 started=$SECONDS
 
-scripts/install-deps.sh drill
+scripts/install-deps.sh drill venv
 API_BIN="$(dob_build_api)"
+(cargo build --release --locked --bin dob-backup --bin dob-restore >&2) ||
+	dob_die "cargo build --release dob-backup dob-restore failed"
+BIN_DIR="$(dirname "$API_BIN")"
+MOTO="$DOB_ROOT/.venv/bin/moto_server"
 PG_BIN="$(pg_bin_dir)"
 REPORT_DIR="${CARGO_TARGET_DIR:-$PWD/target}/drill"
 mkdir -p "$REPORT_DIR"
@@ -53,6 +67,9 @@ ETCD_NODES=(a b witness)
 # Leader key TTL and Patroni's loop: a leader that cannot renew its key within TTL
 # demotes itself (ttl >= loop_wait + 2 * retry_timeout).
 TTL=10
+# The NLB target group's deregistration delay is 30 s by default; the drill waits less
+# (dob-api's own SIGTERM drain closes what is left).
+DEREGISTRATION_DELAY=5
 
 WORK="$(mktemp -d /var/tmp/dob-drill.XXXXXX)"
 chmod 755 "$WORK"
@@ -143,6 +160,8 @@ start_bg() {
 	local node=$1 name=$2
 	shift 2
 	in_ns "$node" setsid "$@" >>"$WORK/$node/$name.log" 2>&1 </dev/null &
+	# ip netns exec and setsid both exec: this is the service's own pid.
+	echo $! >"$WORK/$node/$name.pid"
 }
 
 etcd_cluster() {
@@ -337,6 +356,45 @@ is_replica_streaming() {
 		in_ns client curl -fsS -m 1 "http://${IP[$node]}:8008/patroni" 2>/dev/null | grep -q '"state": *"running"'
 }
 
+# A command on the NLB stand-in's admin socket; prints its answer.
+nlb_cmd() {
+	python3 - "$WORK/client/haproxy.sock" "$1" <<-'EOF'
+		import socket, sys
+		s = socket.socket(socket.AF_UNIX)
+		s.connect(sys.argv[1])
+		s.sendall(sys.argv[2].encode() + b"\n")
+		data = b""
+		while chunk := s.recv(65536):
+		    data += chunk
+		sys.stdout.write(data.decode())
+	EOF
+}
+
+# The rolling restart of scripts/deploy/rolling-restart.sh, host by host, against the
+# NLB stand-in: deregister (drain) and wait for draining, restart dob-api (SIGTERM: its
+# readiness turns 503, it serves out DOB_DRAIN_SECONDS, closes kept-alive connections,
+# exits), wait for its /readyz, register again, wait until the health checks pass.
+rolling_restart() {
+	local node pid deadline
+	for node in "${PG_NODES[@]}"; do
+		nlb_cmd "set server hosts/$node state drain" >/dev/null
+		sleep "$DEREGISTRATION_DELAY"
+		pid="$(cat "$WORK/$node/dob-api.pid")"
+		kill -TERM "$pid"
+		deadline=$((SECONDS + 30))
+		while kill -0 "$pid" 2>/dev/null; do
+			((SECONDS < deadline)) || dob_die "dob-api on $node did not exit after SIGTERM"
+			sleep 0.2
+		done
+		start_api "$node"
+		wait_for "dob-api on $node to be ready" 60 in_ns client curl -fsS -m 2 -o /dev/null \
+			"http://${IP[$node]}:8080/readyz"
+		nlb_cmd "set server hosts/$node state ready" >/dev/null
+		wait_for "the NLB stand-in to have $node in service" 60 nlb_all_up
+		dob_log "rolling_deploy: dob-api on $node restarted"
+	done
+}
+
 # Whether the NLB stand-in has every database host in service (its health checks passed).
 nlb_all_up() {
 	python3 - "$WORK/client/haproxy.sock" <<-'EOF'
@@ -358,6 +416,43 @@ api_ready() {
 }
 
 now() { date +%s.%N; }
+
+start_s3() {
+	start_bg client moto "$MOTO" -H "${IP[client]}" -p 5000
+	wait_for "the S3 server" 30 in_ns client curl -fsS -m 1 -o /dev/null "http://${IP[client]}:5000/"
+	in_ns client curl -fsS -m 5 -X PUT -o /dev/null "http://${IP[client]}:5000/dob-drill"
+}
+
+# dob-backup or dob-restore on `node` as the units run them: the leader's local server
+# (as the superuser, for the drill's scratch database), the drill's S3 bucket.
+job_on() {
+	local node=$1 binary=$2
+	shift 2
+	in_ns "$node" env -i PATH=/usr/bin:/bin \
+		DOB_DATABASE_URL="postgresql://postgres:$(secret superuser)@${IP[$node]}:5432/dob" \
+		DOB_S3_BUCKET=dob-drill DOB_S3_PREFIX=dob DOB_S3_REGION=eu-west-1 \
+		DOB_S3_ENDPOINT="http://${IP[client]}:5000" AWS_ACCESS_KEY_ID=drill \
+		AWS_SECRET_ACCESS_KEY=drill DOB_PG_BIN="$PG_BIN" RUST_LOG=warn \
+		"$BIN_DIR/$binary" "$@"
+}
+
+# The backup unit on `node`: its ExecCondition (Patroni's answer), then dob-backup.
+# Prints the backup id and its manifest's timeline as ID@TIMELINE, or "skipped".
+backup_unit_on() {
+	local node=$1 condition=0
+	in_ns "$node" env DOB_PATRONI_URL="http://${IP[$node]}:8008" \
+		"$PWD/scripts/pg-is-primary.sh" 2>>"$WORK/$node/backup.log" || condition=$?
+	case $condition in
+	0) job_on "$node" dob-backup --json 2>>"$WORK/$node/backup.log" |
+		python3 -c 'import json, sys; m = json.load(sys.stdin)["report"]["manifest"]; print(m["id"] + "@" + str(m["source"]["timeline"]))' ;;
+	1) echo skipped ;;
+	*) dob_die "the backup unit's condition failed on $node (exit $condition)" ;;
+	esac
+}
+
+live_timeline() {
+	psql_on "$1" -c "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+}
 
 load_start() {
 	local name=$1 url=$2 node=$3
@@ -384,15 +479,28 @@ for node in "${PG_NODES[@]}"; do
 done
 start_etcd witness
 start_nlb
+start_s3
 wait_for "a Patroni leader" 90 leader >/dev/null
 wait_for "the replica to stream" 90 is_replica_streaming "$( [[ "$(leader)" == a ]] && echo b || echo a)"
 wait_for "the API through the NLB stand-in" 60 api_ready
 wait_for "the NLB stand-in to have both hosts in service" 60 nlb_all_up
 dob_log "cluster up after $((SECONDS - started)) s: leader $(leader)"
-
+# rolling_deploy: every host's dob-api replaced under load; no request may fail.
 load_start main "http://${IP[client]}:8080" client
 sleep 5
 events="$WORK/events.jsonl"
+fault="$(now)"
+rolling_restart
+sleep 3
+printf '{"scenario":"rolling_deploy","fault":%s,"end":%s}\n' "$fault" "$(now)" >>"$events"
+
+# A backup before any failover: after them it comes from an earlier timeline.
+first_leader="$(leader)"
+old_backup="$(backup_unit_on "$first_leader")"
+old_backup="${old_backup%@*}"
+[[ "$old_backup" != skipped ]] || dob_die "the backup unit skipped on the leader $first_leader"
+dob_log "backup $old_backup taken on $first_leader before the failovers"
+
 
 # az_loss
 victim="$(leader)"
@@ -464,6 +572,26 @@ done
 checksums="${checksums%,}}"
 psql_on "$final" -c "COPY (SELECT username, date_of_birth FROM users) TO STDOUT" >"$WORK/final-users.tsv"
 printf '{"scenario":"rejoin","node":"%s","checksums":%s,"end":%s}\n' "$cut" "$checksums" "$(now)" >>"$events"
+
+# backup_after_failover: the backup unit runs on every host; only the leader backs up.
+fault="$(now)"
+backups=()
+for node in "${PG_NODES[@]}"; do
+	backups+=("$node=$(backup_unit_on "$node")")
+done
+new_backup=""
+for entry in "${backups[@]}"; do
+	[[ "${entry#*=}" == skipped ]] || new_backup="${entry#*=}"
+done
+[[ -n "$new_backup" ]] || dob_die "no host backed up: ${backups[*]}"
+manifest_timeline="${new_backup#*@}"
+new_backup="${new_backup%@*}"
+drill_new=0
+job_on "$final" dob-restore --drill "$new_backup" >>"$WORK/restore-drill.log" 2>&1 || drill_new=$?
+drill_old=0
+job_on "$final" dob-restore --drill "$old_backup" >>"$WORK/restore-drill.log" 2>&1 || drill_old=$?
+printf '{"scenario":"backup_after_failover","backups":"%s","manifest_timeline":%s,"live_timeline":%s,"drill_exit":%s,"old_backup_drill_exit":%s,"end":%s}\n' \
+	"${backups[*]}" "$manifest_timeline" "$(live_timeline "$final")" "$drill_new" "$drill_old" "$(now)" >>"$events"
 
 python3 scripts/drill/report.py --events "$events" --load "$WORK/load" \
 	--users "$WORK/final-users.tsv" --ttl "$TTL" --out "$REPORT_DIR/report.json"

@@ -66,21 +66,32 @@ def main() -> int:
         body = json.dumps({"dateOfBirth": date})
         sent_at = time.time()
         outcome = None
-        try:
-            if conn is None:
-                conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=2)
-            conn.request("PUT", f"/hello/{user}", body, {"Content-Type": "application/json"})
-            response = conn.getresponse()
-            response.read()
-            outcome = response.status
-            if response.getheader("Connection", "").lower() == "close":
-                conn.close()
+        # A kept-alive connection the server closed while idle fails the next request
+        # before any answer; like curl and browsers, retry that once on a new
+        # connection (PUT is idempotent). Any other failure counts.
+        for attempt in (1, 2):
+            reused = conn is not None
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=2)
+                conn.request("PUT", f"/hello/{user}", body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                outcome = response.status
+                if response.getheader("Connection", "").lower() == "close":
+                    conn.close()
+                    conn = None
+                break
+            except (OSError, http.client.HTTPException) as err:
+                outcome = type(err).__name__
+                if conn is not None:
+                    conn.close()
                 conn = None
-        except (OSError, http.client.HTTPException) as err:
-            outcome = type(err).__name__
-            if conn is not None:
-                conn.close()
-            conn = None
+                closed_while_idle = isinstance(
+                    err, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+                )
+                if not (reused and closed_while_idle and attempt == 1):
+                    break
         if outcome == 204:
             acked.write(json.dumps({"user": user, "date": date, "t": sent_at, "acked_at": time.time()}) + "\n")
         else:

@@ -72,7 +72,10 @@ def main() -> int:
             "split_brain_writes": 0,
             "detail": "",
         }
-        if name == "az_loss":
+        if name == "rolling_deploy":
+            result["ok"] = not failed and result["acked_lost"] == 0
+            result["detail"] = f"dob-api restarted on every host; {len(in_window)} writes acknowledged meanwhile"
+        elif name == "az_loss":
             result["rto_s"] = round(min(after) - start, 2) if after else None
             result["ok"] = result["rto_s"] is not None and result["rto_s"] < 30 and result["acked_lost"] == 0
             result["detail"] = f"leader {event['victim']} killed; {len(in_window)} writes acknowledged in the window"
@@ -106,6 +109,20 @@ def main() -> int:
                 f"{event['node']} rejoined; users checksums {'equal' if equal else 'DIFFER'}: "
                 + ", ".join(f"{k}={v}" for k, v in sorted(sums.items()))
                 + f"; {len(main_acked) + len(inaz_acked)} acknowledged writes in the whole run, {len(all_lost)} missing"
+            )
+        elif name == "backup_after_failover":
+            leaders = [b for b in event["backups"].split() if not b.endswith("=skipped")]
+            result["ok"] = (
+                len(leaders) == 1
+                and event["manifest_timeline"] == event["live_timeline"]
+                and event["drill_exit"] == 0
+                and event["old_backup_drill_exit"] == 4
+            )
+            result["detail"] = (
+                f"backup unit: {event['backups']}; manifest timeline {event['manifest_timeline']}, "
+                f"live {event['live_timeline']}; restore drill exit {event['drill_exit']}; "
+                f"the backup from before the failovers: drill exit {event['old_backup_drill_exit']} "
+                "(4 = refused, older timeline)"
             )
         scenarios.append(result)
 
