@@ -16,6 +16,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Promote(options)) => options,
+        Ok(Command::Switchover(options)) => {
+            dob::logging::init();
+            return switchover(&options);
+        }
         Err(usage) => {
             eprintln!("dob-promote: {usage}; see --help");
             return ExitCode::from(2);
@@ -42,4 +46,37 @@ fn main() -> ExitCode {
     }
     eprintln!("dob-promote: {}", report.summary());
     ExitCode::from(code)
+}
+
+fn switchover(options: &dob::switchover::SwitchoverOptions) -> ExitCode {
+    let outcome = dob::switchover::run(options);
+    if options.json {
+        let report = match &outcome {
+            Ok(plan) => serde_json::json!({
+                "result": if options.dry_run { "dry-run" } else { "switched" },
+                "cluster": plan.cluster, "from": plan.leader, "to": plan.candidate,
+                "previous_timeline": plan.timeline,
+            }),
+            Err(err) => serde_json::json!({ "result": "failure", "error": err.chain() }),
+        };
+        println!("{report}");
+    }
+    match outcome {
+        Ok(plan) => {
+            let verb = if options.dry_run {
+                "would switch over"
+            } else {
+                "switched over"
+            };
+            eprintln!(
+                "dob-promote: {verb} cluster {} from {} to {} (was timeline {})",
+                plan.cluster, plan.leader, plan.candidate, plan.timeline
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("dob-promote: switchover failed: {}", err.chain());
+            ExitCode::from(1)
+        }
+    }
 }

@@ -367,6 +367,10 @@ fn accept_loop<H: Handler>(shared: &Arc<Shared<H>>) {
             }
         }
     }
+    if let Some(spare) = reserve {
+        // SAFETY: closing the descriptor this loop opened and owns.
+        unsafe { libc::close(spare) };
+    }
 }
 
 fn open_reserve_fd() -> Option<RawFd> {

@@ -54,6 +54,8 @@ pub mod server;
 pub mod signals;
 /// The PostgreSQL connection pool and the two queries the API needs.
 pub mod store;
+/// `dob-promote --switchover`: a planned change of leader through Patroni.
+pub mod switchover;
 /// Prometheus textfiles written by the batch jobs (result, duration, bytes, times).
 pub mod textfile;
 /// HTTP/1.1 bytes: bounded head parsing, chunked decoding, response writing.

@@ -22,6 +22,15 @@ dob-promote: turn the local streaming replica into the primary, safely
 USAGE: dob-promote [--database-url URL] [--primary-url URL ...] [--max-lag-bytes N]
                    [--force] [--allow-data-loss] [--dry-run] [--json]
                    [--replay-timeout-seconds N] [--metrics-file PATH]
+       dob-promote --switchover [--candidate NAME] [--patroni-config PATH]
+                   [--dry-run] [--json]
+
+  --switchover          in the region, where Patroni manages PostgreSQL: a planned change
+                        of leader (patronictl switchover) to --candidate, else the
+                        synchronous standby; waits until it leads on a new timeline.
+                        Failover after a loss is Patroni's own; this is for maintenance
+  --patroni-config PATH Patroni's configuration (default DOB_PATRONI_CONFIG, else
+                        /etc/patroni/config.yml)
 
   --database-url URL    the LOCAL server (default DOB_DATABASE_URL, which must then name
                         one host), as a superuser (pg_promote, pg_control_checkpoint and
@@ -87,6 +96,8 @@ pub enum Command {
     Help,
     Version,
     Promote(Options),
+    /// `--switchover`: a planned in-region change of leader, through Patroni.
+    Switchover(crate::switchover::SwitchoverOptions),
 }
 
 /// Parses the arguments (without the program name); flags override the environment,
@@ -101,6 +112,7 @@ pub fn parse_args(
     let mut replay_timeout = Duration::from_secs(60);
     let (mut force, mut allow_data_loss, mut dry_run, mut json) = (false, false, false, false);
     let mut metrics_file = None;
+    let (mut switchover, mut candidate, mut patroni_config) = (false, None, None);
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -137,6 +149,10 @@ pub fn parse_args(
                 replay_timeout = Duration::from_secs(secs);
             }
             "--metrics-file" => metrics_file = Some(PathBuf::from(value(flag)?)),
+            "--candidate" => candidate = Some(value(flag)?),
+            "--patroni-config" => patroni_config = Some(PathBuf::from(value(flag)?)),
+            "--switchover" if inline.is_some() => return Err(format!("{flag} takes no value")),
+            "--switchover" => switchover = true,
             "--force" | "--allow-data-loss" | "--dry-run" | "--json" if inline.is_some() => {
                 return Err(format!("{flag} takes no value"))
             }
@@ -146,6 +162,27 @@ pub fn parse_args(
             "--json" => json = true,
             other => return Err(format!("unexpected argument {other:?}")),
         }
+    }
+    if switchover {
+        if database_url.is_some() || !primary_urls.is_empty() || force || allow_data_loss {
+            return Err("--switchover takes only --candidate, --patroni-config, --dry-run and --json: Patroni knows the servers".into());
+        }
+        let patroni_config = patroni_config
+            .or_else(|| {
+                env("DOB_PATRONI_CONFIG")
+                    .filter(|v| !v.trim().is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from(crate::switchover::DEFAULT_PATRONI_CONFIG));
+        return Ok(Command::Switchover(crate::switchover::SwitchoverOptions {
+            patroni_config,
+            candidate,
+            dry_run,
+            json,
+        }));
+    }
+    if candidate.is_some() || patroni_config.is_some() {
+        return Err("--candidate and --patroni-config go with --switchover".into());
     }
     let database_url = match database_url {
         Some(url) => url,
@@ -1071,6 +1108,43 @@ mod tests {
             .contains("--database-url"));
         assert!(parse_args(&[], |_| None).is_err());
         assert_eq!(parse_args(&args(&["--help"]), |_| None), Ok(Command::Help));
+    }
+
+    #[test]
+    fn a_switchover_needs_no_database_url_and_takes_patronis_config() {
+        let env = |k: &str| (k == "DOB_PATRONI_CONFIG").then(|| "/etc/dob/patroni.yml".to_string());
+        let Ok(Command::Switchover(o)) = parse_args(&args(&["--switchover", "--json"]), env) else {
+            panic!()
+        };
+        assert_eq!(o.patroni_config, PathBuf::from("/etc/dob/patroni.yml"));
+        assert!(o.json && o.candidate.is_none());
+        let Ok(Command::Switchover(o)) = parse_args(
+            &args(&[
+                "--switchover",
+                "--candidate=b",
+                "--patroni-config",
+                "/p.yml",
+            ]),
+            |_| None,
+        ) else {
+            panic!()
+        };
+        assert_eq!(o.candidate.as_deref(), Some("b"));
+        assert_eq!(o.patroni_config, PathBuf::from("/p.yml"));
+        let Ok(Command::Switchover(o)) = parse_args(&args(&["--switchover"]), |_| None) else {
+            panic!()
+        };
+        assert_eq!(
+            o.patroni_config,
+            PathBuf::from(crate::switchover::DEFAULT_PATRONI_CONFIG)
+        );
+        for bad in [
+            &["--switchover", "--force"][..],
+            &["--switchover", "--database-url", "postgresql://h/dob"],
+            &["--candidate", "b", "--database-url", "postgresql://h/dob"],
+        ] {
+            assert!(parse_args(&args(bad), |_| None).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

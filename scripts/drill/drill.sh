@@ -112,7 +112,18 @@ secret() {
 
 # --- the network -----------------------------------------------------------------
 
+# Namespaces left by a drill that was killed before its cleanup ran.
+net_clear() {
+	local name
+	for name in $(ip netns list | awk '$1 ~ /^dobdrill-/ { print $1 }'); do
+		dob_log "removing namespace $name left by an earlier run"
+		ip netns pids "$name" | xargs -r kill -9
+		ip netns del "$name"
+	done
+}
+
 net_up() {
+	net_clear
 	ip netns add "$NET"
 	ip -n "$NET" link set lo up
 	ip -n "$NET" link add br0 type bridge
@@ -417,9 +428,13 @@ api_ready() {
 
 now() { date +%s.%N; }
 
+s3_up() {
+	in_ns client curl -fs -m 1 -o /dev/null "http://${IP[client]}:5000/"
+}
+
 start_s3() {
 	start_bg client moto "$MOTO" -H "${IP[client]}" -p 5000
-	wait_for "the S3 server" 30 in_ns client curl -fsS -m 1 -o /dev/null "http://${IP[client]}:5000/"
+	wait_for "the S3 server" 30 s3_up
 	in_ns client curl -fsS -m 5 -X PUT -o /dev/null "http://${IP[client]}:5000/dob-drill"
 }
 
