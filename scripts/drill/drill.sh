@@ -19,6 +19,9 @@
 #              dob-api replaced host by host as scripts/deploy/rolling-restart.sh does
 #              it (deregister and drain, restart, register, healthy again): no request
 #              through the NLB stand-in may fail
+#   switchover dob-promote --switchover (patronictl switchover) on the leader's host:
+#              the other host leads, the old leader streams from it, nothing acknowledged
+#              is lost
 #   az_loss    the leader host is killed (every process SIGKILLed, its link cut)
 #   partition  the leader is cut off from the other two etcd members; a writer inside
 #              its own AZ keeps writing to it; it must stop accepting writes within
@@ -51,8 +54,8 @@ started=$SECONDS
 
 scripts/install-deps.sh drill venv
 API_BIN="$(dob_build_api)"
-(cargo build --release --locked --bin dob-backup --bin dob-restore >&2) ||
-	dob_die "cargo build --release dob-backup dob-restore failed"
+(cargo build --release --locked --bin dob-backup --bin dob-restore --bin dob-promote >&2) ||
+	dob_die "cargo build --release dob-backup dob-restore dob-promote failed"
 BIN_DIR="$(dirname "$API_BIN")"
 MOTO="$DOB_ROOT/.venv/bin/moto_server"
 PG_BIN="$(pg_bin_dir)"
@@ -357,6 +360,15 @@ users_checksum() {
 	psql_on "$1" -c "SELECT count(*) || ':' || coalesce(md5(string_agg(username || '=' || date_of_birth, ',' ORDER BY username)), '') FROM users"
 }
 
+# Whether the leader has a synchronous standby (Patroni's /sync key names one): only
+# then may a failover promote it without losing acknowledged writes, and only then
+# will Patroni do it. An operator waits for this before calling an incident over.
+sync_standby_ready() {
+	local node=$1
+	in_ns client curl -fsS -m 2 "http://${IP[$node]}:8008/cluster" 2>/dev/null |
+		python3 -c 'import json, sys; m = json.load(sys.stdin)["members"]; sys.exit(0 if any(x["role"] == "sync_standby" and x["state"] in ("running", "streaming") for x in m) else 1)'
+}
+
 same_users() {
 	[[ "$(users_checksum "$1")" == "$(users_checksum "$2")" ]]
 }
@@ -509,6 +521,21 @@ rolling_restart
 sleep 3
 printf '{"scenario":"rolling_deploy","fault":%s,"end":%s}\n' "$fault" "$(now)" >>"$events"
 
+# switchover: the planned change of leader, as an operator runs it on a host.
+from_leader="$(leader)"
+wait_for "a synchronous standby" 60 sync_standby_ready "$from_leader"
+fault="$(now)"
+switch_exit=0
+in_ns "$from_leader" env -i PATH=/usr/bin:/bin "$BIN_DIR/dob-promote" --switchover \
+	--patroni-config "$WORK/$from_leader/patroni.yml" --json >"$WORK/switchover.json" \
+	2>>"$WORK/switchover.log" || switch_exit=$?
+to_leader="$(leader || true)"
+dob_log "switchover: dob-promote exited $switch_exit; leader $from_leader -> $to_leader"
+wait_for "$from_leader to stream from $to_leader" 120 is_replica_streaming "$from_leader"
+wait_for "the NLB stand-in to have both hosts in service" 60 nlb_all_up
+printf '{"scenario":"switchover","fault":%s,"from":"%s","to":"%s","exit":%s,"end":%s}\n' \
+	"$fault" "$from_leader" "$to_leader" "$switch_exit" "$(now)" >>"$events"
+
 # A backup before any failover: after them it comes from an earlier timeline.
 first_leader="$(leader)"
 old_backup="$(backup_unit_on "$first_leader")"
@@ -519,6 +546,7 @@ dob_log "backup $old_backup taken on $first_leader before the failovers"
 
 # az_loss
 victim="$(leader)"
+wait_for "a synchronous standby" 60 sync_standby_ready "$victim"
 kill_host "$victim"
 # After the kill: a write sent from now on cannot have reached the old leader.
 fault="$(now)"
@@ -543,6 +571,7 @@ sleep 5
 # reachable from the NLB stand-in and from a writer inside its own AZ.
 cut="$(leader)"
 other="$( [[ "$cut" == a ]] && echo b || echo a)"
+wait_for "a synchronous standby" 60 sync_standby_ready "$cut"
 load_start inaz "http://${IP[$cut]}:8080" "$cut"
 sleep 3
 partition "$cut" "$other" witness

@@ -75,6 +75,16 @@ def main() -> int:
         if name == "rolling_deploy":
             result["ok"] = not failed and result["acked_lost"] == 0
             result["detail"] = f"dob-api restarted on every host; {len(in_window)} writes acknowledged meanwhile"
+        elif name == "switchover":
+            result["rto_s"] = round(min(after) - start, 2) if after else None
+            result["ok"] = (
+                event["exit"] == 0
+                and event["to"] not in ("", event["from"])
+                and result["acked_lost"] == 0
+            )
+            result["detail"] = (
+                f"dob-promote --switchover exited {event['exit']}; leader {event['from']} -> {event['to'] or 'none'}"
+            )
         elif name == "az_loss":
             result["rto_s"] = round(min(after) - start, 2) if after else None
             result["ok"] = result["rto_s"] is not None and result["rto_s"] < 30 and result["acked_lost"] == 0
