@@ -221,3 +221,16 @@ impl front::Handler for ApiHandler {
         log::info!("request refused with {status}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_fits_the_open_files_limit() {
+        assert_eq!(connection_cap(1024, Some(65_536), 8), 1024);
+        assert_eq!(connection_cap(1024, Some(512), 4), 512 - 32 - 4);
+        assert_eq!(connection_cap(1024, None, 4), 1024);
+        assert_eq!(connection_cap(1024, Some(10), 4), 1, "never zero");
+    }
+}
