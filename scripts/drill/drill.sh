@@ -536,13 +536,12 @@ wait_for "the NLB stand-in to have both hosts in service" 60 nlb_all_up
 printf '{"scenario":"switchover","fault":%s,"from":"%s","to":"%s","exit":%s,"end":%s}\n' \
 	"$fault" "$from_leader" "$to_leader" "$switch_exit" "$(now)" >>"$events"
 
-# A backup before any failover: after them it comes from an earlier timeline.
+# A backup before the failovers: after them it comes from an earlier timeline.
 first_leader="$(leader)"
 old_backup="$(backup_unit_on "$first_leader")"
 old_backup="${old_backup%@*}"
 [[ "$old_backup" != skipped ]] || dob_die "the backup unit skipped on the leader $first_leader"
 dob_log "backup $old_backup taken on $first_leader before the failovers"
-
 
 # az_loss
 victim="$(leader)"
