@@ -405,6 +405,12 @@ mod tests {
             ("DOB_POOL_SIZE", "many"),
             ("DOB_TIMEZONE", "Mars/Olympus_Mons"),
             ("DOB_CLIENT_TIMEOUT_MS", "-1"),
+            ("DOB_IDLE_TIMEOUT_MS", "0"),
+            ("DOB_MAX_CONNECTIONS", "1"),
+            ("DOB_MAX_HEADER_BYTES", "100000000"),
+            ("DOB_MAX_HEADERS", "lots"),
+            ("DOB_BREAKER_COOLDOWN_MS", "soon"),
+            ("DOB_READY_GRACE_MS", "-5"),
         ] {
             let err = config(&[URL, (key, value)]).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");

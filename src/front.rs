@@ -850,57 +850,32 @@ fn serve_connection<H: Handler>(
             Framing::Length(declared) if declared > limit as u64 => body = BodyRead::TooLarge,
             Framing::Length(declared) => {
                 let length = declared as usize; // <= limit, which is a usize
-                let body_deadline = Instant::now() + config.body_timeout;
-                let mut continued = false;
+                let mut wait = BodyWait::new(config.body_timeout, head.expect_continue);
                 while input.filled - input.pos < head_len + length {
-                    if head.expect_continue && !continued {
-                        continued = true;
-                        if write_all(stream, b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
-                            return;
-                        }
-                    }
-                    match input.read_more(stream, &mut buffers.input, body_deadline) {
-                        Ok(_) => {}
-                        Err(Wait::Closed) => return,
-                        Err(Wait::TimedOut) => {
-                            shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                            return refuse_request(
-                                shared,
-                                stream,
-                                &mut buffers.output,
-                                408,
-                                "request body not received in time",
-                            );
-                        }
+                    if !wait.read_more(shared, stream, &mut input, buffers) {
+                        return;
                     }
                 }
                 body = BodyRead::InInput(length);
             }
             Framing::Chunked => {
-                let body_deadline = Instant::now() + config.body_timeout;
+                let mut wait = BodyWait::new(config.body_timeout, head.expect_continue);
                 let mut decoder = ChunkedDecoder::default();
                 let mut written = 0;
                 // Chunk framing is consumed as it is decoded: the input after the head
                 // only ever holds what the decoder has not seen yet.
-                let chunks_start = head_len;
-                let mut continued = false;
                 loop {
-                    let start = input.pos + chunks_start;
+                    let start = input.pos + head_len;
                     let fed = decoder.feed(
                         &buffers.input[start..input.filled],
                         &mut buffers.body[..limit],
                         &mut written,
                     );
-                    match fed {
-                        Ok((used, true)) => {
+                    let done = match fed {
+                        Ok((used, done)) => {
                             buffers.input.copy_within(start + used..input.filled, start);
                             input.filled -= used;
-                            body = BodyRead::InBody(written);
-                            break;
-                        }
-                        Ok((used, false)) => {
-                            buffers.input.copy_within(start + used..input.filled, start);
-                            input.filled -= used;
+                            done
                         }
                         Err(ChunkError::TooLarge) => {
                             body = BodyRead::TooLarge;
@@ -909,28 +884,15 @@ fn serve_connection<H: Handler>(
                         Err(ChunkError::Bad(why)) => {
                             return refuse_request(shared, stream, &mut buffers.output, 400, why)
                         }
-                    }
-                    if head.expect_continue && !continued {
-                        continued = true;
-                        if write_all(stream, b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
-                            return;
-                        }
+                    };
+                    if done {
+                        body = BodyRead::InBody(written);
+                        break;
                     }
                     // read_more compacts to the start of the buffer; the head stays intact
                     // because it is all before `start`.
-                    match input.read_more(stream, &mut buffers.input, body_deadline) {
-                        Ok(_) => {}
-                        Err(Wait::Closed) => return,
-                        Err(Wait::TimedOut) => {
-                            shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                            return refuse_request(
-                                shared,
-                                stream,
-                                &mut buffers.output,
-                                408,
-                                "request body not received in time",
-                            );
-                        }
+                    if !wait.read_more(shared, stream, &mut input, buffers) {
+                        return;
                     }
                 }
             }
@@ -1012,6 +974,53 @@ fn serve_connection<H: Handler>(
         if input.pos == input.filled {
             input.pos = 0;
             input.filled = 0;
+        }
+    }
+}
+
+/// Waiting for more of a body: one deadline for the whole body, and `100 Continue` sent
+/// once, before the first wait, when the client asked for it.
+struct BodyWait {
+    deadline: Instant,
+    send_continue: bool,
+}
+
+impl BodyWait {
+    fn new(timeout: Duration, expect_continue: bool) -> BodyWait {
+        BodyWait {
+            deadline: Instant::now() + timeout,
+            send_continue: expect_continue,
+        }
+    }
+
+    /// Reads more input. `false`: the connection is over (closed by the client, or
+    /// answered 408 because the body did not arrive in time).
+    fn read_more<H: Handler>(
+        &mut self,
+        shared: &Shared<H>,
+        stream: &TcpStream,
+        input: &mut Input,
+        buffers: &mut Buffers,
+    ) -> bool {
+        if std::mem::take(&mut self.send_continue)
+            && write_all(stream, b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
+        {
+            return false;
+        }
+        match input.read_more(stream, &mut buffers.input, self.deadline) {
+            Ok(_) => true,
+            Err(Wait::Closed) => false,
+            Err(Wait::TimedOut) => {
+                shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                refuse_request(
+                    shared,
+                    stream,
+                    &mut buffers.output,
+                    408,
+                    "request body not received in time",
+                );
+                false
+            }
         }
     }
 }

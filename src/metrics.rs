@@ -201,10 +201,7 @@ impl Metrics {
             ),
         ];
         for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
+            write_single(&mut out, "gauge", name, help, value);
         }
         let http = &db.http;
         let counters: [(&str, &str, u64); 6] = [
@@ -240,10 +237,7 @@ impl Metrics {
             ),
         ];
         for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
+            write_single(&mut out, "counter", name, help, value);
         }
         let gauges: [(&str, &str, u64); 4] = [
             (
@@ -268,10 +262,7 @@ impl Metrics {
             ),
         ];
         for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
+            write_single(&mut out, "gauge", name, help, value);
         }
         out.push_str("# HELP dob_db_role Role of the database this process talks to (1 for the current one).\n");
         out.push_str("# TYPE dob_db_role gauge\n");
@@ -284,6 +275,15 @@ impl Metrics {
         }
         out
     }
+}
+
+/// One unlabelled sample with its HELP and TYPE lines.
+fn write_single(out: &mut String, kind: &str, name: &str, help: &str, value: u64) {
+    // Writing into a String cannot fail.
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
 
 #[cfg(test)]

@@ -115,3 +115,27 @@ fn chunked_bodies_are_decoded_and_refused_beyond_the_limit() {
     front.stop_accepting();
     front.finish(Duration::from_millis(100), Duration::from_secs(1));
 }
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body_is_read() {
+    use std::io::{Read, Write};
+    let (front, addr) = start();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"PUT /ok HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"abc").unwrap();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    let response = crate::helpers::parse_response(&rest);
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["body"], 3);
+    front.stop_accepting();
+    front.finish(Duration::from_millis(100), Duration::from_secs(1));
+}
