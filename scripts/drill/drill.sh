@@ -120,7 +120,7 @@ net_clear() {
 	local name
 	for name in $(ip netns list | awk '$1 ~ /^dobdrill-/ { print $1 }'); do
 		dob_log "removing namespace $name left by an earlier run"
-		ip netns pids "$name" | xargs -r kill -9
+		ip netns pids "$name" | xargs -r kill -9 2>/dev/null || true
 		ip netns del "$name"
 	done
 }
@@ -161,10 +161,26 @@ heal() {
 	done
 }
 
-# The whole host at once: every process SIGKILLed, its link down.
+# The processes of a namespace that are still running (not zombies waiting to be reaped).
+live_pids() {
+	local pid state
+	for pid in $(ip netns pids "$1"); do
+		state="$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)" || continue
+		[[ -z "$state" || "$state" == Z ]] || printf '%s\n' "$pid"
+	done
+}
+
+# The whole host at once: every process SIGKILLed, its link down. Processes may end or
+# start while this runs, so it kills until none is left (a vanished pid is no error).
 kill_host() {
-	local node=$1
-	ip netns pids "$(ns "$node")" | xargs -r kill -9
+	local node=$1 pids
+	for _ in $(seq 1 50); do
+		pids="$(live_pids "$(ns "$node")")"
+		[[ -n "$pids" ]] || break
+		xargs -r kill -9 <<<"$pids" 2>/dev/null || true
+		sleep 0.1
+	done
+	[[ -z "$(live_pids "$(ns "$node")")" ]] || dob_die "processes of host $node survive SIGKILL"
 	ip -n "$NET" link set "v-$node" down
 }
 
