@@ -55,6 +55,8 @@ pub struct ApiConfig {
     /// After SIGTERM: how long readiness reports 503 while requests are still served,
     /// so the load balancer stops sending new ones before the process exits.
     pub drain: Duration,
+    /// Cross-region write fencing (`DOB_FENCE_BUCKETS` and friends); `None` is off.
+    pub fence: Option<crate::fence::FenceConfig>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -139,8 +141,39 @@ impl ApiConfig {
             drain: Duration::from_secs(
                 parse_in_range(&get, "DOB_DRAIN_SECONDS", 5, 0, 3_600)? as u64
             ),
+            fence: crate::fence::FenceConfig::from_lookup(&lookup)?,
         })
     }
+}
+
+/// Reads a systemd-style environment file (`KEY=VALUE` lines, `#` comments, values
+/// optionally in single or double quotes), as the units read `/etc/dob/dob.env`. For
+/// tools an operator runs by hand, so they see what the services see.
+pub fn read_env_file(path: &std::path::Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    Ok(parse_env_file(&text))
+}
+
+pub fn parse_env_file(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#') && !line.starts_with(';'))
+        .filter_map(|line| {
+            let line = line.strip_prefix("export ").unwrap_or(line);
+            let (key, value) = line.split_once('=')?;
+            let value = value.trim();
+            let unquoted = [('"', '"'), ('\'', '\'')]
+                .iter()
+                .find_map(|(open, close)| {
+                    value
+                        .strip_prefix(*open)
+                        .and_then(|v| v.strip_suffix(*close))
+                })
+                .unwrap_or(value);
+            Some((key.trim().to_owned(), unquoted.to_owned()))
+        })
+        .collect()
 }
 
 /// Server-side encryption requested for backup objects.
@@ -372,6 +405,21 @@ mod tests {
     }
 
     const URL: (&str, &str) = ("DOB_DATABASE_URL", "postgresql://dob@127.0.0.1:5432/dob");
+
+    #[test]
+    fn env_files_are_read_as_systemd_reads_them() {
+        let parsed = parse_env_file(
+            "# comment\n\nDOB_REGION=eu-west-1\nexport DOB_S3_PREFIX=\"dob\"\n  DOB_X = 'a b'\nnot a pair\n",
+        );
+        assert_eq!(
+            parsed,
+            vec![
+                ("DOB_REGION".to_owned(), "eu-west-1".to_owned()),
+                ("DOB_S3_PREFIX".to_owned(), "dob".to_owned()),
+                ("DOB_X".to_owned(), "a b".to_owned()),
+            ]
+        );
+    }
 
     #[test]
     fn defaults_apply_when_only_the_url_is_set() {

@@ -34,6 +34,8 @@ pub struct App {
     /// The HTTP front's counters, and its connection cap, for `/metrics`.
     pub http_stats: Arc<crate::front::Stats>,
     pub max_connections: usize,
+    /// The cross-region write lease, when fencing is on.
+    pub fence: Option<Arc<crate::fence::FenceState>>,
 }
 
 impl App {
@@ -163,6 +165,11 @@ fn put_hello(app: &App, request: &Request) -> Reply {
         Ok(dob) => dob,
         Err(err) => return Reply::error(400, &err.to_string()),
     };
+    if let Some(fence) = &app.fence {
+        if let Err(refusal) = fence.check_write(std::time::Instant::now()) {
+            return Reply::error(503, &refusal.to_string()).with_retry_after(READ_ONLY_RETRY_AFTER);
+        }
+    }
     match app
         .store
         .upsert_date_of_birth(username.as_str(), dob.date())
@@ -241,6 +248,20 @@ fn readyz(app: &App) -> Reply {
     if app.is_draining() {
         return readyz_not_ready("shutting down", app.store.role());
     }
+    if let Some(fence) = &app.fence {
+        if !fence.has_read() {
+            return readyz_not_ready("the fence record has not been read yet", app.store.role());
+        }
+        // A fenced region may still serve reads from a replica (the DR region before a
+        // takeover), but a writable database behind a fence is an old primary that must
+        // not get clients back.
+        if fence.is_fenced() && app.store.role() != Role::Replica {
+            return readyz_not_ready(
+                "this region is fenced: another region holds writes",
+                app.store.role(),
+            );
+        }
+    }
     match app.store.check_ready() {
         Ok(role) => Reply::json(
             200,
@@ -289,6 +310,10 @@ fn metrics(app: &App) -> Reply {
         pool_max: max,
         schema_ready: app.store.schema_ready(),
         draining: app.is_draining(),
+        fence_writable: app
+            .fence
+            .as_ref()
+            .is_none_or(|f| f.check_write(std::time::Instant::now()).is_ok()),
         http: HttpSnapshot {
             connections_open: front.open.load(Ordering::Relaxed) as u64,
             connections_max: app.max_connections as u64,

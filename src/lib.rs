@@ -24,6 +24,8 @@ pub mod dbtls;
 pub mod domain;
 /// The crate's one error type, with its cause chain.
 pub mod error;
+/// Cross-region write fencing: the promotion epoch in S3 and the write lease.
+pub mod fence;
 /// The HTTP/1.1 front: connections, their limits and deadlines, requests in order.
 pub mod front;
 /// Request routing and handlers: from a request and the app state to a response.

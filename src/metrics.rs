@@ -82,6 +82,9 @@ pub struct DbSnapshot {
     pub pool_max: u32,
     pub schema_ready: bool,
     pub draining: bool,
+    /// 1 while this host may acknowledge writes under the cross-region fence (always 1
+    /// with fencing off); 0 when fenced or without a current lease.
+    pub fence_writable: bool,
     pub http: HttpSnapshot,
 }
 
@@ -173,7 +176,7 @@ impl Metrics {
                 "dob_http_request_duration_seconds_count{{route=\"{label}\"}} {count}"
             );
         }
-        let gauges: [(&str, &str, u64); 5] = [
+        let gauges: [(&str, &str, u64); 6] = [
             (
                 "dob_db_pool_connections",
                 "Open pooled database connections.",
@@ -198,6 +201,11 @@ impl Metrics {
                 "dob_draining",
                 "1 while shutting down (readiness reports 503).",
                 db.draining.into(),
+            ),
+            (
+                "dob_fence_writable",
+                "1 while the cross-region fence lets this host acknowledge writes.",
+                db.fence_writable.into(),
             ),
         ];
         for (name, help, value) in gauges {
@@ -298,6 +306,7 @@ mod tests {
             pool_max: 8,
             schema_ready: true,
             draining: false,
+            fence_writable: true,
             http: HttpSnapshot {
                 panics: 2,
                 ..HttpSnapshot::default()

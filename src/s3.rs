@@ -108,6 +108,13 @@ impl ObjectStore {
         })
     }
 
+    /// A shorter deadline for every request that is not a streamed download (the fence
+    /// reads, which run on a schedule and must not outlive it).
+    pub fn set_request_timeout(&mut self, timeout: Duration) {
+        self.plain.set_request_timeout(Some(timeout));
+        self.encrypting.set_request_timeout(Some(timeout));
+    }
+
     pub fn bucket_name(&self) -> &str {
         &self.bucket_name
     }

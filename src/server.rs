@@ -102,6 +102,29 @@ impl Server {
             draining: AtomicBool::new(false),
             http_stats: Arc::new(front::Stats::default()),
             max_connections,
+            fence: match &config.fence {
+                Some(fence_config) => {
+                    let state = Arc::new(crate::fence::FenceState::new(
+                        fence_config.lease,
+                        std::time::Instant::now(),
+                    ));
+                    crate::fence::spawn_watcher(fence_config.clone(), Arc::clone(&state))?;
+                    log::info!(
+                        "fence: region {}, home region {}, lease {:?}, buckets {}",
+                        fence_config.region,
+                        fence_config.home_region,
+                        fence_config.lease,
+                        fence_config
+                            .buckets
+                            .iter()
+                            .map(|b| format!("{}@{}", b.bucket, b.region))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    );
+                    Some(state)
+                }
+                None => None,
+            },
         };
         let front_config = front::Config {
             max_connections,

@@ -4,6 +4,7 @@
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
 mod api;
+mod fence;
 mod helpers;
 
 use helpers::*;
