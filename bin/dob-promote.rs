@@ -20,6 +20,15 @@ fn main() -> ExitCode {
             dob::logging::init();
             return switchover(&options);
         }
+        Ok(Command::Takeover {
+            patroni_config,
+            env_file,
+            dry_run,
+            json,
+        }) => {
+            dob::logging::init();
+            return takeover(patroni_config, env_file, dry_run, json);
+        }
         Err(usage) => {
             eprintln!("dob-promote: {usage}; see --help");
             return ExitCode::from(2);
@@ -78,5 +87,95 @@ fn switchover(options: &dob::switchover::SwitchoverOptions) -> ExitCode {
             eprintln!("dob-promote: switchover failed: {}", err.chain());
             ExitCode::from(1)
         }
+    }
+}
+
+/// The default environment file, as the units read it.
+const HOST_ENV_FILE: &str = "/etc/dob/dob.env";
+
+fn takeover(
+    patroni_config: std::path::PathBuf,
+    env_file: Option<std::path::PathBuf>,
+    dry_run: bool,
+    json: bool,
+) -> ExitCode {
+    let fail = |message: String, code: u8| {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "result": "failure", "error": message })
+            );
+        }
+        eprintln!("dob-promote: takeover failed: {message}");
+        ExitCode::from(code)
+    };
+    let env_file = env_file.or_else(|| {
+        let default = std::path::PathBuf::from(HOST_ENV_FILE);
+        default.exists().then_some(default)
+    });
+    if let Some(path) = &env_file {
+        match dob::config::read_env_file(path) {
+            // As systemd's EnvironmentFile= would, under what the environment already
+            // sets; so the S3 clients' credential chain sees them too. Still one thread.
+            Ok(pairs) => {
+                for (key, value) in pairs {
+                    if std::env::var_os(&key).is_none() {
+                        std::env::set_var(key, value);
+                    }
+                }
+            }
+            Err(err) => return fail(err.chain(), 2),
+        }
+    }
+    let lookup = |key: &str| std::env::var(key).ok();
+    let fence = match dob::fence::FenceConfig::from_lookup(&lookup) {
+        Ok(Some(fence)) => fence,
+        Ok(None) => {
+            return fail(
+                "DOB_FENCE_BUCKETS is not set (in the environment or the env file): a takeover must fence the old region"
+                    .into(),
+                2,
+            )
+        }
+        Err(err) => return fail(err.chain(), 2),
+    };
+    let options = dob::takeover::TakeoverOptions {
+        patroni_config,
+        fence,
+        dry_run,
+        json,
+    };
+    match dob::takeover::run(&options) {
+        Ok(report) => {
+            for warning in &report.warnings {
+                log::warn!("{warning}");
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).expect("the report serialises")
+                );
+            }
+            eprintln!(
+                "dob-promote: {} {}: epoch {} recorded in {}; {} leads on timeline {} (was {})",
+                if dry_run {
+                    "would take over for"
+                } else {
+                    "took over for"
+                },
+                report.region,
+                report.epoch,
+                if report.fenced_buckets.is_empty() {
+                    "no bucket (already recorded)".to_owned()
+                } else {
+                    report.fenced_buckets.join(", ")
+                },
+                report.leader,
+                report.timeline,
+                report.previous_timeline
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => fail(err.chain(), 1),
     }
 }

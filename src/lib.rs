@@ -58,6 +58,8 @@ pub mod signals;
 pub mod store;
 /// `dob-promote --switchover`: a planned change of leader through Patroni.
 pub mod switchover;
+/// `dob-promote --takeover`: the DR standby cluster promoted after the old region is fenced.
+pub mod takeover;
 /// Prometheus textfiles written by the batch jobs (result, duration, bytes, times).
 pub mod textfile;
 /// HTTP/1.1 bytes: bounded head parsing, chunked decoding, response writing.

@@ -24,11 +24,21 @@ USAGE: dob-promote [--database-url URL] [--primary-url URL ...] [--max-lag-bytes
                    [--replay-timeout-seconds N] [--metrics-file PATH]
        dob-promote --switchover [--candidate NAME] [--patroni-config PATH]
                    [--dry-run] [--json]
+       dob-promote --takeover [--patroni-config PATH] [--env-file PATH]
+                   [--dry-run] [--json]
 
   --switchover          in the region, where Patroni manages PostgreSQL: a planned change
                         of leader (patronictl switchover) to --candidate, else the
                         synchronous standby; waits until it leads on a new timeline.
                         Failover after a loss is Patroni's own; this is for maintenance
+  --takeover            in the DR region: the human-decided cross-region promotion. Records
+                        a new promotion epoch naming this region (DOB_REGION) in every
+                        bucket of DOB_FENCE_BUCKETS, waits one DOB_FENCE_LEASE_MS so the
+                        old region's dob-api stops writing, then promotes the local Patroni
+                        standby cluster (patronictl edit-config) and waits for a new
+                        timeline. Safe to re-run. See docs/failover.md
+  --env-file PATH       with --takeover: read variables the environment does not set from
+                        PATH (default /etc/dob/dob.env when it exists)
   --patroni-config PATH Patroni's configuration (default DOB_PATRONI_CONFIG, else
                         /etc/patroni/config.yml)
 
@@ -98,6 +108,14 @@ pub enum Command {
     Promote(Options),
     /// `--switchover`: a planned in-region change of leader, through Patroni.
     Switchover(crate::switchover::SwitchoverOptions),
+    /// `--takeover`: the cross-region promotion of the DR standby cluster. The fence
+    /// configuration is read by the caller, from the environment and `env_file`.
+    Takeover {
+        patroni_config: PathBuf,
+        env_file: Option<PathBuf>,
+        dry_run: bool,
+        json: bool,
+    },
 }
 
 /// Parses the arguments (without the program name); flags override the environment,
@@ -113,6 +131,7 @@ pub fn parse_args(
     let (mut force, mut allow_data_loss, mut dry_run, mut json) = (false, false, false, false);
     let mut metrics_file = None;
     let (mut switchover, mut candidate, mut patroni_config) = (false, None, None);
+    let (mut takeover, mut env_file) = (false, None);
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -151,8 +170,12 @@ pub fn parse_args(
             "--metrics-file" => metrics_file = Some(PathBuf::from(value(flag)?)),
             "--candidate" => candidate = Some(value(flag)?),
             "--patroni-config" => patroni_config = Some(PathBuf::from(value(flag)?)),
-            "--switchover" if inline.is_some() => return Err(format!("{flag} takes no value")),
+            "--env-file" => env_file = Some(PathBuf::from(value(flag)?)),
+            "--switchover" | "--takeover" if inline.is_some() => {
+                return Err(format!("{flag} takes no value"))
+            }
             "--switchover" => switchover = true,
+            "--takeover" => takeover = true,
             "--force" | "--allow-data-loss" | "--dry-run" | "--json" if inline.is_some() => {
                 return Err(format!("{flag} takes no value"))
             }
@@ -163,26 +186,48 @@ pub fn parse_args(
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
-    if switchover {
-        if database_url.is_some() || !primary_urls.is_empty() || force || allow_data_loss {
-            return Err("--switchover takes only --candidate, --patroni-config, --dry-run and --json: Patroni knows the servers".into());
-        }
-        let patroni_config = patroni_config
+    let patroni_config_or_default = |given: Option<PathBuf>| {
+        given
             .or_else(|| {
                 env("DOB_PATRONI_CONFIG")
                     .filter(|v| !v.trim().is_empty())
                     .map(PathBuf::from)
             })
-            .unwrap_or_else(|| PathBuf::from(crate::switchover::DEFAULT_PATRONI_CONFIG));
+            .unwrap_or_else(|| PathBuf::from(crate::switchover::DEFAULT_PATRONI_CONFIG))
+    };
+    if takeover {
+        if switchover
+            || database_url.is_some()
+            || !primary_urls.is_empty()
+            || force
+            || allow_data_loss
+            || candidate.is_some()
+        {
+            return Err("--takeover takes only --patroni-config, --env-file, --dry-run and --json: Patroni and the fence configuration know the rest".into());
+        }
+        return Ok(Command::Takeover {
+            patroni_config: patroni_config_or_default(patroni_config),
+            env_file,
+            dry_run,
+            json,
+        });
+    }
+    if env_file.is_some() {
+        return Err("--env-file goes with --takeover".into());
+    }
+    if switchover {
+        if database_url.is_some() || !primary_urls.is_empty() || force || allow_data_loss {
+            return Err("--switchover takes only --candidate, --patroni-config, --dry-run and --json: Patroni knows the servers".into());
+        }
         return Ok(Command::Switchover(crate::switchover::SwitchoverOptions {
-            patroni_config,
+            patroni_config: patroni_config_or_default(patroni_config),
             candidate,
             dry_run,
             json,
         }));
     }
     if candidate.is_some() || patroni_config.is_some() {
-        return Err("--candidate and --patroni-config go with --switchover".into());
+        return Err("--candidate and --patroni-config go with --switchover (or --takeover)".into());
     }
     let database_url = match database_url {
         Some(url) => url,
@@ -1142,6 +1187,31 @@ mod tests {
             &["--switchover", "--force"][..],
             &["--switchover", "--database-url", "postgresql://h/dob"],
             &["--candidate", "b", "--database-url", "postgresql://h/dob"],
+        ] {
+            assert!(parse_args(&args(bad), |_| None).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_takeover_takes_its_configuration_from_the_host_not_the_command_line() {
+        assert_eq!(
+            parse_args(
+                &args(&["--takeover", "--env-file", "/e", "--dry-run"]),
+                |_| None
+            ),
+            Ok(Command::Takeover {
+                patroni_config: PathBuf::from(crate::switchover::DEFAULT_PATRONI_CONFIG),
+                env_file: Some(PathBuf::from("/e")),
+                dry_run: true,
+                json: false,
+            })
+        );
+        for bad in [
+            &["--takeover", "--switchover"][..],
+            &["--takeover", "--database-url", "postgresql://h/dob"],
+            &["--takeover", "--candidate", "b"],
+            &["--takeover=yes"],
+            &["--env-file", "/e", "--database-url", "postgresql://h/dob"],
         ] {
             assert!(parse_args(&args(bad), |_| None).is_err(), "{bad:?}");
         }

@@ -108,7 +108,7 @@ pub fn done(members: &[Member], plan: &Plan) -> bool {
     })
 }
 
-fn patronictl(config: &Path, args: &[&str]) -> Result<String> {
+pub(crate) fn patronictl(config: &Path, args: &[&str]) -> Result<String> {
     let output = Command::new("patronictl")
         .arg("-c")
         .arg(config)
