@@ -44,11 +44,14 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// this often (and after any failed read).
 const RECONNECT_EVERY: Duration = Duration::from_secs(300);
 
-/// One region's bucket, as named in `DOB_FENCE_BUCKETS` (`bucket@region`).
+/// One region's bucket, as named in `DOB_FENCE_BUCKETS` (`bucket@region`, or
+/// `bucket@region=http://endpoint` for an S3-compatible server of that region's own).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FenceBucket {
     pub bucket: String,
     pub region: String,
+    /// Overrides `DOB_S3_ENDPOINT` for this bucket.
+    pub endpoint: Option<String>,
 }
 
 /// The fencing configuration shared by `dob-api` and `dob-promote --takeover`.
@@ -77,7 +80,21 @@ impl FenceConfig {
         };
         let mut buckets = Vec::new();
         for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let (bucket, region) = entry
+            let (name, endpoint) = match entry.split_once('=') {
+                Some((name, endpoint))
+                    if endpoint.starts_with("http://") || endpoint.starts_with("https://") =>
+                {
+                    (name, Some(endpoint.trim_end_matches('/').to_owned()))
+                }
+                Some(_) => {
+                    return Err(Error::config(
+                        "DOB_FENCE_BUCKETS",
+                        format!("{entry:?}: the endpoint after = must start with http:// or https://"),
+                    ))
+                }
+                None => (entry, None),
+            };
+            let (bucket, region) = name
                 .split_once('@')
                 .filter(|(b, r)| !b.is_empty() && !r.is_empty())
                 .ok_or_else(|| {
@@ -89,6 +106,7 @@ impl FenceConfig {
             buckets.push(FenceBucket {
                 bucket: bucket.to_owned(),
                 region: region.to_owned(),
+                endpoint,
             });
         }
         if buckets.is_empty() || buckets.len() > 8 {
@@ -167,7 +185,7 @@ impl FenceConfig {
             bucket: bucket.bucket.clone(),
             prefix: self.prefix.clone(),
             region: bucket.region.clone(),
-            endpoint: self.endpoint.clone(),
+            endpoint: bucket.endpoint.clone().or_else(|| self.endpoint.clone()),
             sse: None,
         }
     }
@@ -656,6 +674,24 @@ mod tests {
                 .to_string()
         };
         assert!(err(&[("DOB_FENCE_BUCKETS", "nobucket")]).contains("bucket@region"));
+        assert!(err(&[("DOB_FENCE_BUCKETS", "b@eu-west-1=ftp://x")]).contains("http://"));
+        let own_endpoint = [
+            ("DOB_FENCE_BUCKETS", "w@eu-west-1=http://10.0.0.1:9000/,d@eu-central-1"),
+            ("DOB_REGION", "eu-west-1"),
+            ("DOB_FENCE_HOME_REGION", "eu-west-1"),
+            ("DOB_S3_ENDPOINT", "http://10.0.0.2:9000"),
+        ];
+        let config = FenceConfig::from_lookup(&lookup(&own_endpoint))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            config.s3_config(&config.buckets[0]).endpoint.as_deref(),
+            Some("http://10.0.0.1:9000")
+        );
+        assert_eq!(
+            config.s3_config(&config.buckets[1]).endpoint.as_deref(),
+            Some("http://10.0.0.2:9000")
+        );
         assert!(err(&base[..2]).contains("DOB_FENCE_HOME_REGION"));
         let mut unknown = base;
         unknown[1] = ("DOB_REGION", "us-east-1");

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole-system drill, in-region part: eu-west-1 on one machine, faults injected under
-# load, a report per scenario.
+# The whole-system drill: eu-west-1 and the DR region on one machine, faults injected
+# under load, a report per scenario.
 #
 #   scripts/drill/drill.sh        (or: make drill; needs root for network namespaces)
 #
@@ -10,10 +10,18 @@
 #     (data checksums, wal_log_hints, use_pg_rewind, synchronous_mode), dob-api with the
 #     hosts' multi-host URL (target_session_attrs=read-write)
 #   witness (10.71.0.13): etcd member only (the third vote)
-#   client (10.71.0.100): the NLB stand-in (HAProxy, TCP passthrough, health check
-#     GET /readyz = 200 every 10 s, 2 to change state: the Terraform target group's
-#     settings) and the load client (scripts/drill/load.py), which logs every
-#     acknowledged write.
+#   dr (10.71.0.21), the DR region (eu-central-1), 15 ms away each way (tc netem on its
+#     link): its own one-member etcd, a Patroni standby cluster following whichever
+#     eu-west-1 host leads (slot dob_dr), dob-api on the local server
+#   client (10.71.0.100): the internet side. One NLB stand-in per region (HAProxy, TCP
+#     passthrough, health check GET /readyz = 200 every 10 s, 2 to change state: the
+#     Terraform target group's settings), eu-west-1 on :8080 and eu-central-1 on :8081;
+#     the DNS-failover stand-in (scripts/drill/dns.py: the Route53 failover records
+#     and their health checks, 10 s, 3 to change state); the S3 server with both
+#     regions' buckets; the load clients (scripts/drill/load.py), which resolve through
+#     the DNS stand-in and log every acknowledged write.
+# Every dob-api holds the cross-region write lease (src/fence.rs) from the fence record
+# in both buckets.
 # Scenarios, in order:
 #   rolling_deploy
 #              dob-api replaced host by host as scripts/deploy/rolling-restart.sh does
@@ -33,7 +41,14 @@
 #              dob-backup run on both hosts: only the leader backs up, its manifest's
 #              timeline is the live one, and a restore drill of it passes; a backup taken
 #              before the failovers is refused by the drill (older timeline)
-# The S3 server is moto_server (from .venv) on the client host.
+#   region_loss
+#              eu-west-1 is cut off from the internet side and the DR region (its
+#              hosts still see each other); once DNS answers the DR region, the
+#              operator step: dob-promote --takeover on the DR host; writes resume
+#              through DNS; then eu-west-1 comes back, and writers sent straight to
+#              its hosts get no write acknowledged
+# S3 is moto_server (from .venv): eu-central-1's bucket on the client host, eu-west-1's
+# on a host of its own (s3west, 10.71.0.101) that is cut off with its region.
 # Each scenario's result goes to target/drill/report.json and is printed as a table:
 # rto_s (fault to the first acknowledged write after it), acked_lost (acknowledged
 # writes missing at the end), failed_requests, split_brain_writes.
@@ -64,9 +79,18 @@ mkdir -p "$REPORT_DIR"
 
 SUBNET=10.71.0
 NET=dobdrill-net
-declare -A IP=([a]="$SUBNET.11" [b]="$SUBNET.12" [witness]="$SUBNET.13" [client]="$SUBNET.100")
+declare -A IP=([a]="$SUBNET.11" [b]="$SUBNET.12" [witness]="$SUBNET.13" [dr]="$SUBNET.21"
+	[client]="$SUBNET.100" [s3west]="$SUBNET.101")
 PG_NODES=(a b)
 ETCD_NODES=(a b witness)
+WEST_NODES=(a b witness)
+# One way, between the DR region and everything else (0 where the kernel has no netem).
+REGION_DELAY=15ms
+region_delay_ms=0
+WEST_REGION=eu-west-1
+DR_REGION=eu-central-1
+WEST_BUCKET=dob-drill
+DR_BUCKET=dob-drill-dr
 # Leader key TTL and Patroni's loop: a leader that cannot renew its key within TTL
 # demotes itself (ttl >= loop_wait + 2 * retry_timeout).
 TTL=10
@@ -77,7 +101,9 @@ DEREGISTRATION_DELAY=5
 WORK="$(mktemp -d /var/tmp/dob-drill.XXXXXX)"
 chmod 755 "$WORK"
 SECRETS="$WORK/secrets"
-mkdir -m 700 "$SECRETS"
+# Group postgres: Patroni's post-bootstrap script reads the app password, as on a host.
+mkdir -m 750 "$SECRETS"
+chgrp postgres "$SECRETS"
 
 ns() { printf 'dobdrill-%s' "$1"; }
 in_ns() {
@@ -91,7 +117,7 @@ cleanup() {
 	local status=$?
 	set +e
 	trap '' INT TERM
-	for node in client a b witness; do
+	for node in client a b witness dr s3west; do
 		ip netns pids "$(ns "$node")" 2>/dev/null | xargs -r kill -9 2>/dev/null
 		ip netns del "$(ns "$node")" 2>/dev/null
 	done
@@ -109,7 +135,11 @@ trap 'exit 143' TERM
 
 secret() {
 	local file="$SECRETS/$1"
-	[[ -s "$file" ]] || (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$file")
+	if [[ ! -s "$file" ]]; then
+		(umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$file")
+		chgrp postgres "$file"
+		chmod 640 "$file"
+	fi
 	cat "$file"
 }
 
@@ -140,6 +170,16 @@ net_up() {
 		ip -n "$(ns "$node")" addr add "${IP[$node]}/24" dev eth0
 		ip -n "$(ns "$node")" link set eth0 up
 	done
+	# The DR region is another region away: delay both ways on its link. Some kernels
+	# are built without netem (sch_netem); the drill then runs without the delay and
+	# says so in its report, rather than not running at all.
+	if ip netns exec "$NET" tc qdisc add dev v-dr root netem delay "$REGION_DELAY" 2>/dev/null; then
+		in_ns dr tc qdisc add dev eth0 root netem delay "$REGION_DELAY"
+		region_delay_ms="${REGION_DELAY%ms}"
+	else
+		dob_log "this kernel has no netem qdisc: the DR region runs without its $REGION_DELAY delay"
+		region_delay_ms=0
+	fi
 }
 
 # Cuts `node` off from the listed peers (both directions), keeping everything else.
@@ -203,90 +243,42 @@ etcd_cluster() {
 	printf '%s' "${out[*]}"
 }
 
+# start_etcd NODE CLUSTER TOKEN: one member of the cluster CLUSTER (name=peer-url,...).
 start_etcd() {
-	local node=$1
+	local node=$1 cluster=$2 token=$3
 	mkdir -p "$WORK/$node"
 	start_bg "$node" etcd etcd --name "$node" --data-dir "$WORK/$node/etcd" \
 		--listen-peer-urls "http://${IP[$node]}:2380" \
 		--initial-advertise-peer-urls "http://${IP[$node]}:2380" \
 		--listen-client-urls "http://${IP[$node]}:2379,http://127.0.0.1:2379" \
 		--advertise-client-urls "http://${IP[$node]}:2379" \
-		--initial-cluster "$(etcd_cluster)" --initial-cluster-state new \
-		--initial-cluster-token dob-drill --heartbeat-interval 100 --election-timeout 1000
+		--initial-cluster "$cluster" --initial-cluster-state new \
+		--initial-cluster-token "$token" --heartbeat-interval 100 --election-timeout 1000
 }
 
+# Patroni's configuration as the image writes it (scripts/patroni-config.sh), with the
+# drill's paths, faster timings (TTL 10 s) and no watchdog (namespaces share one
+# kernel: a softdog reset would take the whole machine down).
 write_patroni_config() {
 	local node=$1 dir="$WORK/$1"
+	local etcd_hosts scope=dob standby_of="" name
+	etcd_hosts="$(for n in "${ETCD_NODES[@]}"; do printf '%s:2379,' "${IP[$n]}"; done | sed 's/,$//')"
+	if [[ $node == dr ]]; then
+		scope=dob-dr
+		etcd_hosts="${IP[dr]}:2379"
+		standby_of="${IP[a]},${IP[b]}"
+	fi
+	for name in superuser replication rewind app restapi; do
+		secret "$name" >/dev/null
+	done
 	mkdir -p "$dir/run"
-	cat >"$dir/post-bootstrap.sh" <<-EOF
-		#!/bin/sh
-		# Patroni runs this once, on the node that bootstraps the cluster, with a URL.
-		set -e
-		psql "\$1" -v ON_ERROR_STOP=1 -q <<'SQL'
-		SET log_statement = 'none';
-		CREATE ROLE dob LOGIN PASSWORD '$(secret app)';
-		CREATE DATABASE dob OWNER dob;
-		SQL
-	EOF
-	chmod 750 "$dir/post-bootstrap.sh"
-	cat >"$dir/patroni.yml" <<-EOF
-		scope: dob
-		name: $node
-		restapi:
-		  listen: ${IP[$node]}:8008
-		  connect_address: ${IP[$node]}:8008
-		etcd3:
-		  hosts: $(for n in "${ETCD_NODES[@]}"; do printf '%s:2379,' "${IP[$n]}"; done | sed 's/,$//')
-		bootstrap:
-		  dcs:
-		    ttl: $TTL
-		    loop_wait: 2
-		    retry_timeout: 4
-		    maximum_lag_on_failover: 1048576
-		    synchronous_mode: true
-		    postgresql:
-		      use_pg_rewind: true
-		      use_slots: true
-		      parameters:
-		        wal_log_hints: "on"
-		        max_wal_senders: 10
-		        max_replication_slots: 10
-		        wal_keep_size: 256MB
-		  initdb:
-		    - data-checksums
-		    - encoding: UTF8
-		    - locale: C.UTF-8
-		  post_bootstrap: $dir/post-bootstrap.sh
-		postgresql:
-		  listen: ${IP[$node]}:5432
-		  connect_address: ${IP[$node]}:5432
-		  data_dir: $dir/data
-		  bin_dir: $PG_BIN
-		  use_unix_socket: true
-		  # A new replica's copy starts at once instead of after a spread checkpoint.
-		  basebackup:
-		    checkpoint: fast
-		  parameters:
-		    unix_socket_directories: $dir/run
-		  pg_hba:
-		    - local all postgres peer
-		    - host replication replicator $SUBNET.0/24 scram-sha-256
-		    - host all all $SUBNET.0/24 scram-sha-256
-		  authentication:
-		    superuser:
-		      username: postgres
-		      password: $(secret superuser)
-		    replication:
-		      username: replicator
-		      password: $(secret replication)
-		    rewind:
-		      username: rewinder
-		      password: $(secret rewind)
-		watchdog:
-		  mode: off
-	EOF
+	env DOB_HOST_ADDRESS="${IP[$node]}" DOB_ETCD_HOSTS="$etcd_hosts" DOB_PEER_CIDRS="$SUBNET.0/24" \
+		DOB_PATRONI_NAME="$node" DOB_PATRONI_SCOPE="$scope" DOB_STANDBY_OF="$standby_of" \
+		DOB_PATRONI_TTL="$TTL" DOB_PATRONI_LOOP_WAIT=2 DOB_PATRONI_RETRY_TIMEOUT=4 \
+		DOB_WATCHDOG=off DOB_SECRETS_DIR="$SECRETS" DOB_PG_DATA_DIR="$dir/data" \
+		DOB_PG_BIN_DIR="$PG_BIN" DOB_PG_SOCKET_DIR="$dir/run" DOB_PG_CERT_FILE=none \
+		scripts/patroni-config.sh --out "$dir"
 	chown -R postgres:postgres "$dir"
-	chmod 600 "$dir/patroni.yml"
 }
 
 start_patroni() {
@@ -294,21 +286,50 @@ start_patroni() {
 	start_bg "$node" patroni runuser -u postgres -- patroni "$WORK/$node/patroni.yml"
 }
 
+# eu-west-1's hosts follow the leader; the DR host reads its own (standby) server.
 api_url() {
-	printf 'postgresql://dob:%s@%s:5432,%s:5432/dob?target_session_attrs=read-write&connect_timeout=2' \
-		"$(secret app)" "${IP[a]}" "${IP[b]}"
+	if [[ $1 == dr ]]; then
+		printf 'postgresql://dob:%s@%s:5432/dob?connect_timeout=2' "$(secret app)" "${IP[dr]}"
+	else
+		printf 'postgresql://dob:%s@%s:5432,%s:5432/dob?target_session_attrs=read-write&connect_timeout=2' \
+			"$(secret app)" "${IP[a]}" "${IP[b]}"
+	fi
+}
+
+# The host's /etc/dob/dob.env, as far as fencing goes (no secret in it: the drill's S3
+# keys are moto's placeholders). dob-api gets it in its environment, dob-promote
+# --takeover reads it with --env-file (the drill's hosts share one file system).
+write_host_env() {
+	local node=$1 region=$WEST_REGION
+	[[ $node != dr ]] || region=$DR_REGION
+	mkdir -p "$WORK/$node"
+	cat >"$WORK/$node/dob.env" <<-EOF
+		DOB_REGION=$region
+		DOB_FENCE_BUCKETS=$WEST_BUCKET@$WEST_REGION=$S3_WEST,$DR_BUCKET@$DR_REGION=$S3_DR
+		DOB_FENCE_HOME_REGION=$WEST_REGION
+		DOB_FENCE_LEASE_MS=8000
+		DOB_FENCE_INTERVAL_MS=1000
+		AWS_ACCESS_KEY_ID=drill
+		AWS_SECRET_ACCESS_KEY=drill
+	EOF
 }
 
 start_api() {
 	local node=$1
+	local -a host_env
+	mapfile -t host_env <"$WORK/$node/dob.env"
 	# The URL carries the password: passed through the environment, never argv.
-	start_bg "$node" dob-api env -i DOB_DATABASE_URL="$(api_url)" DOB_LISTEN="${IP[$node]}:8080" \
-		DOB_DRAIN_SECONDS=1 RUST_LOG=warn "$API_BIN"
+	start_bg "$node" dob-api env -i DOB_DATABASE_URL="$(api_url "$node")" \
+		DOB_LISTEN="${IP[$node]}:8080" DOB_DRAIN_SECONDS=1 RUST_LOG=warn "${host_env[@]}" "$API_BIN"
 }
 
 start_host() {
 	local node=$1
-	start_etcd "$node"
+	if [[ $node == dr ]]; then
+		start_etcd dr "dr=http://${IP[dr]}:2380" dob-drill-dr
+	else
+		start_etcd "$node" "$(etcd_cluster)" dob-drill
+	fi
 	start_patroni "$node"
 	start_api "$node"
 }
@@ -327,6 +348,9 @@ start_nlb() {
 		frontend nlb
 		  bind ${IP[client]}:8080
 		  default_backend hosts
+		frontend nlb-dr
+		  bind ${IP[client]}:8081
+		  default_backend dr
 		backend hosts
 		  option httpchk GET /readyz
 		  http-check expect status 200
@@ -334,6 +358,11 @@ start_nlb() {
 		  default-server inter 10s fall 2 rise 2 on-marked-down shutdown-sessions
 		  server a ${IP[a]}:8080 check
 		  server b ${IP[b]}:8080 check
+		backend dr
+		  option httpchk GET /readyz
+		  http-check expect status 200
+		  default-server inter 10s fall 2 rise 2 on-marked-down shutdown-sessions
+		  server dr ${IP[dr]}:8080 check
 	EOF
 	start_bg client haproxy haproxy -db -f "$WORK/client/haproxy.cfg"
 }
@@ -456,14 +485,40 @@ api_ready() {
 
 now() { date +%s.%N; }
 
+# Each region's S3: eu-west-1's on its own host (it goes down with the region),
+# eu-central-1's on the internet side.
+S3_WEST="http://${IP[s3west]}:5000"
+S3_DR="http://${IP[client]}:5000"
 s3_up() {
-	in_ns client curl -fs -m 1 -o /dev/null "http://${IP[client]}:5000/"
+	in_ns client curl -fs -m 1 -o /dev/null "$1/"
 }
 
 start_s3() {
+	mkdir -p "$WORK/client" "$WORK/s3west"
+	start_bg s3west moto "$MOTO" -H "${IP[s3west]}" -p 5000
 	start_bg client moto "$MOTO" -H "${IP[client]}" -p 5000
-	wait_for "the S3 server" 30 s3_up
-	in_ns client curl -fsS -m 5 -X PUT -o /dev/null "http://${IP[client]}:5000/dob-drill"
+	wait_for "eu-west-1's S3 server" 30 s3_up "$S3_WEST"
+	wait_for "eu-central-1's S3 server" 30 s3_up "$S3_DR"
+	in_ns client curl -fsS -m 5 -X PUT -o /dev/null "$S3_WEST/$WEST_BUCKET"
+	in_ns client curl -fsS -m 5 -X PUT -o /dev/null "$S3_DR/$DR_BUCKET"
+}
+
+DNS_ANSWER="$WORK/dns/answer"
+start_dns() {
+	mkdir -p "$WORK/dns"
+	start_bg client dns python3 "$PWD/scripts/drill/dns.py" --primary "${IP[client]}:8080" \
+		--secondary "${IP[client]}:8081" --out "$DNS_ANSWER" --events "$WORK/dns/events.jsonl" \
+		--interval 10 --threshold 3 --max-seconds 1200
+	wait_for "the DNS stand-in's first answer" 30 test -s "$DNS_ANSWER"
+}
+
+dns_answers() {
+	[[ "$(cat "$DNS_ANSWER" 2>/dev/null)" == "$1" ]]
+}
+
+# The DR standby leader replays what it receives from eu-west-1's leader.
+dr_streaming() {
+	[[ "$(psql_on dr -c "SELECT status FROM pg_stat_wal_receiver" 2>/dev/null)" == streaming ]]
 }
 
 # dob-backup or dob-restore on `node` as the units run them: the leader's local server
@@ -474,7 +529,7 @@ job_on() {
 	in_ns "$node" env -i PATH=/usr/bin:/bin \
 		DOB_DATABASE_URL="postgresql://postgres:$(secret superuser)@${IP[$node]}:5432/dob" \
 		DOB_S3_BUCKET=dob-drill DOB_S3_PREFIX=dob DOB_S3_REGION=eu-west-1 \
-		DOB_S3_ENDPOINT="http://${IP[client]}:5000" AWS_ACCESS_KEY_ID=drill \
+		DOB_S3_ENDPOINT="$S3_WEST" AWS_ACCESS_KEY_ID=drill \
 		AWS_SECRET_ACCESS_KEY=drill DOB_PG_BIN="$PG_BIN" RUST_LOG=warn \
 		"$BIN_DIR/$binary" "$@"
 }
@@ -497,9 +552,12 @@ live_timeline() {
 	psql_on "$1" -c "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
 }
 
+# load_start NAME TARGET NODE: TARGET is a URL, or "dns" for the DNS stand-in's answer.
 load_start() {
-	local name=$1 url=$2 node=$3
-	start_bg "$node" "load-$name" python3 "$PWD/scripts/drill/load.py" --url "$url" \
+	local name=$1 target=$2 node=$3
+	local -a to=(--url "$target")
+	[[ $target != dns ]] || to=(--dns "$DNS_ANSWER")
+	start_bg "$node" "load-$name" python3 "$PWD/scripts/drill/load.py" "${to[@]}" \
 		--out "$WORK/load" --name "$name" --rate 40 --max-seconds 900
 }
 
@@ -513,23 +571,29 @@ dob_log "work directory $WORK"
 mkdir -p "$WORK/load"
 chmod 777 "$WORK/load"
 net_up
-for node in "${PG_NODES[@]}"; do
+for node in "${PG_NODES[@]}" dr; do
 	write_patroni_config "$node"
+	write_host_env "$node"
 done
 mkdir -p "$WORK/witness"
+start_s3
 for node in "${PG_NODES[@]}"; do
 	start_host "$node"
 done
-start_etcd witness
+start_etcd witness "$(etcd_cluster)" dob-drill
 start_nlb
-start_s3
 wait_for "a Patroni leader" 90 leader >/dev/null
 wait_for "the replica to stream" 90 is_replica_streaming "$( [[ "$(leader)" == a ]] && echo b || echo a)"
+# The DR standby cluster copies eu-west-1's leader, then streams from it.
+start_host dr
 wait_for "the API through the NLB stand-in" 60 api_ready
 wait_for "the NLB stand-in to have both hosts in service" 60 nlb_all_up
-dob_log "cluster up after $((SECONDS - started)) s: leader $(leader)"
+wait_for "the DR standby cluster to stream from eu-west-1" 180 dr_streaming
+start_dns
+wait_for "the DNS stand-in to answer eu-west-1" 5 dns_answers "${IP[client]}:8080"
+dob_log "cluster up after $((SECONDS - started)) s: leader $(leader), the DR region streams"
 # rolling_deploy: every host's dob-api replaced under load; no request may fail.
-load_start main "http://${IP[client]}:8080" client
+load_start main dns client
 sleep 5
 events="$WORK/events.jsonl"
 fault="$(now)"
@@ -621,11 +685,11 @@ sleep 3
 
 # The end: every node's `users`, and every acknowledged write, against the leader.
 final="$(leader)"
-for node in "${PG_NODES[@]}"; do
+for node in "${PG_NODES[@]}" dr; do
 	wait_for "$node to catch up with $final" 60 same_users "$node" "$final"
 done
 checksums="{"
-for node in "${PG_NODES[@]}"; do
+for node in "${PG_NODES[@]}" dr; do
 	checksums+="\"$node\":\"$(users_checksum "$node")\","
 done
 checksums="${checksums%,}}"
@@ -652,6 +716,64 @@ job_on "$final" dob-restore --drill "$old_backup" >>"$WORK/restore-drill.log" 2>
 printf '{"scenario":"backup_after_failover","backups":"%s","manifest_timeline":%s,"live_timeline":%s,"drill_exit":%s,"old_backup_drill_exit":%s,"end":%s}\n' \
 	"${backups[*]}" "$manifest_timeline" "$(live_timeline "$final")" "$drill_new" "$drill_old" "$(now)" >>"$events"
 
+# region_loss: all of eu-west-1 cut off from the internet side and from the DR region
+# (its hosts still see one another, so its leader keeps leading), under load through
+# DNS. The operator step once DNS answers the DR region: dob-promote --takeover there.
+wait_for "the DR standby cluster to stream from eu-west-1" 60 dr_streaming
+load_start region dns client
+sleep 5
+for node in "${WEST_NODES[@]}"; do
+	partition "$node" client dr
+done
+# The region's S3 goes with it.
+partition s3west client dr "${WEST_NODES[@]}"
+fault="$(now)"
+dob_log "region_loss: eu-west-1 cut off"
+wait_for "the DNS stand-in to answer the DR region" 120 dns_answers "${IP[client]}:8081"
+dns_switched="$(now)"
+dob_log "region_loss: DNS answers the DR region after $(python3 -c "print(round($dns_switched - $fault, 1))") s"
+takeover_exit=0
+in_ns dr env -i PATH=/usr/bin:/bin "$BIN_DIR/dob-promote" --takeover \
+	--patroni-config "$WORK/dr/patroni.yml" --env-file "$WORK/dr/dob.env" --json \
+	>"$WORK/takeover.json" 2>>"$WORK/takeover.log" || takeover_exit=$?
+dob_log "region_loss: dob-promote --takeover exited $takeover_exit: $(cat "$WORK/takeover.json")"
+sleep 15
+# eu-west-1 comes back: its leader never stopped leading. Writers straight at its
+# hosts (past the NLB stand-in, which would refuse them for a failing health check)
+# must get nothing acknowledged.
+for node in "${WEST_NODES[@]}"; do
+	heal "$node" client dr
+done
+heal s3west client dr "${WEST_NODES[@]}"
+returned="$(now)"
+dob_log "region_loss: eu-west-1 is back"
+for node in "${PG_NODES[@]}"; do
+	load_start "back$node" "http://${IP[$node]}:8080" client
+done
+sleep 20
+for node in "${PG_NODES[@]}"; do
+	load_stop "back$node"
+done
+load_stop region
+# The runbook's step once eu-west-1's bucket answers again: the same command, which
+# copies the record to the bucket that lacked it.
+again_exit=0
+in_ns dr env -i PATH=/usr/bin:/bin "$BIN_DIR/dob-promote" --takeover \
+	--patroni-config "$WORK/dr/patroni.yml" --env-file "$WORK/dr/dob.env" --json \
+	>"$WORK/takeover-again.json" 2>>"$WORK/takeover.log" || again_exit=$?
+dob_log "region_loss: dob-promote --takeover again exited $again_exit: $(cat "$WORK/takeover-again.json")"
+sleep 3
+west_leader="$(leader || echo none)"
+psql_on dr -c "COPY (SELECT username, date_of_birth FROM users) TO STDOUT" >"$WORK/dr-users.tsv"
+takeover_json="$(cat "$WORK/takeover.json" 2>/dev/null)"
+[[ -n "$takeover_json" ]] || takeover_json=null
+again_json="$(cat "$WORK/takeover-again.json" 2>/dev/null)"
+[[ -n "$again_json" ]] || again_json=null
+printf '{"scenario":"region_loss","fault":%s,"dns_switched":%s,"takeover_exit":%s,"takeover":%s,"again_exit":%s,"again":%s,"returned":%s,"west_leader":"%s","region_delay_ms":%s,"end":%s}\n' \
+	"$fault" "$dns_switched" "$takeover_exit" "$takeover_json" "$again_exit" "$again_json" \
+	"$returned" "$west_leader" "$region_delay_ms" "$(now)" >>"$events"
+
 python3 scripts/drill/report.py --events "$events" --load "$WORK/load" \
-	--users "$WORK/final-users.tsv" --ttl "$TTL" --out "$REPORT_DIR/report.json"
+	--users "$WORK/final-users.tsv" --dr-users "$WORK/dr-users.tsv" --ttl "$TTL" \
+	--west-nlb "${IP[client]}:8080" --out "$REPORT_DIR/report.json"
 dob_log "done in $((SECONDS - started)) s; report in $REPORT_DIR/report.json"

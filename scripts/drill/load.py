@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """Drill load client: writes through a URL and logs every acknowledged write.
 
-    load.py --url http://10.71.0.100:8080 --out DIR [--name NAME] [--rate N]
-            [--max-seconds S] [--max-requests N]
+    load.py (--url http://10.71.0.100:8080 | --dns FILE) --out DIR [--name NAME]
+            [--rate N] [--max-seconds S] [--max-requests N]
+
+With --dns, the address comes from FILE, the DNS-failover stand-in's answer
+("host:port"), read again once a second (a short DNS TTL): when the answer changes,
+the next request goes to the new address on a new connection.
 
 Each write is PUT /hello/<user> of a user never written before (the name encodes the
 client name and a counter in letters, as usernames must be letters). Every 204 is
 appended to DIR/NAME.acked.jsonl as {"user", "date", "t", "acked_at"} and flushed at once, so a
 write the server acknowledged is on disk even if the drill is killed. Every other
-outcome (status, refused, timeout) goes to DIR/NAME.failed.jsonl with its time.
+outcome (status, refused, timeout) goes to DIR/NAME.failed.jsonl with its time. Both
+name the address the request went to ("via").
 
 Bounded: stops after --max-seconds or --max-requests, or on SIGTERM/SIGINT, or when
 DIR/NAME.stop exists. Only standard library; each request has a 2 s timeout.
@@ -33,7 +38,9 @@ def letters(n: int) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True)
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--url")
+    target.add_argument("--dns", help="file holding the DNS stand-in's answer, host:port")
     parser.add_argument("--out", required=True)
     parser.add_argument("--name", default="load")
     parser.add_argument("--rate", type=float, default=50.0, help="writes per second")
@@ -41,7 +48,25 @@ def main() -> int:
     parser.add_argument("--max-requests", type=int, default=200_000)
     args = parser.parse_args()
 
-    url = urllib.parse.urlsplit(args.url)
+    fixed = None
+    if args.url:
+        url = urllib.parse.urlsplit(args.url)
+        fixed = f"{url.hostname}:{url.port or 80}"
+    resolved = {"at": 0.0, "answer": fixed}
+
+    def resolve():
+        if fixed is not None:
+            return fixed
+        if time.monotonic() - resolved["at"] >= 1.0:
+            try:
+                with open(args.dns) as f:
+                    answer = f.read().strip()
+                if answer:
+                    resolved["answer"] = answer
+            except OSError:
+                pass
+            resolved["at"] = time.monotonic()
+        return resolved["answer"]
     stop_file = os.path.join(args.out, f"{args.name}.stop")
     prefix = "".join(c for c in args.name if c.isalpha()) or "load"
     stopping = False
@@ -58,12 +83,20 @@ def main() -> int:
     started = time.monotonic()
     interval = 1.0 / args.rate
     conn = None
+    conn_via = None
     for i in range(args.max_requests):
         if stopping or time.monotonic() - started > args.max_seconds or os.path.exists(stop_file):
             break
         user = f"{prefix}x{letters(i)}"
         date = f"{random.randint(1950, 2005):04d}-{random.randint(1, 12):02d}-{random.randint(1, 28):02d}"
         body = json.dumps({"dateOfBirth": date})
+        via = resolve()
+        if via is None:
+            time.sleep(interval)
+            continue
+        if conn is not None and conn_via != via:
+            conn.close()
+            conn = None
         sent_at = time.time()
         outcome = None
         # A kept-alive connection the server closed while idle fails the next request
@@ -73,7 +106,9 @@ def main() -> int:
             reused = conn is not None
             try:
                 if conn is None:
-                    conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=2)
+                    host, port = via.rsplit(":", 1)
+                    conn = http.client.HTTPConnection(host, int(port), timeout=2)
+                    conn_via = via
                 conn.request("PUT", f"/hello/{user}", body, {"Content-Type": "application/json"})
                 response = conn.getresponse()
                 response.read()
@@ -93,9 +128,9 @@ def main() -> int:
                 if not (reused and closed_while_idle and attempt == 1):
                     break
         if outcome == 204:
-            acked.write(json.dumps({"user": user, "date": date, "t": sent_at, "acked_at": time.time()}) + "\n")
+            acked.write(json.dumps({"user": user, "date": date, "t": sent_at, "acked_at": time.time(), "via": via}) + "\n")
         else:
-            failed.write(json.dumps({"user": user, "t": sent_at, "outcome": outcome}) + "\n")
+            failed.write(json.dumps({"user": user, "t": sent_at, "outcome": outcome, "via": via}) + "\n")
         elapsed = time.time() - sent_at
         if elapsed < interval:
             time.sleep(interval - elapsed)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Drill report: per scenario, from the drill's events, the load logs and the final table.
 
-    report.py --events EVENTS.jsonl --load DIR --users FINAL.tsv --ttl S --out REPORT.json
+    report.py --events EVENTS.jsonl --load DIR --users FINAL.tsv --dr-users DR.tsv
+              --west-nlb HOST:PORT --ttl S --out REPORT.json
 
 Writes REPORT.json ({"scenarios": [...], "ok": bool}) and prints the same as a table.
 Exits 1 when any scenario is not ok.
@@ -14,6 +15,11 @@ Exits 1 when any scenario is not ok.
 - split_brain_writes: writes sent to the cut-off leader's host after the cut, acknowledged,
   and not in the final table: acknowledged by a server that was no longer the leader.
   (Writes its dob-api acknowledged through the new leader are in the final table.)
+  In region_loss: writes acknowledged by eu-west-1 after it came back (by the writers
+  sent straight to its hosts, or through DNS to its NLB): after the takeover only the
+  DR region may acknowledge a write.
+
+FINAL.tsv is eu-west-1's `users` before region_loss; DR.tsv the DR region's at the end.
 """
 
 import argparse
@@ -34,16 +40,25 @@ def main() -> int:
     parser.add_argument("--events", required=True)
     parser.add_argument("--load", required=True)
     parser.add_argument("--users", required=True)
+    parser.add_argument("--dr-users", required=True)
+    parser.add_argument("--west-nlb", required=True)
     parser.add_argument("--ttl", type=float, required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
     events = read_jsonl(args.events)
-    final = {}
-    with open(args.users) as f:
-        for line in f:
-            user, date = line.rstrip("\n").split("\t")
-            final[user] = date
+
+    def table(path):
+        rows = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                for line in f:
+                    user, date = line.rstrip("\n").split("\t")
+                    rows[user] = date
+        return rows
+
+    final = table(args.users)
+    dr_final = table(args.dr_users)
     main_acked = read_jsonl(os.path.join(args.load, "main.acked.jsonl"))
     main_failed = read_jsonl(os.path.join(args.load, "main.failed.jsonl"))
     inaz_acked = read_jsonl(os.path.join(args.load, "inaz.acked.jsonl"))
@@ -119,6 +134,56 @@ def main() -> int:
                 f"{event['node']} rejoined; users checksums {'equal' if equal else 'DIFFER'}: "
                 + ", ".join(f"{k}={v}" for k, v in sorted(sums.items()))
                 + f"; {len(main_acked) + len(inaz_acked)} acknowledged writes in the whole run, {len(all_lost)} missing"
+            )
+        elif name == "region_loss":
+            region_acked = read_jsonl(os.path.join(args.load, "region.acked.jsonl"))
+            region_failed = read_jsonl(os.path.join(args.load, "region.failed.jsonl"))
+            back_acked = read_jsonl(os.path.join(args.load, "backa.acked.jsonl")) + read_jsonl(
+                os.path.join(args.load, "backb.acked.jsonl")
+            )
+            back_sent = len(back_acked) + len(read_jsonl(os.path.join(args.load, "backa.failed.jsonl"))) + len(
+                read_jsonl(os.path.join(args.load, "backb.failed.jsonl"))
+            )
+            after_fault = [a for a in region_acked if a["t"] >= start]
+            before_fault = [a for a in region_acked if a["t"] < start]
+            lost_after = [a for a in after_fault if dr_final.get(a["user"]) != a["date"]]
+            # Asynchronous cross-region replication: what eu-west-1 acknowledged just
+            # before the cut and had not yet shipped is the cross-region RPO.
+            rpo_lost = [a for a in before_fault if dr_final.get(a["user"]) != a["date"]]
+            returned = event["returned"]
+            west_after_return = back_acked + [
+                a for a in region_acked if a["t"] >= returned and a.get("via") == args.west_nlb
+            ]
+            first_dr = [a["acked_at"] for a in after_fault]
+            takeover = event.get("takeover") or {}
+            result["rto_s"] = round(min(first_dr) - start, 2) if first_dr else None
+            result["acked_lost"] = len(lost_after)
+            result["failed_requests"] = len([f for f in region_failed if f["t"] >= start])
+            result["split_brain_writes"] = len(west_after_return)
+            result["writes_after_return"] = len(west_after_return)
+            result["rpo_writes"] = len(rpo_lost)
+            again = event.get("again") or {}
+            west_bucket_fenced = any(b.endswith("@eu-west-1") for b in again.get("fenced_buckets", []))
+            result["ok"] = (
+                event["takeover_exit"] == 0
+                and event.get("again_exit") == 0
+                and west_bucket_fenced
+                and result["rto_s"] is not None
+                and not lost_after
+                and not west_after_return
+                and back_sent > 0
+            )
+            result["detail"] = (
+                f"DR region {event.get('region_delay_ms', 0)} ms away each way; "
+                f"DNS answered the DR region {event['dns_switched'] - start:.1f} s after the cut; "
+                f"dob-promote --takeover exited {event['takeover_exit']} "
+                f"(epoch {takeover.get('epoch')}, lease wait {takeover.get('lease_wait_s', 0):.1f} s, "
+                f"promotion {takeover.get('promote_s', 0):.1f} s, unreachable buckets {takeover.get('unreachable_buckets')}); "
+                f"{len(after_fault)} writes acknowledged through DNS after the cut, {len(lost_after)} missing in the DR region; "
+                f"after eu-west-1 came back (leader {event['west_leader']}): {back_sent} writes sent straight to its hosts, "
+                f"{len(west_after_return)} acknowledged there; the takeover run again then: exit "
+                f"{event.get('again_exit')}, record in {again.get('fenced_buckets')}; cross-region RPO: "
+                f"{len(rpo_lost)} writes acknowledged before the cut did not reach the DR region"
             )
         elif name == "backup_after_failover":
             leaders = [b for b in event["backups"].split() if not b.endswith("=skipped")]

@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# patroni-config.sh: Patroni's configuration for a dob database host, from DOB_*
+# variables. role-setup.sh runs it on the hosts (installed as
+# /usr/local/lib/dob/patroni-config.sh) and the drill runs it for its hosts, so the
+# configuration the drill proves is the one the image deploys.
+#
+#   patroni-config.sh --out DIR
+#
+# Writes DIR/patroni.yml (0600) and DIR/post-bootstrap.sh (0750), which Patroni runs
+# once, on the member that initialises the cluster: role and database dob. Both are
+# owned by the user running PostgreSQL (DOB_PG_USER).
+#
+# Variables (from the environment; role-setup.sh passes /etc/dob/dob.env's):
+#   DOB_HOST_ADDRESS        this host's address: PostgreSQL and the REST API (8008) listen
+#                           and are reached there (required)
+#   DOB_ETCD_HOSTS          the etcd members' client endpoints, host:2379,... (required)
+#   DOB_PEER_CIDRS          networks whose hosts may connect over TCP (replication, dob-api,
+#                           pg_rewind), comma list (required)
+#   DOB_PATRONI_NAME        member name (default: the short host name)
+#   DOB_PATRONI_SCOPE       cluster name (default dob)
+#   DOB_STANDBY_OF          makes this a standby cluster (the DR region) following
+#                           whichever of these hosts leads, host,host (port 5432)
+#   DOB_DR_SLOT             a permanent slot the leader keeps for the DR standby cluster
+#                           (default dob_dr; "none" for none); the standby cluster uses it
+#   DOB_SYNCHRONOUS_MODE    true (default: a commit waits for the synchronous standby, RPO 0
+#                           in the region) or false (faster commits; a failover may lose
+#                           what the lost leader acknowledged last)
+#   DOB_PATRONI_TTL, DOB_PATRONI_LOOP_WAIT, DOB_PATRONI_RETRY_TIMEOUT
+#                           leader key TTL and loop timings in seconds (default 20, 5, 5;
+#                           ttl >= loop_wait + 2 x retry_timeout)
+#   DOB_MAXIMUM_LAG_ON_FAILOVER  bytes a replica may lag and still be promoted (1048576)
+#   DOB_WATCHDOG            off | automatic | required (default automatic: the softdog
+#                           watchdog resets a host whose Patroni hangs while leading)
+#   DOB_SECRETS_DIR         files superuser, replication, rewind, app and restapi, one
+#                           password each (default /etc/dob/secrets)
+#   DOB_PG_DATA_DIR         (default /var/lib/postgresql/15/main)
+#   DOB_PG_BIN_DIR          (default /usr/lib/postgresql/15/bin)
+#   DOB_PG_SOCKET_DIR       (default /var/run/postgresql)
+#   DOB_PG_CERT_FILE, DOB_PG_KEY_FILE  the server's TLS pair (default the host's snakeoil
+#                           pair, made per host at first boot); DOB_PG_CERT_FILE=none: no TLS
+#   DOB_PG_USER             the user PostgreSQL runs as (default postgres)
+# Exit 0 on success, 1 with a message otherwise.
+set -euo pipefail
+
+log() { printf 'patroni-config: %s\n' "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+out_dir=""
+while (($#)); do
+	case "$1" in
+	--out)
+		[[ $# -ge 2 ]] || die "--out needs a directory"
+		out_dir="$2"
+		shift 2
+		;;
+	-h | --help)
+		sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+		exit 0
+		;;
+	*) die "unexpected argument: $1 (try --help)" ;;
+	esac
+done
+[[ -n "$out_dir" ]] || die "--out DIR is required (try --help)"
+
+address="${DOB_HOST_ADDRESS:-}"
+[[ -n "$address" ]] || die "DOB_HOST_ADDRESS is not set (this host's address)"
+etcd_hosts="${DOB_ETCD_HOSTS:-}"
+[[ -n "$etcd_hosts" ]] || die "DOB_ETCD_HOSTS is not set (host:2379,...)"
+peer_cidrs="${DOB_PEER_CIDRS:-}"
+[[ -n "$peer_cidrs" ]] || die "DOB_PEER_CIDRS is not set (who may connect over TCP)"
+name="${DOB_PATRONI_NAME:-$(hostname -s)}"
+scope="${DOB_PATRONI_SCOPE:-dob}"
+standby_of="${DOB_STANDBY_OF:-}"
+dr_slot="${DOB_DR_SLOT:-dob_dr}"
+synchronous="${DOB_SYNCHRONOUS_MODE:-true}"
+ttl="${DOB_PATRONI_TTL:-20}"
+loop_wait="${DOB_PATRONI_LOOP_WAIT:-5}"
+retry_timeout="${DOB_PATRONI_RETRY_TIMEOUT:-5}"
+max_lag="${DOB_MAXIMUM_LAG_ON_FAILOVER:-1048576}"
+watchdog="${DOB_WATCHDOG:-automatic}"
+secrets="${DOB_SECRETS_DIR:-/etc/dob/secrets}"
+data_dir="${DOB_PG_DATA_DIR:-/var/lib/postgresql/15/main}"
+bin_dir="${DOB_PG_BIN_DIR:-/usr/lib/postgresql/15/bin}"
+socket_dir="${DOB_PG_SOCKET_DIR:-/var/run/postgresql}"
+cert="${DOB_PG_CERT_FILE:-/etc/ssl/certs/ssl-cert-snakeoil.pem}"
+key="${DOB_PG_KEY_FILE:-/etc/ssl/private/ssl-cert-snakeoil.key}"
+pg_user="${DOB_PG_USER:-postgres}"
+
+[[ "$synchronous" == true || "$synchronous" == false ]] ||
+	die "DOB_SYNCHRONOUS_MODE=$synchronous is not true or false"
+[[ "$watchdog" =~ ^(off|automatic|required)$ ]] ||
+	die "DOB_WATCHDOG=$watchdog is not off, automatic or required"
+for number in ttl loop_wait retry_timeout max_lag; do
+	[[ "${!number}" =~ ^[0-9]+$ ]] || die "$number=${!number} is not a whole number"
+done
+((ttl >= loop_wait + 2 * retry_timeout)) ||
+	die "DOB_PATRONI_TTL=$ttl must be at least DOB_PATRONI_LOOP_WAIT + 2 x DOB_PATRONI_RETRY_TIMEOUT"
+[[ "$dr_slot" == none || "$dr_slot" =~ ^[a-z0-9_]+$ ]] || die "DOB_DR_SLOT=$dr_slot is not a slot name"
+for secret in superuser replication rewind app restapi; do
+	[[ -s "$secrets/$secret" ]] || die "$secrets/$secret is missing or empty"
+done
+# yaml_string VALUE: VALUE as a single-quoted YAML scalar.
+yaml_string() { printf "'%s'" "${1//\'/\'\'}"; }
+secret() { yaml_string "$(head -n 1 "$secrets/$1")"; }
+# yaml_list LIST: a comma list as a YAML flow sequence of strings.
+yaml_list() {
+	local item out=()
+	for item in ${1//,/ }; do
+		out+=("$(yaml_string "$item")")
+	done
+	local IFS=,
+	printf '[%s]' "${out[*]}"
+}
+
+dcs_region_part() {
+	if [[ -n "$standby_of" ]]; then
+		# A standby cluster: its leader (the "standby leader") follows whichever host
+		# accepts writes (primary_slot_name makes Patroni add
+		# target_session_attrs=read-write); only dob-promote --takeover ends this.
+		cat <<-EOF
+			    standby_cluster:
+			      host: $(yaml_string "$standby_of")
+			      port: 5432
+			      create_replica_methods: [basebackup]
+		EOF
+		[[ "$dr_slot" == none ]] || printf '      primary_slot_name: %s\n' "$dr_slot"
+	elif [[ "$dr_slot" != none ]]; then
+		# Kept by whichever member leads, so the DR standby cluster's WAL survives a
+		# failover in this region.
+		cat <<-EOF
+			    slots:
+			      $dr_slot:
+			        type: physical
+		EOF
+	fi
+}
+
+ssl_parameters() {
+	[[ "$cert" != none ]] || return 0
+	cat <<-EOF
+		    ssl: 'on'
+		    ssl_cert_file: $(yaml_string "$cert")
+		    ssl_key_file: $(yaml_string "$key")
+	EOF
+}
+
+hba_lines() {
+	local cidr
+	printf '    - %s\n' "local all $pg_user peer" "local all all peer"
+	for cidr in ${peer_cidrs//,/ }; do
+		printf '    - %s\n' "host replication replicator $cidr scram-sha-256" \
+			"host all all $cidr scram-sha-256"
+	done
+}
+
+mkdir -p "$out_dir"
+tmp="$(mktemp "$out_dir/.patroni.yml.XXXXXX")"
+trap 'rm -f "$tmp"' EXIT
+chmod 600 "$tmp"
+cat >"$tmp" <<-EOF
+	# Written by dob's patroni-config.sh from the DOB_* variables; edit those instead.
+	scope: $(yaml_string "$scope")
+	name: $(yaml_string "$name")
+	restapi:
+	  listen: $address:8008
+	  connect_address: $address:8008
+	  # Only what changes the cluster (POST, PATCH, ...) needs it; patronictl reads it here.
+	  authentication:
+	    username: patroni
+	    password: $(secret restapi)
+	etcd3:
+	  hosts: $(yaml_list "$etcd_hosts")
+	bootstrap:
+	  dcs:
+	    ttl: $ttl
+	    loop_wait: $loop_wait
+	    retry_timeout: $retry_timeout
+	    maximum_lag_on_failover: $max_lag
+	    synchronous_mode: $([[ -n "$standby_of" ]] && echo false || echo "$synchronous")
+	$(dcs_region_part)
+	    postgresql:
+	      use_pg_rewind: true
+	      use_slots: true
+	      parameters:
+	        wal_log_hints: 'on'
+	        max_wal_senders: 10
+	        max_replication_slots: 10
+	        wal_keep_size: 1GB
+	        max_slot_wal_keep_size: 20GB
+	        hot_standby_feedback: 'on'
+	        password_encryption: scram-sha-256
+	  initdb:
+	    - data-checksums
+	    - encoding: UTF8
+	    - locale: C.UTF-8
+	  post_bootstrap: $(yaml_string "$out_dir/post-bootstrap.sh")
+	  # The first member's pg_hba.conf; postgresql.pg_hba below keeps it current.
+	  pg_hba:
+	$(hba_lines | sed 's/^  //')
+	postgresql:
+	  listen: $address:5432
+	  connect_address: $address:5432
+	  data_dir: $(yaml_string "$data_dir")
+	  bin_dir: $(yaml_string "$bin_dir")
+	  use_unix_socket: true
+	  # A new replica's copy starts at once instead of after a spread checkpoint.
+	  basebackup:
+	    checkpoint: fast
+	  parameters:
+	    unix_socket_directories: $(yaml_string "$socket_dir")
+	$(ssl_parameters)
+	  pg_hba:
+	$(hba_lines)
+	  authentication:
+	    superuser:
+	      username: postgres
+	      password: $(secret superuser)
+	    replication:
+	      username: replicator
+	      password: $(secret replication)
+	    rewind:
+	      username: rewinder
+	      password: $(secret rewind)
+	watchdog:
+	  mode: $watchdog
+	  device: /dev/watchdog
+	  safety_margin: 5
+EOF
+# Blank lines left by empty parts are harmless YAML; drop them for the reader.
+sed -i '/^[[:space:]]*$/d' "$tmp"
+chown "$pg_user:$pg_user" "$tmp"
+mv "$tmp" "$out_dir/patroni.yml"
+trap - EXIT
+
+cat >"$out_dir/post-bootstrap.sh.tmp" <<-EOF
+	#!/bin/sh
+	# Written by dob's patroni-config.sh. Patroni runs this once, on the member that
+	# initialises the cluster, with a superuser URL: the application's role and database.
+	set -e
+	password="\$(head -n 1 '$secrets/app' | sed "s/'/''/g")"
+	# On standard input, and with statement logging off, so the password reaches neither
+	# a process list nor the server log.
+	printf "SET log_statement = 'none';\\nCREATE ROLE dob LOGIN PASSWORD '%s';\\nCREATE DATABASE dob OWNER dob;\\n" "\$password" |
+		psql "\$1" -X -v ON_ERROR_STOP=1 -q
+EOF
+chmod 750 "$out_dir/post-bootstrap.sh.tmp"
+chown "$pg_user:$pg_user" "$out_dir/post-bootstrap.sh.tmp"
+mv "$out_dir/post-bootstrap.sh.tmp" "$out_dir/post-bootstrap.sh"
+log "wrote $out_dir/patroni.yml ($scope/$name${standby_of:+, standby cluster of $standby_of})"
