@@ -107,6 +107,7 @@ build {
       "scripts/pg-is-primary.sh",
       "scripts/make-replica.sh",
       "scripts/primary-allow-replica.sh",
+      "scripts/patroni-config.sh",
     ]
     destination = "${local.stage}/lib/"
   }

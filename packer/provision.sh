@@ -14,13 +14,18 @@
 #   DIR/Cargo.toml          the package manifest: every [[bin]] target is required
 #   DIR/bin/<name>          the release binaries (target/release/<name>)
 #   DIR/lib/<helper>.sh     host helper scripts (see --list-helpers)
-#   DIR/systemd/*           the units, exactly as installed
+#   DIR/systemd/*           the units, exactly as installed, and drop-in directories
+#                           (<unit>.d/*.conf) for the packaged units (patroni, etcd)
 #   DIR/dob.env.example     the commented example of /etc/dob/dob.env
 #
 # What it installs:
 #   PostgreSQL 15 (Debian packages), cluster 15/main (port 5432) with the dob settings in
 #     /etc/postgresql/15/main/conf.d/dob.conf; cluster 15/drill (port 5433, local socket
 #     only, start.conf manual) for restore drills
+#   Patroni and etcd (Debian packages, pinned: PATRONI_VERSION, ETCD_VERSION), both
+#     disabled: role-setup.sh configures them for the Patroni roles and user data enables
+#     them; etcd's package-made default member is removed; the softdog watchdog module
+#     loaded at boot, /dev/watchdog owned by postgres (Patroni opens it)
 #   prometheus-node-exporter, reading textfiles from /var/lib/node_exporter/textfile_collector
 #   awscli (role-setup.sh fetches the replication password from SSM Parameter Store)
 #   the system user and group dob (no login, no home)
@@ -33,7 +38,10 @@
 # obey policy-rc.d (CI forbids them). Idempotent: running it twice changes nothing more.
 set -euo pipefail
 
-HELPERS=(role-setup.sh pg-is-primary.sh make-replica.sh primary-allow-replica.sh)
+HELPERS=(role-setup.sh pg-is-primary.sh make-replica.sh primary-allow-replica.sh patroni-config.sh)
+# What the drill proves (scripts/drill/drill.sh runs these same packages on Debian 12).
+PATRONI_VERSION=3.0.2-1
+ETCD_VERSION=3.4.23-4+b4
 PG_MAJOR=15
 TEXTFILE_DIR=/var/lib/node_exporter/textfile_collector
 
@@ -112,6 +120,8 @@ units=("$source_dir"/systemd/*.service "$source_dir"/systemd/*.socket "$source_d
 for unit in "${units[@]}"; do
 	[[ -f "$unit" ]] || die "no units in $source_dir/systemd"
 done
+dropins=("$source_dir"/systemd/*.d/*.conf)
+[[ -f "${dropins[0]}" ]] || die "no drop-ins (<unit>.d/*.conf) in $source_dir/systemd"
 [[ -f "$source_dir/dob.env.example" ]] || die "$source_dir/dob.env.example is missing"
 
 export DEBIAN_FRONTEND=noninteractive
@@ -129,7 +139,10 @@ apt update >/dev/null
 # awscli: role-setup.sh reads the replication password from SSM Parameter Store.
 log "installing PostgreSQL $PG_MAJOR, prometheus-node-exporter and awscli"
 apt install --no-install-recommends "postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" \
-	ssl-cert prometheus-node-exporter awscli curl ca-certificates >/dev/null
+	ssl-cert prometheus-node-exporter awscli curl ca-certificates \
+	"patroni=$PATRONI_VERSION" "etcd-server=$ETCD_VERSION" "etcd-client=$ETCD_VERSION" >/dev/null
+# An unattended upgrade must not change the consensus layer under a running cluster.
+apt-mark hold patroni etcd-server etcd-client >/dev/null
 
 # --- the dob user ---------------------------------------------------------------------------
 
@@ -160,6 +173,20 @@ for unit in "${units[@]}"; do
 	install -m 0644 -o root -g root "$unit" "/etc/systemd/system/$(basename "$unit")"
 done
 log "installed ${#units[@]} units in /etc/systemd/system"
+for dropin in "${dropins[@]}"; do
+	dir="/etc/systemd/system/$(basename "$(dirname "$dropin")")"
+	install -d -m 0755 -o root -g root "$dir"
+	install -m 0644 -o root -g root "$dropin" "$dir/$(basename "$dropin")"
+done
+log "installed ${#dropins[@]} drop-ins for the packaged units"
+# Patroni's watchdog: a leader whose Patroni hangs is reset before another member can
+# take over, so two members never both run as primary.
+printf '%s\n' "# Installed by dob's provision.sh: Patroni's watchdog." softdog \
+	>/etc/modules-load.d/dob-softdog.conf
+install -d -m 0755 /etc/udev/rules.d
+printf '%s\n' "# Installed by dob's provision.sh: Patroni (as postgres) opens the watchdog." \
+	'KERNEL=="watchdog", OWNER="postgres", GROUP="postgres", MODE="0600"' \
+	>/etc/udev/rules.d/60-dob-watchdog.rules
 install -d -m 0750 -o root -g dob /etc/dob
 install -m 0640 -o root -g dob "$source_dir/dob.env.example" /etc/dob/dob.env.example
 # First-boot marker and state of role-setup.sh (root only).
@@ -216,6 +243,13 @@ chown postgres:postgres "/etc/postgresql/$PG_MAJOR/drill/conf.d/dob-drill.conf"
 # Only what needs no dob.env: PostgreSQL (the package enables it) and node_exporter.
 systemctl enable postgresql.service prometheus-node-exporter.service >/dev/null 2>&1 ||
 	log "warning: systemctl enable failed (no systemd in this root?)"
+# etcd's package enables and (on a build machine) starts a default single-member
+# cluster; a host joins its real cluster only once role-setup.sh has configured it.
+systemctl disable etcd.service patroni.service >/dev/null 2>&1 || true
+if systemctl is-active --quiet etcd.service 2>/dev/null; then
+	systemctl stop etcd.service
+fi
+rm -rf /var/lib/etcd/default
 
 if ((!keep_apt_cache)); then
 	apt-get clean

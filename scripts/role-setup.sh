@@ -5,7 +5,10 @@
 #   role-setup.sh
 #
 # Reads /etc/dob/dob.env (KEY=VALUE lines, written by user data; see dob.env.example):
-#   DOB_ROLE                            primary | replica | dr-replica (required)
+#   DOB_ROLE                            primary | replica | dr-replica: PostgreSQL run by
+#                                       its Debian unit, failover by hand; or
+#                                       patroni | witness | dr-standby: see "Patroni roles"
+#                                       below (required)
 #   DOB_PRIMARY_HOST                    replicas: the upstream to copy and stream from
 #   DOB_PRIMARY_PORT                    replicas: its port (default 5432)
 #   DOB_REPLICATION_USER                replication role (default replicator)
@@ -43,6 +46,30 @@
 #   the replication password file from SSM; a managed block at the top of pg_hba.conf for
 #   DOB_APP_CIDRS and DOB_REPLICA_CIDRS; on a primary (not in recovery): role and database
 #   dob, and primary-allow-replica.sh for each DOB_REPLICA_CIDRS network.
+#
+# Patroni roles (eu-west-1's database hosts, its witness, the DR host):
+#   patroni     an etcd member and a Patroni member of cluster DOB_PATRONI_SCOPE (dob);
+#               Patroni decides which member leads and starts PostgreSQL itself
+#   witness     an etcd member only: the third vote, in a third AZ
+#   dr-standby  a one-member etcd of its own and a Patroni standby cluster (dob-dr)
+#               following whichever DOB_STANDBY_OF host leads; dob-promote --takeover
+#               promotes it; also the restore-drill cluster, as dr-replica
+# Their variables:
+#   DOB_HOST_ADDRESS                    this host's address (default: its first one)
+#   DOB_ETCD_INITIAL_CLUSTER            patroni, witness: the three members,
+#                                       name=http://address:2380,... (required)
+#   DOB_ETCD_NAME                       this member's name in it (default: short host name)
+#   DOB_STANDBY_OF                      dr-standby: eu-west-1's database hosts, a,b (required)
+#   DOB_SECRETS_PARAMETER_PREFIX        SSM SecureString parameters <prefix>superuser,
+#                                       replication, rewind, app, restapi: fetched at every
+#                                       run into /etc/dob/secrets (0640 root:postgres);
+#                                       without it those files must exist
+#   DOB_PATRONI_SCOPE, DOB_SYNCHRONOUS_MODE, DOB_PATRONI_TTL, DOB_WATCHDOG, ...
+#                                       passed to patroni-config.sh (see its --help)
+# First boot: the image's own cluster 15/main is retired (start.conf disabled, data
+# directory emptied if it holds nothing of value) so that Patroni initialises or copies
+# the data directory itself. Every run: /etc/default/etcd and /etc/patroni/config.yml
+# rewritten from the variables. etcd.service and patroni.service are enabled by user data.
 # Exit 0 on success, 1 with a message otherwise.
 set -euo pipefail
 
@@ -97,11 +124,13 @@ WAIT="${DOB_ROLE_SETUP_WAIT:-1800}"
 split_list() { tr ',' ' ' <<<"$1"; }
 
 case "$ROLE" in
-primary | replica | dr-replica) ;;
-"") die "DOB_ROLE is not set in $ENV_FILE (primary, replica or dr-replica)" ;;
-*) die "DOB_ROLE=$ROLE in $ENV_FILE is not primary, replica or dr-replica" ;;
+primary | replica | dr-replica | patroni | witness | dr-standby) ;;
+"") die "DOB_ROLE is not set in $ENV_FILE (primary, replica, dr-replica, patroni, witness or dr-standby)" ;;
+*) die "DOB_ROLE=$ROLE in $ENV_FILE is not primary, replica, dr-replica, patroni, witness or dr-standby" ;;
 esac
-if [[ "$ROLE" != primary ]]; then
+consensus_role=0
+case "$ROLE" in patroni | witness | dr-standby) consensus_role=1 ;; esac
+if ((!consensus_role)) && [[ "$ROLE" != primary ]]; then
 	[[ -n "${DOB_PRIMARY_HOST:-}" ]] || die "DOB_ROLE=$ROLE needs DOB_PRIMARY_HOST"
 fi
 if [[ -n "${DOB_APP_PASSWORD_FILE:-}" && ! -r "$DOB_APP_PASSWORD_FILE" ]]; then
@@ -298,6 +327,126 @@ configure_primary() {
 	done
 }
 
+write_marker() {
+	install -d -m 0755 "$STATE_DIR"
+	printf '%s %s\n' "$ROLE" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$MARKER.tmp"
+	chmod 0644 "$MARKER.tmp"
+	mv "$MARKER.tmp" "$MARKER"
+}
+
+# --- Patroni roles ---------------------------------------------------------------------------------
+
+SECRETS_DIR=/etc/dob/secrets
+PATRONI_DIR=/etc/patroni
+
+fetch_patroni_secrets() {
+	local prefix="${DOB_SECRETS_PARAMETER_PREFIX:-}" name value
+	install -d -m 0750 -o root -g postgres "$SECRETS_DIR"
+	for name in superuser replication rewind app restapi; do
+		if [[ -n "$prefix" ]]; then
+			value="$(aws ssm get-parameter ${AWS_REGION:+--region "$AWS_REGION"} --name "$prefix$name" \
+				--with-decryption --query Parameter.Value --output text 2>&1)" ||
+				die "cannot read SSM parameter $prefix$name: $value"
+			[[ -n "$value" ]] || die "SSM parameter $prefix$name is empty"
+			printf '%s\n' "$value" >"$SECRETS_DIR/$name.tmp"
+			chown root:postgres "$SECRETS_DIR/$name.tmp"
+			chmod 0640 "$SECRETS_DIR/$name.tmp"
+			mv "$SECRETS_DIR/$name.tmp" "$SECRETS_DIR/$name"
+		fi
+		[[ -s "$SECRETS_DIR/$name" ]] ||
+			die "$SECRETS_DIR/$name is missing (set DOB_SECRETS_PARAMETER_PREFIX, or write it)"
+	done
+	[[ -z "$prefix" ]] || log "Patroni's passwords fetched from SSM parameters $prefix*"
+}
+
+# etcd_client_hosts CLUSTER: name=http://host:2380,... as host:2379,...
+etcd_client_hosts() {
+	local member out=() url host
+	for member in $(split_list "$1"); do
+		url="${member#*=}"
+		host="${url#*://}"
+		host="${host%:*}"
+		out+=("$host:2379")
+	done
+	local IFS=,
+	printf '%s' "${out[*]}"
+}
+
+write_etcd_config() {
+	local name="$1" address="$2" cluster="$3" token="$4"
+	cat >/etc/default/etcd.dob-new <<-EOF
+		# Written by dob's role-setup.sh from /etc/dob/dob.env; edit that instead.
+		ETCD_NAME="$name"
+		ETCD_DATA_DIR="/var/lib/etcd/default"
+		ETCD_LISTEN_PEER_URLS="http://$address:2380"
+		ETCD_INITIAL_ADVERTISE_PEER_URLS="http://$address:2380"
+		ETCD_LISTEN_CLIENT_URLS="http://$address:2379,http://127.0.0.1:2379"
+		ETCD_ADVERTISE_CLIENT_URLS="http://$address:2379"
+		ETCD_INITIAL_CLUSTER="$cluster"
+		ETCD_INITIAL_CLUSTER_STATE="new"
+		ETCD_INITIAL_CLUSTER_TOKEN="$token"
+		# A leader renews its key every loop; an election within a second of a lost member.
+		ETCD_HEARTBEAT_INTERVAL="100"
+		ETCD_ELECTION_TIMEOUT="1000"
+	EOF
+	chmod 0644 /etc/default/etcd.dob-new
+	mv /etc/default/etcd.dob-new /etc/default/etcd
+	log "etcd member $name of $cluster"
+}
+
+# retire_image_cluster: Patroni runs PostgreSQL; the Debian wrapper must never start the
+# image's cluster on the same data directory, and Patroni needs it empty to initialise
+# or copy it. A data directory with databases of its own is kept (Patroni then starts it).
+retire_image_cluster() {
+	printf 'disabled\n' >"/etc/postgresql/$PG_MAJOR/main/start.conf"
+	cluster_stop main
+	if data_dir_is_disposable && [[ -e "$DATA_DIR/PG_VERSION" ]]; then
+		log "emptying the image's fresh cluster in $DATA_DIR: Patroni initialises or copies it"
+		find "$DATA_DIR" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +
+	fi
+	install -d -m 0700 -o postgres -g postgres "$DATA_DIR"
+}
+
+setup_consensus_role() {
+	local address name cluster scope token
+	address="${DOB_HOST_ADDRESS:-$(hostname -I | awk '{ print $1 }')}"
+	[[ -n "$address" ]] || die "no address for this host: set DOB_HOST_ADDRESS"
+	name="${DOB_ETCD_NAME:-$short_host}"
+	scope="${DOB_PATRONI_SCOPE:-dob}"
+	[[ "$ROLE" != dr-standby ]] || scope="${DOB_PATRONI_SCOPE:-dob-dr}"
+	cluster="${DOB_ETCD_INITIAL_CLUSTER:-}"
+	if [[ -z "$cluster" ]]; then
+		[[ "$ROLE" == dr-standby ]] || die "DOB_ROLE=$ROLE needs DOB_ETCD_INITIAL_CLUSTER"
+		cluster="$name=http://$address:2380"
+	fi
+	[[ ",$cluster," == *",$name=http://$address:2380,"* ]] ||
+		die "DOB_ETCD_INITIAL_CLUSTER does not list this member as $name=http://$address:2380"
+	token="${DOB_ETCD_CLUSTER_TOKEN:-dob-$scope}"
+	write_etcd_config "$name" "$address" "$cluster" "$token"
+	[[ "$ROLE" != witness ]] || return 0
+
+	if [[ "$ROLE" == dr-standby ]]; then
+		[[ -n "${DOB_STANDBY_OF:-}" ]] || die "DOB_ROLE=dr-standby needs DOB_STANDBY_OF (eu-west-1's database hosts)"
+	fi
+	fetch_patroni_secrets
+	((!first_boot)) || retire_image_cluster
+	local peers
+	peers="$( (
+		split_list "${DOB_REPLICA_CIDRS:-}"
+		app_cidrs
+	) | tr ' ' '\n' | grep -v '^$' | sort -u | paste -sd, -)"
+	install -d -m 0750 -o postgres -g postgres "$PATRONI_DIR"
+	DOB_HOST_ADDRESS="$address" DOB_ETCD_HOSTS="$(etcd_client_hosts "$cluster")" \
+		DOB_PEER_CIDRS="$peers" DOB_PATRONI_NAME="$name" DOB_PATRONI_SCOPE="$scope" \
+		DOB_SECRETS_DIR="$SECRETS_DIR" DOB_PG_DATA_DIR="$DATA_DIR" \
+		"$LIB_DIR/patroni-config.sh" --out "$PATRONI_DIR"
+	# Debian's patroni.service reads config.yml.
+	ln -sf patroni.yml "$PATRONI_DIR/config.yml"
+	if ((first_boot)) && [[ "$ROLE" == dr-standby ]]; then
+		setup_drill_cluster
+	fi
+}
+
 # --- the run -------------------------------------------------------------------------------------
 
 first_boot=1
@@ -306,6 +455,17 @@ if [[ -f "$MARKER" ]]; then
 	log "first-boot work already done ($(head -n 1 "$MARKER")); applying the configuration"
 else
 	log "first boot: setting up this host as $ROLE"
+fi
+
+if ((consensus_role)); then
+	if ((first_boot)) && command -v make-ssl-cert >/dev/null; then
+		log "generating this host's TLS key pair"
+		make-ssl-cert generate-default-snakeoil --force-overwrite
+	fi
+	setup_consensus_role
+	((!first_boot)) || write_marker
+	log "done: this host is set up as $ROLE"
+	exit 0
 fi
 
 fetch_replication_password
@@ -332,10 +492,5 @@ if ((first_boot)) && [[ "$ROLE" == dr-replica ]]; then
 	setup_drill_cluster
 fi
 
-if ((first_boot)); then
-	install -d -m 0755 "$STATE_DIR"
-	printf '%s %s\n' "$ROLE" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$MARKER.tmp"
-	chmod 0644 "$MARKER.tmp"
-	mv "$MARKER.tmp" "$MARKER"
-fi
+((!first_boot)) || write_marker
 log "done: this host is set up as $ROLE"

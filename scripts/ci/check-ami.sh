@@ -91,7 +91,7 @@ mkdir -p "$stage/lib" "$stage/systemd"
 mapfile -t bins < <(packer/provision.sh --list-binaries Cargo.toml)
 packer/provision.sh --stage-binaries Cargo.toml "$target_dir/release" "$stage/bin"
 cp Cargo.toml packer/provision.sh packer/dob.env.example "$stage/"
-cp systemd/* "$stage/systemd/"
+cp -r systemd/* "$stage/systemd/"
 for helper in $(packer/provision.sh --list-helpers); do
 	[[ -f "scripts/$helper" ]] || dob_die "scripts/$helper is missing: the image needs it"
 	cp "scripts/$helper" "$stage/lib/"
@@ -114,10 +114,29 @@ fail() { dob_die "installed layout: $*"; }
 for bin in "${bins[@]}"; do
 	[[ "$(stat -c %a "$root/usr/local/bin/$bin")" == 755 ]] || fail "/usr/local/bin/$bin is not mode 0755"
 done
-for unit in systemd/*; do
-	cmp -s "$unit" "$root/etc/systemd/system/$(basename "$unit")" ||
-		fail "/etc/systemd/system/$(basename "$unit") differs from $unit"
+for unit in systemd/* systemd/*.d/*.conf; do
+	[[ -f "$unit" ]] || continue
+	installed="/etc/systemd/system/${unit#systemd/}"
+	cmp -s "$unit" "$root$installed" || fail "$installed differs from $unit"
 done
+# The consensus layer: the pinned versions, held; nothing enabled or left running.
+pinned() { sed -n "s/^$1=//p" packer/provision.sh; }
+held="$(chroot "$root" apt-mark showhold)"
+for package in patroni:PATRONI_VERSION etcd-server:ETCD_VERSION etcd-client:ETCD_VERSION; do
+	name="${package%%:*}" want="$(pinned "${package#*:}")"
+	# shellcheck disable=SC2016 # dpkg-query's format, not the shell's
+	got="$(chroot "$root" dpkg-query -W -f '${Version}' "$name" 2>/dev/null)" || fail "$name not installed"
+	[[ "$got" == "$want" ]] || fail "$name is $got, not the pinned $want"
+	grep -qx "$name" <<<"$held" || fail "$name is not held"
+done
+for unit in etcd.service patroni.service; do
+	[[ ! -e "$root/etc/systemd/system/multi-user.target.wants/$unit" ]] ||
+		fail "$unit is enabled in the image: user data enables it for its roles"
+done
+[[ ! -e "$root/var/lib/etcd/default" ]] || fail "etcd's package-made member is left in /var/lib/etcd/default"
+grep -qx softdog "$root/etc/modules-load.d/dob-softdog.conf" || fail "softdog is not loaded at boot"
+grep -q 'OWNER="postgres"' "$root/etc/udev/rules.d/60-dob-watchdog.rules" ||
+	fail "/dev/watchdog is not given to postgres"
 for helper in $(packer/provision.sh --list-helpers); do
 	[[ -x "$root/usr/local/lib/dob/$helper" ]] || fail "/usr/local/lib/dob/$helper missing"
 done
@@ -137,7 +156,8 @@ fi
 dob_log "systemd-analyze verify --root on the installed units"
 installed_units=()
 for unit in systemd/*; do
-	installed_units+=("/etc/systemd/system/$(basename "$unit")")
+	# A drop-in directory is verified through its unit, as the package installed it.
+	installed_units+=("/etc/systemd/system/$(basename "${unit%.d}")")
 done
 verify_out="$(cd / && systemd-analyze verify --root="$root" --man=no "${installed_units[@]}" 2>&1)" ||
 	{
@@ -357,5 +377,67 @@ chroot "$root" pg_ctlcluster 15 main stop -m fast
 DOB_PG_BIN=/usr/lib/postgresql/15/bin pg_stop "$primary_dir/data"
 dob_log "replica: the fresh cluster became a streaming replica (data copied, then streamed);" \
 	"a data directory with a database was refused; the backup condition skips"
+
+# --- 7. the Patroni roles' first boot, in the chroot -------------------------------------------
+
+# A database host of a Patroni cluster: role-setup.sh retires the image's fresh cluster
+# (Patroni initialises or copies the data directory itself), writes etcd's and Patroni's
+# configuration, and Patroni's own validator accepts it (apart from the network: the
+# addresses are not this machine's and no etcd runs here).
+chroot "$root" runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl status \
+	-D /var/lib/postgresql/15/main >/dev/null 2>&1 && chroot "$root" pg_ctlcluster 15 main stop -m fast
+find "$root/var/lib/postgresql/15/main" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +
+chroot "$root" runuser -u postgres -- /usr/lib/postgresql/15/bin/initdb \
+	-D /var/lib/postgresql/15/main --auth-local=peer --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+install -d -m 0750 "$root/etc/dob/secrets"
+for secret in superuser replication rewind app restapi; do
+	printf 'ci-%s-password\n' "$secret" >"$root/etc/dob/secrets/$secret"
+done
+cluster="a=http://10.99.0.10:2380,b=http://10.99.1.10:2380,witness=http://10.99.2.10:2380"
+printf '%s\n' DOB_ROLE=patroni DOB_HOST_ADDRESS=10.99.0.10 DOB_ETCD_NAME=a \
+	"DOB_ETCD_INITIAL_CLUSTER=$cluster" DOB_REPLICA_CIDRS=10.99.0.10/32,10.99.1.10/32 \
+	"DOB_DATABASE_URL=postgresql://dob@10.99.0.10:5432,10.99.1.10:5432/dob?target_session_attrs=read-write" \
+	>"$root/etc/dob/dob.env"
+rm -f "$root/var/lib/dob/role-setup.done"
+dob_log "role-setup.sh as a Patroni member"
+chroot "$root" /usr/local/lib/dob/role-setup.sh >"$work/role-setup-patroni.log" 2>&1 || {
+	cat "$work/role-setup-patroni.log" >&2
+	dob_die "role-setup.sh as a Patroni member failed"
+}
+[[ "$(cat "$root/etc/postgresql/15/main/start.conf")" == disabled ]] ||
+	dob_die "the image's cluster 15/main is still started by the Debian wrapper"
+[[ -z "$(ls -A "$root/var/lib/postgresql/15/main")" ]] ||
+	dob_die "the image's fresh cluster was not emptied for Patroni"
+[[ "$(chroot "$root" stat -c '%a %U' -L /etc/patroni/config.yml)" == "600 postgres" ]] ||
+	dob_die "/etc/patroni/config.yml is not 0600 postgres"
+grep -qx "ETCD_INITIAL_CLUSTER=\"$cluster\"" "$root/etc/default/etcd" ||
+	dob_die "/etc/default/etcd does not name the three members"
+grep -q "hosts: \['10.99.0.10:2379','10.99.1.10:2379','10.99.2.10:2379'\]" "$root/etc/patroni/config.yml" ||
+	dob_die "Patroni's configuration does not list the three etcd members"
+validation="$(chroot "$root" runuser -u postgres -- patroni --validate-config /etc/patroni/config.yml 2>&1)" || true
+complaints="$(grep -Ev 'is not reachable|is already in use' <<<"$validation" || true)"
+[[ -z "$complaints" ]] || {
+	printf '%s\n' "$validation" >&2
+	dob_die "patroni --validate-config rejects the configuration role-setup.sh wrote"
+}
+
+# The witness: etcd only.
+printf '%s\n' DOB_ROLE=witness DOB_HOST_ADDRESS=10.99.2.10 DOB_ETCD_NAME=witness \
+	"DOB_ETCD_INITIAL_CLUSTER=$cluster" >"$root/etc/dob/dob.env"
+rm -f "$root/var/lib/dob/role-setup.done"
+chroot "$root" /usr/local/lib/dob/role-setup.sh >"$work/role-setup-witness.log" 2>&1 || {
+	cat "$work/role-setup-witness.log" >&2
+	dob_die "role-setup.sh as the witness failed"
+}
+grep -qx 'ETCD_LISTEN_PEER_URLS="http://10.99.2.10:2380"' "$root/etc/default/etcd" ||
+	dob_die "the witness's etcd does not listen on its own address"
+# A member named in no cluster list is refused.
+printf '%s\n' DOB_ROLE=witness DOB_HOST_ADDRESS=10.99.9.9 "DOB_ETCD_INITIAL_CLUSTER=$cluster" \
+	>"$root/etc/dob/dob.env"
+if chroot "$root" /usr/local/lib/dob/role-setup.sh >/dev/null 2>&1; then
+	dob_die "role-setup.sh accepted a witness that is not in DOB_ETCD_INITIAL_CLUSTER"
+fi
+dob_log "Patroni roles: the member's etcd and Patroni configuration written and accepted by" \
+	"patroni --validate-config, the image's cluster retired; the witness runs etcd only"
 
 dob_log "ok: image provisioned and tested in $((SECONDS - started)) s"

@@ -10,6 +10,9 @@
 # ours in /etc/systemd/system, and an empty executable at each path the image installs
 # (/usr/local/bin/<[[bin]] of Cargo.toml>, /usr/local/lib/dob/<helper>). A unit that runs
 # anything else must find it on this machine (copied in) or the check fails.
+# Drop-in directories (<unit>.d/*.conf) extend the units Debian's packages ship (patroni,
+# etcd): they are verified through those units, so the packages are installed here
+# (scripts/install-deps.sh drill) if missing.
 # scripts/ci/check-ami.sh verifies the same units again against the real installed image.
 set -euo pipefail
 
@@ -19,6 +22,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 DOB_LOG_TAG=check-systemd
 
 command -v systemd-analyze >/dev/null || dob_die "systemd-analyze not found (apt-get install systemd)"
+for dropin_dir in systemd/*.d; do
+	[[ -e "/lib/systemd/system/$(basename "${dropin_dir%.d}")" ]] || scripts/install-deps.sh drill
+done
 
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
@@ -48,10 +54,24 @@ status=0
 for unit in systemd/*; do
 	case "$unit" in
 	*.service | *.socket | *.timer) ;;
-	*) dob_die "$unit: not a .service, .socket or .timer (systemd/ holds units only)" ;;
+	*.service.d)
+		# A drop-in for a packaged unit: verified through the unit (this machine's copy).
+		base="$(basename "${unit%.d}")"
+		[[ -f "$root/usr/lib/systemd/system/$base" ]] ||
+			dob_die "$unit: no packaged $base on this machine to apply it to"
+		for conf in "$unit"/*; do
+			[[ "$conf" == *.conf ]] || dob_die "$conf: a drop-in directory holds .conf files only"
+		done
+		cp -r "$unit" "$root/etc/systemd/system/"
+		units+=("/usr/lib/systemd/system/$base")
+		unit="$root/usr/lib/systemd/system/$base"
+		;;
+	*) dob_die "$unit: not a .service, .socket, .timer or <unit>.service.d (systemd/ holds units only)" ;;
 	esac
-	cp "$unit" "$root/etc/systemd/system/"
-	units+=("/etc/systemd/system/$(basename "$unit")")
+	if [[ "$unit" != "$root"/* ]]; then
+		cp "$unit" "$root/etc/systemd/system/"
+		units+=("/etc/systemd/system/$(basename "$unit")")
+	fi
 	# Commands the unit runs: the first word of Exec*= values (after systemd's prefixes),
 	# and any /usr/local path in them (dob-restore-drill runs dob-restore through env).
 	while read -r cmd; do
