@@ -33,7 +33,19 @@ locals {
   # Fixed addresses: the peers, pg_hba and DOB_DATABASE_URL name hosts by address.
   primary_ip = cidrhost(local.primary_private_cidrs[0], 10)
   replica_ip = cidrhost(local.primary_private_cidrs[1], 10)
+  witness_ip = cidrhost(local.primary_private_cidrs[2], 10)
   dr_ip      = cidrhost(local.dr_private_cidrs[0], 10)
+
+  # The primary region's etcd: one member per AZ, so losing any one AZ leaves a majority.
+  etcd_members = {
+    a       = local.primary_ip
+    b       = local.replica_ip
+    witness = local.witness_ip
+  }
+  etcd_initial_cluster = join(",", [for name, ip in local.etcd_members : "${name}=http://${ip}:2380"])
+  etcd_peer_cidrs = {
+    for name, ip in local.etcd_members : name => [for other, other_ip in local.etcd_members : "${other_ip}/32" if other != name]
+  }
 
   host_cidrs = {
     primary = "${local.primary_ip}/32"
@@ -49,8 +61,6 @@ locals {
   # In the DR region the local replica: read-only until promoted, then the primary.
   dr_database_url = "postgresql://${var.database_user}@127.0.0.1:5432/${var.database_name}"
 
-  dr_upstream_ip = var.dr_upstream == "primary" ? local.primary_ip : local.replica_ip
-
   backup_prefix = trimsuffix(var.backup_prefix, "/")
 
   replica_bucket_name = coalesce(var.replica_bucket_name, "${var.backup_bucket_name}-${var.dr_region}")
@@ -65,6 +75,28 @@ locals {
   replication_password_parameter_arn = {
     for region in [var.primary_region, var.dr_region] : region =>
     "arn:${data.aws_partition.current.partition}:ssm:${region}:${data.aws_caller_identity.current.account_id}:parameter/${trimprefix(var.replication_password_parameter, "/")}"
+  }
+  # The cross-region fence (src/fence.rs, docs/failover.md): the record in both backup
+  # buckets; each region reads the other's through that region's S3 interface endpoint,
+  # across the peering.
+  fence_key = "${local.backup_prefix}/fence/epoch.json"
+  fence_object_arns = [
+    "${module.backup_bucket.bucket_arn}/${local.fence_key}",
+    "${module.backup_bucket.replica_bucket_arn}/${local.fence_key}",
+  ]
+  fence_kms_key_arns = [module.backup_bucket.kms_key_arn, module.backup_bucket.replica_kms_key_arn]
+  primary_fence_buckets = join(",", [
+    "${module.backup_bucket.bucket_name}@${var.primary_region}",
+    "${module.backup_bucket.replica_bucket_name}@${var.dr_region}=${module.dr_network.s3_peer_endpoint_url}",
+  ])
+  dr_fence_buckets = join(",", [
+    "${module.backup_bucket.bucket_name}@${var.primary_region}=${module.primary_network.s3_peer_endpoint_url}",
+    "${module.backup_bucket.replica_bucket_name}@${var.dr_region}",
+  ])
+
+  secrets_parameter_arn_prefix = {
+    for region in [var.primary_region, var.dr_region] : region =>
+    "arn:${data.aws_partition.current.partition}:ssm:${region}:${data.aws_caller_identity.current.account_id}:parameter/${trimprefix(var.patroni_secrets_parameter_prefix, "/")}"
   }
 }
 
@@ -116,6 +148,7 @@ module "primary_network" {
   private_subnet_cidrs = local.primary_private_cidrs
   public_subnet_cidrs  = local.primary_public_cidrs
   flow_log_kms_key_arn = module.primary_logs_key.key_arn
+  s3_peer_cidr_blocks  = [var.dr_vpc_cidr]
 }
 
 module "dr_network" {
@@ -128,6 +161,7 @@ module "dr_network" {
   private_subnet_cidrs = local.dr_private_cidrs
   public_subnet_cidrs  = local.dr_public_cidrs
   flow_log_kms_key_arn = module.dr_logs_key.key_arn
+  s3_peer_cidr_blocks  = [var.primary_vpc_cidr]
 }
 
 module "peering" {
@@ -194,7 +228,10 @@ module "primary_host_role" {
   backup_kms_key_arn                 = module.backup_bucket.kms_key_arn
   backup_write                       = true
   replication_password_parameter_arn = local.replication_password_parameter_arn[var.primary_region]
+  secrets_parameter_arn_prefix       = local.secrets_parameter_arn_prefix[var.primary_region]
   replication_password_kms_key_arn   = module.primary_hosts_key.key_arn
+  fence_object_arns                  = local.fence_object_arns
+  fence_kms_key_arns                 = local.fence_kms_key_arns
 }
 
 module "dr_host_role" {
@@ -208,7 +245,11 @@ module "dr_host_role" {
   backup_kms_key_arn                 = module.backup_bucket.replica_kms_key_arn
   backup_write                       = var.dr_backup_write
   replication_password_parameter_arn = local.replication_password_parameter_arn[var.dr_region]
+  secrets_parameter_arn_prefix       = local.secrets_parameter_arn_prefix[var.dr_region]
   replication_password_kms_key_arn   = module.dr_hosts_key.key_arn
+  fence_object_arns                  = local.fence_object_arns
+  fence_write                        = true
+  fence_kms_key_arns                 = local.fence_kms_key_arns
 }
 
 # --- load balancers ------------------------------------------------------------------------
@@ -243,12 +284,13 @@ module "dr_nlb" {
 
 # --- hosts ---------------------------------------------------------------------------------
 
-# The two hosts of the primary region, one per AZ; they differ only in role, subnet and
-# upstream.
+# The two database hosts of the primary region, one per AZ, members of one Patroni
+# cluster: Patroni decides which leads (the keys stay primary and replica: what they were
+# at first boot). They differ only in subnet, address and etcd member name.
 locals {
   primary_region_hosts = {
-    primary = { role = "primary", subnet_index = 0, private_ip = local.primary_ip, upstream = null }
-    replica = { role = "replica", subnet_index = 1, private_ip = local.replica_ip, upstream = local.primary_ip }
+    primary = { etcd_name = "a", subnet_index = 0, private_ip = local.primary_ip, peer = local.replica_ip }
+    replica = { etcd_name = "b", subnet_index = 1, private_ip = local.replica_ip, peer = local.primary_ip }
   }
 }
 
@@ -258,7 +300,7 @@ module "primary_region_host" {
   for_each  = local.primary_region_hosts
 
   name                           = "${var.name}-${var.primary_region}-${each.key}"
-  role                           = each.value.role
+  role                           = "patroni"
   ami_id                         = var.primary_ami_id
   ami_name_filter                = var.ami_name_filter
   instance_type                  = var.instance_type
@@ -280,9 +322,50 @@ module "primary_region_host" {
   s3_region                      = var.primary_region
   s3_kms_key_id                  = module.backup_bucket.kms_key_arn
   backup_keep                    = var.backup_keep
-  primary_host                   = each.value.upstream
   replica_cidrs                  = local.peer_cidrs[each.key]
   replication_password_parameter = var.replication_password_parameter
+  etcd_initial_cluster           = local.etcd_initial_cluster
+  etcd_name                      = each.value.etcd_name
+  etcd_peer_cidrs                = local.etcd_peer_cidrs[each.value.etcd_name]
+  patroni_peer_cidrs             = ["${each.value.peer}/32"]
+  secrets_parameter_prefix       = var.patroni_secrets_parameter_prefix
+  fence_buckets                  = local.primary_fence_buckets
+  fence_home_region              = var.primary_region
+  fence_peer_cidr                = var.dr_vpc_cidr
+}
+
+# The third etcd member, in the third AZ: no PostgreSQL, no API. With it, losing any one
+# AZ leaves two of three members, so the surviving database host can take the leader key.
+module "witness" {
+  source    = "./modules/db_host"
+  providers = { aws = aws.primary }
+
+  name                           = "${var.name}-${var.primary_region}-witness"
+  role                           = "witness"
+  ami_id                         = var.primary_ami_id
+  ami_name_filter                = var.ami_name_filter
+  instance_type                  = var.witness_instance_type
+  subnet_id                      = module.primary_network.private_subnet_ids[2]
+  private_ip                     = local.witness_ip
+  vpc_cidr_block                 = module.primary_network.vpc_cidr_block
+  s3_prefix_list_id              = module.primary_network.s3_prefix_list_id
+  iam_instance_profile           = module.primary_host_role.instance_profile_name
+  kms_key_arn                    = module.primary_hosts_key.key_arn
+  termination_protection         = var.deletion_protection
+  data_volume_size               = 10
+  api_source_security_group_id   = module.primary_nlb.security_group_id
+  postgres_peer_cidrs            = []
+  database_url                   = local.primary_region_database_url
+  timezone                       = var.timezone
+  s3_bucket                      = module.backup_bucket.bucket_name
+  s3_prefix                      = "${local.backup_prefix}/"
+  s3_region                      = var.primary_region
+  s3_kms_key_id                  = module.backup_bucket.kms_key_arn
+  replica_cidrs                  = []
+  replication_password_parameter = var.replication_password_parameter
+  etcd_initial_cluster           = local.etcd_initial_cluster
+  etcd_name                      = "witness"
+  etcd_peer_cidrs                = local.etcd_peer_cidrs["witness"]
 }
 
 module "dr" {
@@ -290,7 +373,7 @@ module "dr" {
   providers = { aws = aws.dr }
 
   name                           = "${var.name}-${var.dr_region}-dr"
-  role                           = "dr-replica"
+  role                           = "dr-standby"
   ami_id                         = var.dr_ami_id
   ami_name_filter                = var.ami_name_filter
   instance_type                  = var.instance_type
@@ -312,9 +395,17 @@ module "dr" {
   s3_region                      = var.dr_region
   s3_kms_key_id                  = module.backup_bucket.replica_kms_key_arn
   backup_keep                    = var.backup_keep
-  primary_host                   = local.dr_upstream_ip
   replica_cidrs                  = local.peer_cidrs["dr"]
   replication_password_parameter = var.replication_password_parameter
+  # A Patroni standby cluster with its own one-member etcd, following whichever primary
+  # region host leads; dob-promote --takeover promotes it.
+  etcd_initial_cluster     = "dr=http://${local.dr_ip}:2380"
+  etcd_name                = "dr"
+  standby_of               = "${local.primary_ip},${local.replica_ip}"
+  secrets_parameter_prefix = var.patroni_secrets_parameter_prefix
+  fence_buckets            = local.dr_fence_buckets
+  fence_home_region        = var.primary_region
+  fence_peer_cidr          = var.primary_vpc_cidr
 
   # Replication to this host crosses the peering connection.
   depends_on = [module.peering]

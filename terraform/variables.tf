@@ -22,13 +22,13 @@ variable "dr_region" {
 }
 
 variable "primary_azs" {
-  description = "Availability zones of the primary region; the primary host goes in the first, the replica in the second."
+  description = "Availability zones of the primary region: database host a in the first, b in the second, the etcd witness in the third."
   type        = list(string)
-  default     = ["eu-west-1a", "eu-west-1b"]
+  default     = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
 
   validation {
-    condition     = length(var.primary_azs) >= 2 && length(var.primary_azs) == length(distinct(var.primary_azs))
-    error_message = "primary_azs must list at least two distinct availability zones: the primary and the replica must not share one."
+    condition     = length(var.primary_azs) >= 3 && length(var.primary_azs) == length(distinct(var.primary_azs))
+    error_message = "primary_azs must list at least three distinct availability zones: the two database hosts and the etcd witness must each have their own, so that losing one AZ leaves an etcd majority."
   }
 }
 
@@ -89,6 +89,12 @@ variable "instance_type" {
   default     = "m6i.large"
 }
 
+variable "witness_instance_type" {
+  description = "EC2 instance type of the etcd witness (etcd only; its architecture must match the AMI's)."
+  type        = string
+  default     = "t3.small"
+}
+
 variable "data_volume_size" {
   description = "Size of each host's encrypted PostgreSQL data volume, GiB."
   type        = number
@@ -105,17 +111,6 @@ variable "database_user" {
   description = "PostgreSQL user of the API and the backups (authenticated by the role setup, never by a password in the URL)."
   type        = string
   default     = "dob"
-}
-
-variable "dr_upstream" {
-  description = "Which primary-region host the DR replica streams from: `replica` (cascading, spares the primary; the design's default) or `primary`."
-  type        = string
-  default     = "replica"
-
-  validation {
-    condition     = contains(["primary", "replica"], var.dr_upstream)
-    error_message = "dr_upstream must be primary or replica."
-  }
 }
 
 variable "backup_bucket_name" {
@@ -176,6 +171,17 @@ variable "replication_password_parameter" {
   validation {
     condition     = can(regex("^/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", var.replication_password_parameter))
     error_message = "replication_password_parameter must be an absolute parameter name such as /dob/replication-password."
+  }
+}
+
+variable "patroni_secrets_parameter_prefix" {
+  description = "Prefix of the SSM SecureString parameters holding Patroni's passwords (<prefix>superuser, replication, rewind, app, restapi), created out of band in BOTH regions like the replication password, so no secret is in Terraform state."
+  type        = string
+  default     = "/dob/patroni/"
+
+  validation {
+    condition     = can(regex("^/([A-Za-z0-9_.-]+/)+$", var.patroni_secrets_parameter_prefix))
+    error_message = "patroni_secrets_parameter_prefix must be an absolute parameter path ending in /, such as /dob/patroni/."
   }
 }
 

@@ -338,9 +338,37 @@ def render_user_data(root: Path, render_dir: Path) -> int:
         "replication_password_file": "/etc/dob/replication-password",
         "replication_password_parameter": "/dob/replication-password",
         "s3_kms_key_id": "arn:aws:kms:eu-west-1:123456789012:key/0000",
+        "data_units": ["postgresql@15-main.service", "dob-role-setup.service"],
+        "host_address": "",
+        "etcd_initial_cluster": "",
+        "etcd_name": "",
+        "standby_of": "",
+        "secrets_parameter_prefix": "",
+        "patroni_url": "",
+        "fence_buckets": "",
+        "fence_home_region": "",
     }
+    etcd = "a=http://10.10.0.10:2380,b=http://10.10.1.10:2380,witness=http://10.10.2.10:2380"
+    fence = dict(fence_buckets="b@eu-west-1,b-eu-central-1@eu-central-1", fence_home_region="eu-west-1")
+    patroni_units = ["dob-role-setup.service", "etcd.service", "patroni.service", "dob-api.socket"]
+    patroni_data_units = ["patroni.service", "dob-role-setup.service"]
     url = "postgresql://dob@10.10.0.10:5432,10.10.1.10:5432/dob?target_session_attrs=read-write"
     roles = {
+        "patroni": dict(database_url=url, s3_bucket="b", s3_region="eu-west-1", primary_host="",
+                        replica_cidrs="10.10.1.10/32,10.20.0.10/32", host_address="10.10.0.10",
+                        etcd_initial_cluster=etcd, etcd_name="a", secrets_parameter_prefix="/dob/patroni/",
+                        patroni_url="http://10.10.0.10:8008", data_units=patroni_data_units,
+                        units=patroni_units + ["dob-backup.timer"], **fence),
+        "witness": dict(database_url=url, s3_bucket="b", s3_region="eu-west-1", primary_host="",
+                        replica_cidrs="", host_address="10.10.2.10", etcd_initial_cluster=etcd,
+                        etcd_name="witness", units=["dob-role-setup.service", "etcd.service"]),
+        "dr-standby": dict(database_url="postgresql://dob@127.0.0.1:5432/dob", s3_bucket="b-eu-central-1",
+                           s3_region="eu-central-1", primary_host="", replica_cidrs="10.10.0.10/32,10.10.1.10/32",
+                           host_address="10.20.0.10", etcd_initial_cluster="dr=http://10.20.0.10:2380",
+                           etcd_name="dr", standby_of="10.10.0.10,10.10.1.10",
+                           secrets_parameter_prefix="/dob/patroni/", patroni_url="http://10.20.0.10:8008",
+                           data_units=patroni_data_units, units=patroni_units + ["dob-restore-drill.timer"],
+                           **fence),
         "primary": dict(database_url=url, s3_bucket="b", s3_region="eu-west-1", primary_host="",
                         replica_cidrs="10.10.1.10/32,10.20.0.10/32",
                         units=["dob-role-setup.service", "postgresql@15-main.service", "dob-api.socket", "dob-backup.timer"]),
@@ -353,8 +381,19 @@ def render_user_data(root: Path, render_dir: Path) -> int:
                            units=["dob-role-setup.service", "postgresql@15-main.service", "dob-api.socket", "dob-restore-drill.timer"]),
     }
     required = ["DOB_ROLE", "DOB_DATABASE_URL", "DOB_LISTEN", "DOB_S3_BUCKET", "DOB_S3_PREFIX", "DOB_S3_REGION",
-                "DOB_S3_SSE", "DOB_S3_KMS_KEY_ID", "DOB_BACKUP_KEEP", "DOB_TIMEZONE", "DOB_REPLICA_CIDRS",
+                "DOB_S3_SSE", "DOB_S3_KMS_KEY_ID", "DOB_BACKUP_KEEP", "DOB_TIMEZONE",
                 "DOB_REPLICATION_PASSWORD_FILE"]
+    # What role-setup.sh needs for each role.
+    required_by_role = {
+        "patroni": ["DOB_HOST_ADDRESS", "DOB_ETCD_INITIAL_CLUSTER", "DOB_ETCD_NAME", "DOB_SECRETS_PARAMETER_PREFIX",
+                    "DOB_PATRONI_URL", "DOB_REPLICA_CIDRS"],
+        "witness": ["DOB_HOST_ADDRESS", "DOB_ETCD_INITIAL_CLUSTER", "DOB_ETCD_NAME"],
+        "dr-standby": ["DOB_HOST_ADDRESS", "DOB_ETCD_INITIAL_CLUSTER", "DOB_STANDBY_OF",
+                       "DOB_SECRETS_PARAMETER_PREFIX", "DOB_REPLICA_CIDRS"],
+        "primary": ["DOB_REPLICA_CIDRS"],
+        "replica": ["DOB_REPLICA_CIDRS"],
+        "dr-replica": ["DOB_REPLICA_CIDRS"],
+    }
     count = 0
     for role, values in roles.items():
         try:
@@ -371,12 +410,12 @@ def render_user_data(root: Path, render_dir: Path) -> int:
         for line in lines:
             if not re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S+", line):
                 problem(template_path, f"role {role}: env line is not KEY=VALUE without spaces: {line!r}")
-        for key in required:
+        for key in required + required_by_role[role]:
             if key not in keys:
                 problem(template_path, f"role {role}: the env file lacks {key}")
         if len(keys) != len(set(keys)):
             problem(template_path, f"role {role}: duplicate keys in the env file")
-        if ("DOB_PRIMARY_HOST" in keys) != (role != "primary"):
+        if ("DOB_PRIMARY_HOST" in keys) != (role in ("replica", "dr-replica")):
             problem(template_path, f"role {role}: DOB_PRIMARY_HOST must be set on replicas only")
         if f"systemctl enable --now {' '.join(values['units'])}" not in script:  # type: ignore[arg-type]
             problem(template_path, f"role {role}: the units are not enabled")

@@ -9,7 +9,8 @@
 # Three boots, each checked:
 #   first     a blank volume: formatted (label dob-pgdata), the AMI's /var/lib/postgresql
 #             copied onto it, mounted there through /etc/fstab, RequiresMountsFor= drop-ins
-#             for postgresql@15-main and dob-role-setup, /etc/dob/dob.env exactly as in the
+#             for PostgreSQL's unit (postgresql@15-main, or patroni on the Patroni roles)
+#             and dob-role-setup, /etc/dob/dob.env exactly as in the
 #             script, the role's units enabled with --now
 #   rerun     the same instance again: nothing reformatted, fstab not duplicated
 #   replaced  a new instance (fresh /etc and /var/lib) on the same volume: the data is kept,
@@ -80,7 +81,10 @@ mountpoint -q /var/lib/postgresql || fail "/var/lib/postgresql is not a mount po
 [[ "$(blkid -p -o value -s LABEL "$DOB_TEST_LOOP")" == dob-pgdata ]] || fail "the volume is not labelled dob-pgdata"
 [[ "$(grep -c 'LABEL=dob-pgdata /var/lib/postgresql ext4' /etc/fstab)" == 1 ]] || fail "/etc/fstab must hold exactly one dob-pgdata line"
 [[ "$(stat -c %U /var/lib/postgresql)" == postgres ]] || fail "/var/lib/postgresql is not owned by postgres"
-for unit in postgresql@15-main.service dob-role-setup.service; do
+# PostgreSQL's unit: Patroni on the Patroni roles, the Debian cluster unit on the others.
+pg_unit=postgresql@15-main.service
+[[ " $DOB_TEST_UNITS " != *" patroni.service "* ]] || pg_unit=patroni.service
+for unit in "$pg_unit" dob-role-setup.service; do
 	grep -qx 'RequiresMountsFor=/var/lib/postgresql' "/etc/systemd/system/$unit.d/dob-data-volume.conf" ||
 		fail "$unit has no RequiresMountsFor= drop-in"
 done

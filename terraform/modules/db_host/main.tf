@@ -32,9 +32,14 @@ locals {
   # Every host: role setup (replica bootstrap, replication password), PostgreSQL and the
   # API socket. Primary-region hosts get the backup timer (the unit skips itself on a
   # replica); the DR host gets the nightly restore drill.
-  units = concat(
-    ["dob-role-setup.service", "postgresql@15-main.service", "dob-api.socket"],
-    var.role == "dr-replica" ? ["dob-restore-drill.timer"] : ["dob-backup.timer"],
+  # Patroni runs PostgreSQL on these roles; the Debian cluster unit on the others.
+  patroni_role  = contains(["patroni", "dr-standby"], var.role)
+  postgres_unit = local.patroni_role ? "patroni.service" : "postgresql@15-main.service"
+  units = var.role == "witness" ? ["dob-role-setup.service", "etcd.service"] : concat(
+    ["dob-role-setup.service"],
+    local.patroni_role ? ["etcd.service", "patroni.service"] : ["postgresql@15-main.service"],
+    ["dob-api.socket"],
+    contains(["dr-replica", "dr-standby"], var.role) ? ["dob-restore-drill.timer"] : ["dob-backup.timer"],
   )
 
   user_data = templatefile("${path.module}/templates/user-data.sh.tftpl", {
@@ -57,6 +62,15 @@ locals {
     replication_password_file      = var.replication_password_file
     replication_password_parameter = var.replication_password_parameter
     units                          = local.units
+    data_units                     = [local.postgres_unit, "dob-role-setup.service"]
+    host_address                   = var.etcd_initial_cluster == "" ? "" : var.private_ip
+    etcd_initial_cluster           = var.etcd_initial_cluster
+    etcd_name                      = var.etcd_name
+    standby_of                     = var.standby_of
+    secrets_parameter_prefix       = var.secrets_parameter_prefix
+    patroni_url                    = local.patroni_role ? "http://${var.private_ip}:8008" : ""
+    fence_buckets                  = var.fence_buckets
+    fence_home_region              = var.fence_home_region
   })
 }
 
@@ -75,6 +89,9 @@ resource "aws_security_group" "this" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "api" {
+  # The witness serves no API: it runs etcd only.
+  count = var.role == "witness" ? 0 : 1
+
   security_group_id            = aws_security_group.this.id
   description                  = "dob-api from the network load balancer (traffic and /readyz health checks)"
   ip_protocol                  = "tcp"
@@ -103,6 +120,61 @@ resource "aws_vpc_security_group_egress_rule" "postgres" {
   from_port         = 5432
   to_port           = 5432
   cidr_ipv4         = each.value
+}
+
+resource "aws_vpc_security_group_ingress_rule" "etcd" {
+  for_each = toset(var.etcd_peer_cidrs)
+
+  security_group_id = aws_security_group.this.id
+  description       = "etcd client and peer traffic from member ${each.value}"
+  ip_protocol       = "tcp"
+  from_port         = 2379
+  to_port           = 2380
+  cidr_ipv4         = each.value
+}
+
+resource "aws_vpc_security_group_egress_rule" "etcd" {
+  for_each = toset(var.etcd_peer_cidrs)
+
+  security_group_id = aws_security_group.this.id
+  description       = "etcd client and peer traffic to member ${each.value}"
+  ip_protocol       = "tcp"
+  from_port         = 2379
+  to_port           = 2380
+  cidr_ipv4         = each.value
+}
+
+resource "aws_vpc_security_group_ingress_rule" "patroni" {
+  for_each = toset(var.patroni_peer_cidrs)
+
+  security_group_id = aws_security_group.this.id
+  description       = "Patroni REST API from member ${each.value}"
+  ip_protocol       = "tcp"
+  from_port         = 8008
+  to_port           = 8008
+  cidr_ipv4         = each.value
+}
+
+resource "aws_vpc_security_group_egress_rule" "patroni" {
+  for_each = toset(var.patroni_peer_cidrs)
+
+  security_group_id = aws_security_group.this.id
+  description       = "Patroni REST API to member ${each.value}"
+  ip_protocol       = "tcp"
+  from_port         = 8008
+  to_port           = 8008
+  cidr_ipv4         = each.value
+}
+
+resource "aws_vpc_security_group_egress_rule" "fence" {
+  count = var.fence_peer_cidr == "" ? 0 : 1
+
+  security_group_id = aws_security_group.this.id
+  description       = "HTTPS to the other region's S3 interface endpoint (the cross-region fence record)"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  cidr_ipv4         = var.fence_peer_cidr
 }
 
 resource "aws_vpc_security_group_egress_rule" "s3" {

@@ -4,12 +4,12 @@ variable "name" {
 }
 
 variable "role" {
-  description = "What the host is at first boot, written as DOB_ROLE: `primary`, `replica` (same region) or `dr-replica` (the DR region)."
+  description = "What the host is at first boot, written as DOB_ROLE: with Patroni, `patroni` (a database host of the primary region), `witness` (its third etcd member) or `dr-standby` (the DR region's standby cluster); without, `primary`, `replica` or `dr-replica`."
   type        = string
 
   validation {
-    condition     = contains(["primary", "replica", "dr-replica"], var.role)
-    error_message = "role must be one of primary, replica, dr-replica."
+    condition     = contains(["patroni", "witness", "dr-standby", "primary", "replica", "dr-replica"], var.role)
+    error_message = "role must be one of patroni, witness, dr-standby, primary, replica, dr-replica."
   }
 }
 
@@ -161,6 +161,28 @@ variable "postgres_peer_cidrs" {
   }
 }
 
+variable "etcd_peer_cidrs" {
+  description = "Patroni roles and the witness: the other etcd members, as /32 CIDRs. etcd's client (2379) and peer (2380) ports are open between them and nobody else."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.etcd_peer_cidrs : can(cidrhost(c, 0)) && endswith(c, "/32")])
+    error_message = "etcd_peer_cidrs must be host addresses as /32 CIDRs."
+  }
+}
+
+variable "patroni_peer_cidrs" {
+  description = "Patroni roles: the other members of the Patroni cluster, as /32 CIDRs. Patroni's REST API (8008) is open between them and nobody else (the load balancer checks dob-api's /readyz, not Patroni)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.patroni_peer_cidrs : can(cidrhost(c, 0)) && endswith(c, "/32")])
+    error_message = "patroni_peer_cidrs must be host addresses as /32 CIDRs."
+  }
+}
+
 # --- /etc/dob/dob.env ---------------------------------------------------------------------
 
 variable "database_url" {
@@ -247,6 +269,48 @@ variable "replication_password_file" {
 variable "replication_password_parameter" {
   description = "DOB_REPLICATION_PASSWORD_PARAMETER: name of the SSM SecureString parameter holding the replication password."
   type        = string
+}
+
+variable "etcd_initial_cluster" {
+  description = "DOB_ETCD_INITIAL_CLUSTER: Patroni roles and the witness, the etcd members as name=http://address:2380,... (the DR standby cluster: its one member). Empty for the other roles."
+  type        = string
+  default     = ""
+}
+
+variable "etcd_name" {
+  description = "DOB_ETCD_NAME: this host's member name in etcd_initial_cluster."
+  type        = string
+  default     = ""
+}
+
+variable "standby_of" {
+  description = "DOB_STANDBY_OF: dr-standby, the primary region's database hosts (a,b) the standby cluster follows."
+  type        = string
+  default     = ""
+}
+
+variable "secrets_parameter_prefix" {
+  description = "DOB_SECRETS_PARAMETER_PREFIX: Patroni roles, the SSM SecureString parameters <prefix>superuser, replication, rewind, app and restapi."
+  type        = string
+  default     = ""
+}
+
+variable "fence_buckets" {
+  description = "DOB_FENCE_BUCKETS: every region's backup bucket (bucket@region,...) for cross-region write fencing; empty leaves it off."
+  type        = string
+  default     = ""
+}
+
+variable "fence_peer_cidr" {
+  description = "CIDR block of the other region's VPC, where its S3 interface endpoint is: HTTPS egress there for the fence record. Empty without fencing."
+  type        = string
+  default     = ""
+}
+
+variable "fence_home_region" {
+  description = "DOB_FENCE_HOME_REGION: the region that writes while no takeover has been recorded."
+  type        = string
+  default     = ""
 }
 
 variable "tags" {

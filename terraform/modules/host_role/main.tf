@@ -49,10 +49,40 @@ data "aws_iam_policy_document" "this" {
     resources = [var.backup_kms_key_arn]
   }
 
+  # The cross-region fence record (src/fence.rs) in every region's bucket: every host
+  # reads them all; the DR hosts also write them (dob-promote --takeover).
+  dynamic "statement" {
+    for_each = length(var.fence_object_arns) > 0 ? [1] : []
+    content {
+      sid       = "FenceRecord"
+      actions   = var.fence_write ? ["s3:GetObject", "s3:PutObject"] : ["s3:GetObject"]
+      resources = var.fence_object_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.fence_kms_key_arns) > 0 ? [1] : []
+    content {
+      sid       = "FenceRecordKeys"
+      actions   = var.fence_write ? ["kms:Decrypt", "kms:GenerateDataKey"] : ["kms:Decrypt"]
+      resources = var.fence_kms_key_arns
+      condition {
+        test     = "StringLike"
+        variable = "kms:ViaService"
+        values   = ["s3.*.amazonaws.com"]
+      }
+    }
+  }
+
   statement {
-    sid       = "ReplicationPassword"
-    actions   = ["ssm:GetParameter"]
-    resources = [var.replication_password_parameter_arn]
+    sid     = "ReplicationPassword"
+    actions = ["ssm:GetParameter"]
+    # Patroni's passwords (superuser, replication, rewind, app, restapi) live under one
+    # prefix; the hosts read them and nothing else.
+    resources = concat(
+      [var.replication_password_parameter_arn],
+      var.secrets_parameter_arn_prefix == "" ? [] : ["${var.secrets_parameter_arn_prefix}*"],
+    )
   }
 
   statement {

@@ -43,6 +43,12 @@ variable "replication_password_parameter_arn" {
   type        = string
 }
 
+variable "secrets_parameter_arn_prefix" {
+  description = "ARN prefix of the SSM SecureString parameters holding Patroni's passwords (…:parameter/dob/patroni/); empty when there are none. Encrypted with the same key as the replication password."
+  type        = string
+  default     = ""
+}
+
 variable "replication_password_kms_key_arn" {
   description = "ARN of the KMS key that encrypts the replication password parameter."
   type        = string
@@ -52,4 +58,22 @@ variable "tags" {
   description = "Tags for the role and instance profile."
   type        = map(string)
   default     = {}
+}
+
+variable "fence_object_arns" {
+  description = "ARNs of the cross-region fence record in every region's backup bucket (<bucket>/<prefix>/fence/epoch.json); the hosts read them. Empty: no fencing."
+  type        = list(string)
+  default     = []
+}
+
+variable "fence_write" {
+  description = "Whether the hosts also write the fence records (the DR region's: dob-promote --takeover)."
+  type        = bool
+  default     = false
+}
+
+variable "fence_kms_key_arns" {
+  description = "ARNs of the KMS keys of the buckets in fence_object_arns (used only through S3)."
+  type        = list(string)
+  default     = []
 }

@@ -118,6 +118,47 @@ resource "aws_vpc_security_group_ingress_rule" "endpoints_https" {
   cidr_ipv4         = aws_vpc.this.cidr_block
 }
 
+# S3 for the peered region: its hosts cannot use this region's gateway endpoint (gateway
+# endpoints serve their own VPC only), so an interface endpoint, reached across the
+# peering, carries their requests for the cross-region fence record (src/fence.rs).
+resource "aws_security_group" "s3_peer" {
+  count = length(var.s3_peer_cidr_blocks) > 0 ? 1 : 0
+
+  name_prefix = "${var.name}-s3-peer-"
+  description = "HTTPS from the peered region's VPC to this region's S3 interface endpoint"
+  vpc_id      = aws_vpc.this.id
+
+  tags = merge(var.tags, { Name = "${var.name}-s3-peer" })
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "s3_peer_https" {
+  for_each = toset(var.s3_peer_cidr_blocks)
+
+  security_group_id = aws_security_group.s3_peer[0].id
+  description       = "HTTPS to S3 from the peered VPC ${each.value}"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  cidr_ipv4         = each.value
+}
+
+resource "aws_vpc_endpoint" "s3_peer" {
+  count = length(var.s3_peer_cidr_blocks) > 0 ? 1 : 0
+
+  vpc_id              = aws_vpc.this.id
+  service_name        = "com.amazonaws.${data.aws_region.current.name}.s3"
+  vpc_endpoint_type   = "Interface"
+  subnet_ids          = aws_subnet.private[*].id
+  security_group_ids  = [aws_security_group.s3_peer[0].id]
+  private_dns_enabled = false
+
+  tags = merge(var.tags, { Name = "${var.name}-s3-peer" })
+}
+
 resource "aws_vpc_endpoint" "interface" {
   for_each = toset(var.interface_endpoints)
 

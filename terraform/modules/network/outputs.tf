@@ -37,3 +37,8 @@ output "flow_log_group_name" {
   description = "Name of the CloudWatch log group that holds the VPC flow logs."
   value       = aws_cloudwatch_log_group.flow_logs.name
 }
+
+output "s3_peer_endpoint_url" {
+  description = "HTTPS endpoint of this region's S3 through the interface endpoint, for the peered region's hosts (path-style bucket addressing); null without s3_peer_cidr_blocks."
+  value       = length(aws_vpc_endpoint.s3_peer) > 0 ? "https://${replace(aws_vpc_endpoint.s3_peer[0].dns_entry[0].dns_name, "*", "bucket")}" : null
+}

@@ -49,6 +49,17 @@ variable "interface_endpoints" {
   default     = ["ssm", "ssmmessages", "ec2messages"]
 }
 
+variable "s3_peer_cidr_blocks" {
+  description = "CIDR blocks of peered VPCs (the other region) whose hosts reach this region's S3 through an interface endpoint here, for the cross-region fence record; empty: no such endpoint."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.s3_peer_cidr_blocks : can(cidrhost(c, 0)) && c != "0.0.0.0/0"])
+    error_message = "s3_peer_cidr_blocks must be IPv4 CIDR blocks of peered VPCs, never 0.0.0.0/0."
+  }
+}
+
 variable "flow_log_retention_days" {
   description = "How long VPC flow logs are kept, in days (a CloudWatch Logs retention value)."
   type        = number
