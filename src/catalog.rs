@@ -188,6 +188,15 @@ mod tests {
     }
 
     #[test]
+    fn the_fence_record_beside_the_backups_is_no_backup() {
+        let objects = vec![ObjectInfo {
+            key: format!("dob/{}", crate::fence::RECORD_KEY),
+            size: 120,
+        }];
+        assert!(entries("dob/", &objects).is_empty());
+    }
+
+    #[test]
     fn a_backup_is_complete_only_with_dump_and_manifest() {
         let e = listing(vec![complete(1), dump_only(2)]);
         assert_eq!(e.len(), 2);

@@ -732,6 +732,12 @@ dob_log "region_loss: eu-west-1 cut off"
 wait_for "the DNS stand-in to answer the DR region" 120 dns_answers "${IP[client]}:8081"
 dns_switched="$(now)"
 dob_log "region_loss: DNS answers the DR region after $(python3 -c "print(round($dns_switched - $fault, 1))") s"
+# The runbook's first step: what it would do, changing nothing.
+in_ns dr env -i PATH=/usr/bin:/bin "$BIN_DIR/dob-promote" --takeover --dry-run \
+	--patroni-config "$WORK/dr/patroni.yml" --env-file "$WORK/dr/dob.env" \
+	>>"$WORK/takeover.log" 2>&1 || dob_die "dob-promote --takeover --dry-run failed"
+dr_role="$(in_ns client curl -fsS -m 2 "http://${IP[dr]}:8008/patroni" | python3 -c 'import json, sys; print(json.load(sys.stdin)["role"])')"
+[[ "$dr_role" == standby_leader ]] || dob_die "after --dry-run the DR host is $dr_role, not the standby leader"
 takeover_exit=0
 in_ns dr env -i PATH=/usr/bin:/bin "$BIN_DIR/dob-promote" --takeover \
 	--patroni-config "$WORK/dr/patroni.yml" --env-file "$WORK/dr/dob.env" --json \
