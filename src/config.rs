@@ -107,6 +107,24 @@ impl ApiConfig {
             parse_in_range(&get, key, default, 1, 3_600_000)
                 .map(|ms| Duration::from_millis(ms as u64))
         };
+        let pool_timeout = millis("DOB_POOL_TIMEOUT_MS", 1_000)?;
+        let statement_timeout = millis("DOB_STATEMENT_TIMEOUT_MS", 5_000)?;
+        let fence = crate::fence::FenceConfig::from_lookup(&lookup)?;
+        if let Some(fence) = &fence {
+            // A PUT that starts under the lease must be able to finish under it, with
+            // two read rounds to spare.
+            let needed = pool_timeout + statement_timeout + fence.interval * 2;
+            if fence.lease < needed {
+                return Err(Error::config(
+                    "DOB_FENCE_LEASE_MS",
+                    format!(
+                        "{} ms is too short for this API: at least DOB_POOL_TIMEOUT_MS + DOB_STATEMENT_TIMEOUT_MS + 2 x DOB_FENCE_INTERVAL_MS = {} ms",
+                        fence.lease.as_millis(),
+                        needed.as_millis()
+                    ),
+                ));
+            }
+        }
         Ok(ApiConfig {
             database_url,
             listen,
@@ -134,14 +152,14 @@ impl ApiConfig {
                 0,
                 600_000,
             )? as u64),
-            pool_timeout: millis("DOB_POOL_TIMEOUT_MS", 1_000)?,
+            pool_timeout,
             connect_timeout: millis("DOB_CONNECT_TIMEOUT_MS", 2_000)?,
-            statement_timeout: millis("DOB_STATEMENT_TIMEOUT_MS", 5_000)?,
+            statement_timeout,
             database_ca_file: get("DOB_DATABASE_CA_FILE").map(PathBuf::from),
             drain: Duration::from_secs(
                 parse_in_range(&get, "DOB_DRAIN_SECONDS", 5, 0, 3_600)? as u64
             ),
-            fence: crate::fence::FenceConfig::from_lookup(&lookup)?,
+            fence,
         })
     }
 }
@@ -405,6 +423,26 @@ mod tests {
     }
 
     const URL: (&str, &str) = ("DOB_DATABASE_URL", "postgresql://dob@127.0.0.1:5432/dob");
+
+    #[test]
+    fn the_fence_lease_must_outlast_the_longest_write() {
+        let fence = [
+            URL,
+            ("DOB_FENCE_BUCKETS", "w@eu-west-1,d@eu-central-1"),
+            ("DOB_REGION", "eu-west-1"),
+            ("DOB_FENCE_HOME_REGION", "eu-west-1"),
+            ("DOB_FENCE_LEASE_MS", "7000"),
+        ];
+        // 1 s pool wait + 5 s statement + 2 x 2 s reads = 10 s > 7 s.
+        let err = config(&fence).unwrap_err().to_string();
+        assert!(
+            err.contains("DOB_FENCE_LEASE_MS") && err.contains("10000"),
+            "{err}"
+        );
+        let mut shorter = fence.to_vec();
+        shorter.push(("DOB_STATEMENT_TIMEOUT_MS", "2000"));
+        assert!(config(&shorter).unwrap().fence.is_some());
+    }
 
     #[test]
     fn env_files_are_read_as_systemd_reads_them() {

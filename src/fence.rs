@@ -14,7 +14,8 @@
 //!   reaches (its own is required), then waits one lease before it promotes.
 //! - Every `dob-api` reads the records every `DOB_FENCE_INTERVAL_MS` and acknowledges a
 //!   write only while it holds a *lease*: a read round that started less than
-//!   `DOB_FENCE_LEASE_MS` ago found this region to be the writer. A region cut off from
+//!   `DOB_FENCE_LEASE_MS` ago found this region to be the writer, and the write can
+//!   commit (pool wait plus statement timeout) before that lease ends. A region cut off from
 //!   S3 stops writing when its lease runs out; a region that comes back reads the new
 //!   record before its first write (its lease ran out while it was away), so it never
 //!   takes another write. Its `/readyz` turns 503 while it is fenced and its database
@@ -89,7 +90,9 @@ impl FenceConfig {
                 Some(_) => {
                     return Err(Error::config(
                         "DOB_FENCE_BUCKETS",
-                        format!("{entry:?}: the endpoint after = must start with http:// or https://"),
+                        format!(
+                            "{entry:?}: the endpoint after = must start with http:// or https://"
+                        ),
                     ))
                 }
                 None => (entry, None),
@@ -342,12 +345,19 @@ impl FenceState {
         changed
     }
 
-    /// Whether a write may be acknowledged now.
-    pub fn check_write(&self, now: Instant) -> std::result::Result<(), WriteRefusal> {
+    /// Whether a write that starts `now` and may take up to `hold` (waiting for a
+    /// pooled connection, then its statement) may go ahead: the lease must still hold
+    /// when the write can last commit, so that no write of this region commits after a
+    /// takeover has waited out the lease.
+    pub fn check_write(
+        &self,
+        now: Instant,
+        hold: Duration,
+    ) -> std::result::Result<(), WriteRefusal> {
         let since = self.writer_since_ms.load(Ordering::Acquire);
         if since > 0 {
             let confirmed = self.origin + Duration::from_millis(since - 1);
-            if now.saturating_duration_since(confirmed) < self.lease {
+            if now.saturating_duration_since(confirmed) + hold < self.lease {
                 return Ok(());
             }
         }
@@ -609,20 +619,33 @@ mod tests {
         let lease = Duration::from_secs(10);
         let state = FenceState::new(lease, origin);
         assert_eq!(
-            state.check_write(origin),
+            state.check_write(origin, Duration::ZERO),
             Err(WriteRefusal::NoLease { read_age: None })
         );
         let round = origin + Duration::from_secs(1);
         state.record(Verdict::Writer { epoch: 0 }, round);
-        assert_eq!(state.check_write(round + Duration::from_secs(9)), Ok(()));
+        assert_eq!(
+            state.check_write(round + Duration::from_secs(9), Duration::ZERO),
+            Ok(())
+        );
         // The lease counts from when the round started, not when it ended.
         assert!(matches!(
-            state.check_write(round + Duration::from_secs(10)),
+            state.check_write(round + Duration::from_secs(10), Duration::ZERO),
             Err(WriteRefusal::NoLease { read_age: Some(age) }) if age == Duration::from_secs(10)
         ));
+        // A write that may take 3 s more must start 3 s before the lease ends.
+        assert_eq!(
+            state.check_write(round + Duration::from_secs(6), Duration::from_secs(3)),
+            Ok(())
+        );
+        assert!(state
+            .check_write(round + Duration::from_secs(7), Duration::from_secs(3))
+            .is_err());
         // Rounds that read nothing do not extend it.
         state.record(Verdict::Unknown, round + Duration::from_secs(5));
-        assert!(state.check_write(round + Duration::from_secs(11)).is_err());
+        assert!(state
+            .check_write(round + Duration::from_secs(11), Duration::ZERO)
+            .is_err());
     }
 
     #[test]
@@ -638,7 +661,7 @@ mod tests {
             origin + Duration::from_secs(1)
         ));
         assert_eq!(
-            state.check_write(origin + Duration::from_secs(2)),
+            state.check_write(origin + Duration::from_secs(2), Duration::ZERO),
             Err(WriteRefusal::Fenced {
                 epoch: 1,
                 writer_region: DR.into()
@@ -676,7 +699,10 @@ mod tests {
         assert!(err(&[("DOB_FENCE_BUCKETS", "nobucket")]).contains("bucket@region"));
         assert!(err(&[("DOB_FENCE_BUCKETS", "b@eu-west-1=ftp://x")]).contains("http://"));
         let own_endpoint = [
-            ("DOB_FENCE_BUCKETS", "w@eu-west-1=http://10.0.0.1:9000/,d@eu-central-1"),
+            (
+                "DOB_FENCE_BUCKETS",
+                "w@eu-west-1=http://10.0.0.1:9000/,d@eu-central-1",
+            ),
             ("DOB_REGION", "eu-west-1"),
             ("DOB_FENCE_HOME_REGION", "eu-west-1"),
             ("DOB_S3_ENDPOINT", "http://10.0.0.2:9000"),

@@ -36,6 +36,9 @@ pub struct App {
     pub max_connections: usize,
     /// The cross-region write lease, when fencing is on.
     pub fence: Option<Arc<crate::fence::FenceState>>,
+    /// The longest a PUT can take to commit once it starts (pool wait plus statement
+    /// timeout): a write goes ahead only if the lease outlasts it.
+    pub write_hold: std::time::Duration,
 }
 
 impl App {
@@ -166,7 +169,7 @@ fn put_hello(app: &App, request: &Request) -> Reply {
         Err(err) => return Reply::error(400, &err.to_string()),
     };
     if let Some(fence) = &app.fence {
-        if let Err(refusal) = fence.check_write(std::time::Instant::now()) {
+        if let Err(refusal) = fence.check_write(std::time::Instant::now(), app.write_hold) {
             return Reply::error(503, &refusal.to_string()).with_retry_after(READ_ONLY_RETRY_AFTER);
         }
     }
@@ -310,10 +313,10 @@ fn metrics(app: &App) -> Reply {
         pool_max: max,
         schema_ready: app.store.schema_ready(),
         draining: app.is_draining(),
-        fence_writable: app
-            .fence
-            .as_ref()
-            .is_none_or(|f| f.check_write(std::time::Instant::now()).is_ok()),
+        fence_writable: app.fence.as_ref().is_none_or(|f| {
+            f.check_write(std::time::Instant::now(), app.write_hold)
+                .is_ok()
+        }),
         http: HttpSnapshot {
             connections_open: front.open.load(Ordering::Relaxed) as u64,
             connections_max: app.max_connections as u64,

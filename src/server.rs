@@ -102,6 +102,7 @@ impl Server {
             draining: AtomicBool::new(false),
             http_stats: Arc::new(front::Stats::default()),
             max_connections,
+            write_hold: config.pool_timeout + config.statement_timeout,
             fence: match &config.fence {
                 Some(fence_config) => {
                     let state = Arc::new(crate::fence::FenceState::new(

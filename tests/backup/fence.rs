@@ -43,6 +43,9 @@ fn spawn_api(db: &str, buckets: &str, endpoint: &str, region: &str) -> Api {
         .env("DOB_FENCE_HOME_REGION", WEST)
         .env("DOB_FENCE_INTERVAL_MS", "200")
         .env("DOB_FENCE_LEASE_MS", "3000")
+        // A PUT may take up to these two together: the lease must outlast them.
+        .env("DOB_POOL_TIMEOUT_MS", "500")
+        .env("DOB_STATEMENT_TIMEOUT_MS", "1000")
         .env("DOB_S3_ENDPOINT", endpoint)
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
