@@ -243,7 +243,7 @@ cat >"$out_dir/post-bootstrap.sh.tmp" <<-EOF
 	password="\$(head -n 1 '$secrets/app' | sed "s/'/''/g")"
 	# On standard input, and with statement logging off, so the password reaches neither
 	# a process list nor the server log.
-	printf "SET log_statement = 'none';\\nCREATE ROLE dob LOGIN PASSWORD '%s';\\nCREATE DATABASE dob OWNER dob;\\n" "\$password" |
+	printf "SET log_statement = 'none';\\nSET log_min_error_statement = 'panic';\\nCREATE ROLE dob LOGIN PASSWORD '%s';\\nCREATE DATABASE dob OWNER dob;\\n" "\$password" |
 		psql "\$1" -X -v ON_ERROR_STOP=1 -q
 EOF
 chmod 750 "$out_dir/post-bootstrap.sh.tmp"

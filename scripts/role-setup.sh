@@ -313,8 +313,11 @@ configure_primary() {
 	if [[ -n "${DOB_APP_PASSWORD_FILE:-}" ]]; then
 		local password
 		password="$(head -n 1 "$DOB_APP_PASSWORD_FILE")"
-		# On standard input, so the password shows in no process list.
-		printf "ALTER ROLE dob PASSWORD '%s';\n" "${password//\'/\'\'}" |
+		# On standard input, so the password shows in no process list; with statement
+		# logging off for the session, so it reaches no server log either (not even
+		# when the statement fails).
+		printf "SET log_statement = 'none';\nSET log_min_error_statement = 'panic';\nALTER ROLE dob PASSWORD '%s';\n" \
+			"${password//\'/\'\'}" |
 			psql_as_postgres main -d postgres
 	fi
 	log "role and database dob ready"

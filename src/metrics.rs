@@ -37,6 +37,18 @@ impl RouteLabel {
         }
     }
 
+    /// The route's path as logged at info level: the username replaced by a placeholder,
+    /// so request logs hold no personal data unless debug logging is asked for.
+    pub fn path(self) -> &'static str {
+        match self {
+            RouteLabel::HelloGet | RouteLabel::HelloPut => "/hello/<username>",
+            RouteLabel::Healthz => "/healthz",
+            RouteLabel::Readyz => "/readyz",
+            RouteLabel::Metrics => "/metrics",
+            RouteLabel::Other => "<other>",
+        }
+    }
+
     fn index(self) -> usize {
         self as usize
     }

@@ -46,8 +46,11 @@ USAGE: dob-promote [--database-url URL] [--primary-url URL ...] [--max-lag-bytes
                         one host), as a superuser (pg_promote, pg_control_checkpoint and
                         primary_conninfo are superuser-only by default)
   --primary-url URL     the old primary; repeatable, every host of a multi-host URL is
-                        checked (2 s connect timeout). Default: the host in the replica's
-                        own primary_conninfo, with the credentials of --database-url
+                        checked (2 s connect timeout), with the password of the local
+                        server's URL. Default: the host in the replica's own
+                        primary_conninfo, with the credentials of --database-url.
+                        Neither URL may carry a password on the command line: give the
+                        local one, password included, in DOB_DATABASE_URL
   --max-lag-bytes N     refuse when the replica is more than N bytes of WAL behind the
                         newest position it knows of (default 16777216)
   --force               promote even though an old primary still answers as primary
@@ -148,8 +151,23 @@ pub fn parse_args(
         match flag {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
-            "--database-url" => database_url = Some(value(flag)?),
-            "--primary-url" => primary_urls.push(value(flag)?),
+            "--database-url" | "--primary-url" => {
+                let url = value(flag)?;
+                // Arguments are readable by every user of the host (ps, /proc/*/cmdline).
+                if url
+                    .parse::<postgres::Config>()
+                    .is_ok_and(|c| c.get_password().is_some())
+                {
+                    return Err(format!(
+                        "{flag} carries a password, which any user of this host could read in the process list: put the local server's URL, password included, in DOB_DATABASE_URL instead (an old primary without a password in its URL is checked with the same credentials)"
+                    ));
+                }
+                if flag == "--database-url" {
+                    database_url = Some(url);
+                } else {
+                    primary_urls.push(url);
+                }
+            }
             "--max-lag-bytes" => {
                 let raw = value(flag)?;
                 max_lag_bytes = raw
@@ -821,6 +839,13 @@ fn run_into(options: &Options, report: &mut Report) -> Result<()> {
             primary_urls.push(url);
         }
     }
+    // An old primary's URL carries no password (the command line is public): it is
+    // checked with the local server's, as the replica's own upstream is.
+    let local_password = options
+        .database_url
+        .parse::<postgres::Config>()
+        .ok()
+        .and_then(|c| c.get_password().map(<[u8]>::to_vec));
     // Every host at once: a dead one costs its connect timeout, not one per host.
     let targets: Vec<(String, postgres::Config)> = primary_urls
         .iter()
@@ -828,6 +853,12 @@ fn run_into(options: &Options, report: &mut Report) -> Result<()> {
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .flatten()
+        .map(|(host, mut config)| {
+            if let (None, Some(password)) = (config.get_password(), &local_password) {
+                config.password(password.clone());
+            }
+            (host, config)
+        })
         .collect();
     report.probes = std::thread::scope(|scope| {
         let handles: Vec<_> = targets
@@ -1190,6 +1221,28 @@ mod tests {
         ] {
             assert!(parse_args(&args(bad), |_| None).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_password_on_the_command_line_is_refused() {
+        for flag in ["--database-url", "--primary-url"] {
+            let err = parse_args(
+                &args(&[
+                    "--database-url",
+                    "postgresql://postgres@127.0.0.1:5433/dob",
+                    flag,
+                    "postgresql://postgres:secret@127.0.0.1:5432/dob",
+                ]),
+                |_| None,
+            )
+            .unwrap_err();
+            assert!(err.contains("password") && !err.contains("secret"), "{err}");
+        }
+        // From the environment it is fine: the environment is the process's own.
+        let env = |k: &str| {
+            (k == "DOB_DATABASE_URL").then(|| "postgresql://postgres:pw@127.0.0.1:5433/dob".into())
+        };
+        assert!(matches!(parse_args(&[], env), Ok(Command::Promote(_))));
     }
 
     #[test]

@@ -227,14 +227,25 @@ impl front::Handler for ApiHandler {
         let (route, reply) = http::handle(app, request);
         let elapsed = started.elapsed();
         app.metrics.record(route, reply.status, elapsed);
-        // Never the body: it is personal data.
-        log::info!(
-            "{} {} {} {}us",
-            request.method(),
-            request.target().escape_debug(),
-            reply.status,
-            elapsed.as_micros()
-        );
+        // Never the body: it is personal data. Nor, at info level, the target: it names
+        // the user (debug logging, asked for while investigating, keeps it).
+        if log::log_enabled!(log::Level::Debug) {
+            log::debug!(
+                "{} {} {} {}us",
+                request.method(),
+                request.target().escape_debug(),
+                reply.status,
+                elapsed.as_micros()
+            );
+        } else {
+            log::info!(
+                "{} {} {} {}us",
+                request.method(),
+                route.path(),
+                reply.status,
+                elapsed.as_micros()
+            );
+        }
         reply
     }
 
