@@ -526,6 +526,16 @@ fn watch(config: &FenceConfig, state: &FenceState) {
                 log::info!("fence: every bucket answers again");
                 failing = false;
             }
+            let took = started.elapsed();
+            if took > config.interval {
+                // A slow round eats into the lease; say so before writes pause.
+                log::warn!(
+                    "fence: a read round took {:.1} s (interval {:.1} s, lease {:.1} s)",
+                    took.as_secs_f64(),
+                    config.interval.as_secs_f64(),
+                    config.lease.as_secs_f64()
+                );
+            }
             if state.record(verdict.clone(), started) {
                 match &verdict {
                     Verdict::Writer { epoch } => {

@@ -99,6 +99,7 @@ def main() -> int:
             conn = None
         sent_at = time.time()
         outcome = None
+        reason = None
         # A kept-alive connection the server closed while idle fails the next request
         # before any answer; like curl and browsers, retry that once on a new
         # connection (PUT is idempotent). Any other failure counts.
@@ -111,8 +112,10 @@ def main() -> int:
                     conn_via = via
                 conn.request("PUT", f"/hello/{user}", body, {"Content-Type": "application/json"})
                 response = conn.getresponse()
-                response.read()
+                answer = response.read()
                 outcome = response.status
+                # Why a write was refused (the error's first words), for the report's reader.
+                reason = answer[:120].decode("utf-8", "replace") if outcome != 204 else None
                 if response.getheader("Connection", "").lower() == "close":
                     conn.close()
                     conn = None
@@ -130,7 +133,7 @@ def main() -> int:
         if outcome == 204:
             acked.write(json.dumps({"user": user, "date": date, "t": sent_at, "acked_at": time.time(), "via": via}) + "\n")
         else:
-            failed.write(json.dumps({"user": user, "t": sent_at, "outcome": outcome, "via": via}) + "\n")
+            failed.write(json.dumps({"user": user, "t": sent_at, "outcome": outcome, "via": via, "reason": reason}) + "\n")
         elapsed = time.time() - sent_at
         if elapsed < interval:
             time.sleep(interval - elapsed)

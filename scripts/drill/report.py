@@ -78,7 +78,14 @@ def main() -> int:
         in_window = [a for a in main_acked if start <= a["acked_at"] <= end]
         failed = [f for f in main_failed if start <= f["t"] <= end]
         after = [a["acked_at"] for a in main_acked if a["t"] >= start]
+        # What the failures were, most common first: a status and the error's first
+        # words, or the client's exception.
+        kinds = {}
+        for f in failed:
+            kind = f"{f['outcome']} {(f.get('reason') or '')[:60]}".strip()
+            kinds[kind] = kinds.get(kind, 0) + 1
         result = {
+            "failure_kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1])[:5]),
             "name": name,
             "ok": True,
             "rto_s": None,
