@@ -147,12 +147,15 @@ ssl_parameters() {
 	EOF
 }
 
+# Every TCP rule asks a password (scram-sha-256) and, with a certificate, TLS (hostssl):
+# nothing crosses the network in clear, nothing is trusted for its address.
 hba_lines() {
-	local cidr
+	local cidr type=hostssl
+	[[ "$cert" != none ]] || type=host
 	printf '    - %s\n' "local all $pg_user peer" "local all all peer"
 	for cidr in ${peer_cidrs//,/ }; do
-		printf '    - %s\n' "host replication replicator $cidr scram-sha-256" \
-			"host all all $cidr scram-sha-256"
+		printf '    - %s\n' "$type replication replicator $cidr scram-sha-256" \
+			"$type all all $cidr scram-sha-256"
 	done
 }
 

@@ -9,8 +9,9 @@
 #            environment approval is what guards it. The OIDC provider and these roles are
 #            applied by a person (terraform apply -target=module.github_ci), not by CI.
 #   operate  rolling restarts and restore drills: SSM Run Command on this project's
-#            instances only, and reading target health. Assumable from the main branch and
-#            the environment.
+#            instances only, and reading target health. Assumable only from the GitHub
+#            environment (its required reviewers approve each run): a shell on every
+#            host is not something any workflow on main may get by itself.
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
@@ -23,7 +24,6 @@ locals {
   provider_arn = var.create_oidc_provider ? aws_iam_openid_connect_provider.this[0].arn : "arn:${local.partition}:iam::${local.account_id}:oidc-provider/${local.oidc_host}"
 
   environment_subject = "repo:${var.github_repository}:environment:${var.github_environment}"
-  main_subject        = "repo:${var.github_repository}:ref:refs/heads/main"
 }
 
 resource "aws_iam_openid_connect_provider" "this" {
@@ -70,7 +70,7 @@ data "aws_iam_policy_document" "operate_trust" {
     condition {
       test     = "StringEquals"
       variable = "${local.oidc_host}:sub"
-      values   = [local.environment_subject, local.main_subject]
+      values   = [local.environment_subject]
     }
   }
 }
