@@ -63,7 +63,9 @@
 #   DOB_SECRETS_PARAMETER_PREFIX        SSM SecureString parameters <prefix>superuser,
 #                                       replication, rewind, app, restapi: fetched at every
 #                                       run into /etc/dob/secrets (0640 root:postgres);
-#                                       without it those files must exist
+#                                       without it those files must exist. The app password
+#                                       is also copied to /etc/dob/app-password (0640
+#                                       root:dob) for DOB_DATABASE_PASSWORD_FILE
 #   DOB_PATRONI_SCOPE, DOB_SYNCHRONOUS_MODE, DOB_PATRONI_TTL, DOB_WATCHDOG, ...
 #                                       passed to patroni-config.sh (see its --help)
 # First boot: the image's own cluster 15/main is retired (start.conf disabled, data
@@ -360,6 +362,12 @@ fetch_patroni_secrets() {
 			die "$SECRETS_DIR/$name is missing (set DOB_SECRETS_PARAMETER_PREFIX, or write it)"
 	done
 	[[ -z "$prefix" ]] || log "Patroni's passwords fetched from SSM parameters $prefix*"
+	# The application's password for dob-api, dob-backup and dob-restore (user dob):
+	# DOB_DATABASE_PASSWORD_FILE names it, pg_hba asks it of every TCP connection.
+	if getent group dob >/dev/null; then
+		install -m 0640 -o root -g dob "$SECRETS_DIR/app" /etc/dob/app-password.tmp
+		mv /etc/dob/app-password.tmp /etc/dob/app-password
+	fi
 }
 
 # etcd_client_hosts CLUSTER: name=http://host:2380,... as host:2379,...

@@ -71,6 +71,7 @@ impl ApiConfig {
         let database_url = get("DOB_DATABASE_URL").ok_or_else(|| {
             Error::config("DOB_DATABASE_URL", "is required (a postgresql:// URL)")
         })?;
+        let database_url = with_password_file(&get, database_url)?;
         // Check the URL now, so a typo fails at start and not at the first request.
         database_url.parse::<postgres::Config>().map_err(|e| {
             Error::config(
@@ -361,7 +362,27 @@ impl RestoreConfig {
 pub fn required_url(get: &impl Fn(&str) -> Option<String>, key: &str) -> Result<String> {
     let url = get(key).ok_or_else(|| Error::config(key, "is required (a postgresql:// URL)"))?;
     check_database_url(key, &url)?;
-    Ok(url)
+    with_password_file(get, url)
+}
+
+/// `url` with the password of `DOB_DATABASE_PASSWORD_FILE` (its first line) when that is
+/// set and the URL names no password: the hosts keep the URL in /etc/dob/dob.env, which
+/// holds no secret, and the password in a file of its own.
+pub fn with_password_file(get: &impl Fn(&str) -> Option<String>, url: String) -> Result<String> {
+    const KEY: &str = "DOB_DATABASE_PASSWORD_FILE";
+    let Some(path) = get(KEY).filter(|v| !v.trim().is_empty()) else {
+        return Ok(url);
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::config(KEY, format!("{path} cannot be read: {e}")))?;
+    let password = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if password.is_empty() {
+        return Err(Error::config(
+            KEY,
+            format!("{path} holds no password on its first line"),
+        ));
+    }
+    Ok(crate::conninfo::with_password(&url, password))
 }
 
 pub fn check_database_url(key: &str, url: &str) -> Result<()> {
@@ -423,6 +444,28 @@ mod tests {
     }
 
     const URL: (&str, &str) = ("DOB_DATABASE_URL", "postgresql://dob@127.0.0.1:5432/dob");
+
+    #[test]
+    fn the_database_password_may_come_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("dob-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("app-password");
+        std::fs::write(&file, "s3cret\nignored\n").unwrap();
+        let path = file.to_str().unwrap();
+        let c = config(&[URL, ("DOB_DATABASE_PASSWORD_FILE", path)]).unwrap();
+        let parsed: postgres::Config = c.database_url.parse().unwrap();
+        assert_eq!(parsed.get_password(), Some(&b"s3cret"[..]));
+        std::fs::write(&file, "\n").unwrap();
+        let err = config(&[URL, ("DOB_DATABASE_PASSWORD_FILE", path)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no password"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let err = config(&[URL, ("DOB_DATABASE_PASSWORD_FILE", "/nonexistent/pw")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DOB_DATABASE_PASSWORD_FILE"), "{err}");
+    }
 
     #[test]
     fn the_fence_lease_must_outlast_the_longest_write() {

@@ -69,6 +69,30 @@ pub fn with_database(url: &str, db: &str) -> String {
     }
 }
 
+/// `url` with `password`, unless it already carries one (then unchanged): how a
+/// password kept in a file (`DOB_DATABASE_PASSWORD_FILE`) joins a URL that names none.
+pub fn with_password(url: &str, password: &str) -> String {
+    if split_password(url).1.is_some() {
+        return url.to_owned();
+    }
+    match url_parts(url) {
+        Some(parts) => {
+            let pair = format!("password={}", percent_encode(password));
+            let query = if parts.query.is_empty() {
+                pair
+            } else {
+                format!("{}&{pair}", parts.query)
+            };
+            Parts {
+                query: &query,
+                ..parts
+            }
+            .to_string()
+        }
+        None => format!("{url} password={}", quote_keyword_value(password)),
+    }
+}
+
 /// The database a URL names.
 pub fn database_name(url: &str) -> Result<String> {
     let config = url
@@ -228,6 +252,28 @@ fn percent_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_from_a_file_joins_a_url_that_has_none() {
+        let url = with_password(
+            "postgresql://dob@10.0.0.1:5432,10.0.1.1:5432/dob?target_session_attrs=read-write",
+            "p@ss w/rd&'",
+        );
+        let config: postgres::Config = url.parse().unwrap();
+        assert_eq!(config.get_password(), Some(&b"p@ss w/rd&'"[..]));
+        assert_eq!(config.get_hosts().len(), 2);
+        assert_eq!(split_password(&url).1.as_deref(), Some("p@ss w/rd&'"));
+        let plain = with_password("postgresql://dob@h/dob", "x");
+        assert_eq!(plain, "postgresql://dob@h/dob?password=x");
+        // One given in the URL wins.
+        assert_eq!(
+            with_password("postgresql://dob:inurl@h/dob", "x"),
+            "postgresql://dob:inurl@h/dob"
+        );
+        let keywords = with_password("host=h dbname=dob user=dob", "a b");
+        let config: postgres::Config = keywords.parse().unwrap();
+        assert_eq!(config.get_password(), Some(&b"a b"[..]));
+    }
 
     #[test]
     fn the_password_leaves_the_url() {

@@ -386,10 +386,10 @@ def render_user_data(root: Path, render_dir: Path) -> int:
     # What role-setup.sh needs for each role.
     required_by_role = {
         "patroni": ["DOB_HOST_ADDRESS", "DOB_ETCD_INITIAL_CLUSTER", "DOB_ETCD_NAME", "DOB_SECRETS_PARAMETER_PREFIX",
-                    "DOB_PATRONI_URL", "DOB_REPLICA_CIDRS"],
+                    "DOB_DATABASE_PASSWORD_FILE", "DOB_PATRONI_URL", "DOB_REPLICA_CIDRS"],
         "witness": ["DOB_HOST_ADDRESS", "DOB_ETCD_INITIAL_CLUSTER", "DOB_ETCD_NAME"],
         "dr-standby": ["DOB_HOST_ADDRESS", "DOB_ETCD_INITIAL_CLUSTER", "DOB_STANDBY_OF",
-                       "DOB_SECRETS_PARAMETER_PREFIX", "DOB_REPLICA_CIDRS"],
+                       "DOB_SECRETS_PARAMETER_PREFIX", "DOB_DATABASE_PASSWORD_FILE", "DOB_REPLICA_CIDRS"],
         "primary": ["DOB_REPLICA_CIDRS"],
         "replica": ["DOB_REPLICA_CIDRS"],
         "dr-replica": ["DOB_REPLICA_CIDRS"],
