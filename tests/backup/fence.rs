@@ -141,3 +141,31 @@ fn without_a_readable_bucket_no_write_is_acknowledged() {
     assert!(body.contains("fence record"), "{body}");
     assert_eq!(send(api.addr, "GET", "/readyz", &[], None).status, 503);
 }
+
+#[test]
+fn a_fence_record_that_is_not_one_never_hands_writes_back() {
+    let db = fresh_database();
+    let west = TestBucket::new();
+    let dr = TestBucket::new();
+    let buckets = format!("{}@{WEST},{}@{DR}", west.name, dr.name);
+    // Both buckets hold garbage: unreadable, which is not "no record" (that would let
+    // the home region write).
+    west.put("dob/fence/epoch.json", b"{not json");
+    dr.put("dob/fence/epoch.json", b"\x00\xff");
+    let api = spawn_api(&db, &buckets, &shared_s3().endpoint(), WEST);
+    wait_until(Duration::from_secs(20), "dob-api to answer", || {
+        TcpStream::connect(api.addr).is_ok()
+            && send(api.addr, "GET", "/healthz", &[], None).status == 200
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    let (status, body) = status_of_put(&api, "Frank");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(send(api.addr, "GET", "/readyz", &[], None).status, 503);
+    // A readable record in one bucket decides, the garbage in the other aside.
+    dr.put("dob/fence/epoch.json", &record(1, WEST));
+    wait_until(
+        Duration::from_secs(5),
+        "the readable record to be read",
+        || status_of_put(&api, "Grace").0 == 204,
+    );
+}
