@@ -94,7 +94,7 @@ API_PORT="$(free_port "$PG_PORT")"
 API="http://127.0.0.1:$API_PORT"
 dob_log "dob-api on $API (workers ${DOB_WORKERS:-default}, pool ${DOB_POOL_SIZE:-default})"
 DOB_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/dob" \
-	DOB_LISTEN="127.0.0.1:$API_PORT" RUST_LOG=info DOB_DRAIN_SECONDS=0 \
+	DOB_LISTEN="127.0.0.1:$API_PORT" RUST_LOG=info DOB_DRAIN_SECONDS=0 DOB_ALLOW_INSECURE_DB=1 \
 	"$API_BIN" 2>"$WORK/dob-api.log" &
 API_PID=$!
 if ! wait_http_ok "$API/readyz" 60 "$API_PID"; then

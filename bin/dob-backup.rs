@@ -23,7 +23,8 @@ Configured by environment variables (on hosts: /etc/dob/dob.env):
   DOB_S3_ENDPOINT          non-AWS endpoint, path-style (e.g. http://127.0.0.1:9000)
   DOB_S3_SSE               AES256 | aws:kms | none (default none: bucket default)
   DOB_S3_KMS_KEY_ID        KMS key for aws:kms (default: the account's aws/s3 key)
-  DOB_BACKUP_KEEP          complete backups to keep (default 7, at least 1)
+  DOB_BACKUP_KEEP          complete backups to keep (default 7); 0: delete nothing, the
+                           bucket's lifecycle retires backups (the hosts, under Object Lock)
   DOB_BACKUP_PART_SIZE_MB  multipart part size and memory buffer (default 8, min 5)
   DOB_PG_BIN               directory of pg_dump (default: newest /usr/lib/postgresql/*/bin)
 AWS credentials: the standard chain (environment, profile, EC2 instance profile).

@@ -22,7 +22,7 @@ use crate::pg::PgBin;
 use crate::s3::ObjectStore;
 use crate::{conninfo, Error, Result};
 use jiff::Timestamp;
-use postgres::{Client, Transaction};
+use postgres::Transaction;
 use s3::serde_types::Part;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -55,13 +55,13 @@ pub fn run(config: &BackupConfig) -> Result<BackupReport> {
     let root = store.root();
     let dump_key = id.dump_key(&root);
 
-    let mut client =
-        Client::connect(&config.database_url, crate::dbtls::from_env()?).map_err(|e| {
-            Error::db(
-                format!("connecting to {}", conninfo::redacted(&config.database_url)),
-                e,
-            )
-        })?;
+    let (pg_config, tls) = crate::dbtls::client_config(&config.database_url, "DOB_DATABASE_URL")?;
+    let mut client = pg_config.connect(tls).map_err(|e| {
+        Error::db(
+            format!("connecting to {}", conninfo::redacted(&config.database_url)),
+            e,
+        )
+    })?;
     let mut tx = client
         .build_transaction()
         .isolation_level(postgres::IsolationLevel::RepeatableRead)
@@ -157,12 +157,20 @@ pub fn run(config: &BackupConfig) -> Result<BackupReport> {
         manifest.sha256
     );
 
-    let retention = catalog::apply_retention(&store, config.keep).map_err(|e| {
-        Error::with_source(
-            format!("backup {id} is stored and complete, but retention failed"),
-            e,
-        )
-    })?;
+    let retention = match config.keep {
+        Some(keep) => catalog::apply_retention(&store, keep).map_err(|e| {
+            Error::with_source(
+                format!("backup {id} is stored and complete, but retention failed"),
+                e,
+            )
+        })?,
+        None => {
+            log::info!(
+                "retention: none by dob-backup (DOB_BACKUP_KEEP=0); the bucket's lifecycle retires backups"
+            );
+            RetentionReport::default()
+        }
+    };
     let duration = started.elapsed().as_secs_f64();
     Ok(BackupReport {
         throughput_mb_per_s: manifest.size_bytes as f64 / 1e6 / duration.max(1e-6),

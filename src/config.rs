@@ -15,6 +15,9 @@ pub struct ApiConfig {
     pub database_url: String,
     /// Where to listen when systemd does not pass a socket.
     pub listen: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served instead of `listen`, when
+    /// set: a port that only the load balancer's health checks and the VPC reach.
+    pub admin_listen: Option<SocketAddr>,
     /// Connection threads kept ready (more start as connections need them).
     pub workers: usize,
     /// Pooled database connections.
@@ -49,9 +52,11 @@ pub struct ApiConfig {
     /// Server-side limit on one statement.
     pub statement_timeout: Duration,
     /// `DOB_DATABASE_CA_FILE`: PEM certificates the database server's certificate must
-    /// chain to. Without it TLS is still used when the server offers it, unverified
-    /// (see `dbtls`).
+    /// chain to (required by `sslmode=verify-full`; see `dbtls`).
     pub database_ca_file: Option<PathBuf>,
+    /// `DOB_ALLOW_INSECURE_DB=1`: accept an `sslmode` weaker than `verify-full` over TCP
+    /// (local stacks and tests); without it such a URL is refused at start.
+    pub allow_insecure_db: bool,
     /// After SIGTERM: how long readiness reports 503 while requests are still served,
     /// so the load balancer stops sending new ones before the process exits.
     pub drain: Duration,
@@ -73,20 +78,44 @@ impl ApiConfig {
         })?;
         let database_url = with_password_file(&get, database_url)?;
         // Check the URL now, so a typo fails at start and not at the first request.
-        database_url.parse::<postgres::Config>().map_err(|e| {
-            Error::config(
-                "DOB_DATABASE_URL",
-                format!("is not a valid PostgreSQL URL: {e}"),
-            )
-        })?;
+        let (pg_config, ssl_mode) = crate::dbtls::parse_url(&database_url, "DOB_DATABASE_URL")?;
+        let database_ca_file = get("DOB_DATABASE_CA_FILE").map(PathBuf::from);
+        let allow_insecure_db = flag(&get, "DOB_ALLOW_INSECURE_DB")?;
+        check_db_security(
+            ssl_mode,
+            crate::dbtls::local_only(&pg_config),
+            database_ca_file.is_some(),
+            allow_insecure_db,
+        )?;
 
         let listen_raw = get("DOB_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen = listen_raw.parse().map_err(|_| {
+        let listen: SocketAddr = listen_raw.parse().map_err(|_| {
             Error::config(
                 "DOB_LISTEN",
                 format!("{listen_raw:?} is not an address like 127.0.0.1:8080"),
             )
         })?;
+
+        let admin_listen = match get("DOB_ADMIN_LISTEN").filter(|v| !v.is_empty()) {
+            None => None,
+            Some(raw) => {
+                let admin: SocketAddr = raw.parse().map_err(|_| {
+                    Error::config(
+                        "DOB_ADMIN_LISTEN",
+                        format!("{raw:?} is not an address like 0.0.0.0:8090"),
+                    )
+                })?;
+                if admin.port() != 0 && admin.port() == listen.port() {
+                    return Err(Error::config(
+                        "DOB_ADMIN_LISTEN",
+                        format!(
+                            "{admin} uses the port of DOB_LISTEN ({listen}): the admin endpoints need a port of their own"
+                        ),
+                    ));
+                }
+                Some(admin)
+            }
+        };
 
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let workers = parse_in_range(&get, "DOB_WORKERS", (cpus * 8).clamp(8, 64), 1, 1024)?;
@@ -129,6 +158,7 @@ impl ApiConfig {
         Ok(ApiConfig {
             database_url,
             listen,
+            admin_listen,
             workers,
             pool_size,
             lookup_concurrency,
@@ -156,7 +186,8 @@ impl ApiConfig {
             pool_timeout,
             connect_timeout: millis("DOB_CONNECT_TIMEOUT_MS", 2_000)?,
             statement_timeout,
-            database_ca_file: get("DOB_DATABASE_CA_FILE").map(PathBuf::from),
+            database_ca_file,
+            allow_insecure_db,
             drain: Duration::from_secs(
                 parse_in_range(&get, "DOB_DRAIN_SECONDS", 5, 0, 3_600)? as u64
             ),
@@ -298,8 +329,10 @@ impl S3Config {
 pub struct BackupConfig {
     pub database_url: String,
     pub s3: S3Config,
-    /// Complete backups kept by retention (at least 1).
-    pub keep: usize,
+    /// Complete backups kept by retention (at least 1); `None` (`DOB_BACKUP_KEEP=0`):
+    /// dob-backup deletes nothing, the bucket's lifecycle and Object Lock retire backups
+    /// (the hosts' role may not delete them).
+    pub keep: Option<usize>,
     /// Bytes per multipart part: also the one buffer the dump streams through.
     pub part_size: usize,
 }
@@ -313,7 +346,10 @@ impl BackupConfig {
         let get = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
         let database_url = required_url(&get, "DOB_DATABASE_URL")?;
         let s3 = S3Config::from_lookup(&lookup)?;
-        let keep = parse_in_range(&get, "DOB_BACKUP_KEEP", DEFAULT_BACKUP_KEEP, 1, 100_000)?;
+        let keep = match parse_in_range(&get, "DOB_BACKUP_KEEP", DEFAULT_BACKUP_KEEP, 0, 100_000)? {
+            0 => None,
+            keep => Some(keep),
+        };
         let part_size_mb = parse_in_range(
             &get,
             "DOB_BACKUP_PART_SIZE_MB",
@@ -385,8 +421,50 @@ pub fn with_password_file(get: &impl Fn(&str) -> Option<String>, url: String) ->
     Ok(crate::conninfo::with_password(&url, password))
 }
 
+/// dob-api's rule for its database connections: over TCP, `sslmode=verify-full` with a
+/// CA file, unless `DOB_ALLOW_INSECURE_DB=1` accepts less. A socket-only URL needs no
+/// TLS (nothing crosses a network).
+pub fn check_db_security(
+    ssl_mode: crate::dbtls::SslMode,
+    local_only: bool,
+    has_ca_file: bool,
+    allow_insecure_db: bool,
+) -> Result<()> {
+    use crate::dbtls::SslMode;
+    if ssl_mode == SslMode::VerifyFull && !has_ca_file {
+        return Err(Error::config(
+            "DOB_DATABASE_CA_FILE",
+            "is required by sslmode=verify-full in DOB_DATABASE_URL: the PEM certificate of the CA that signed the database servers' certificates",
+        ));
+    }
+    if ssl_mode == SslMode::VerifyFull || local_only || allow_insecure_db {
+        return Ok(());
+    }
+    Err(Error::config(
+        "DOB_DATABASE_URL",
+        format!(
+            "sslmode={} does not verify the database server, so anyone on the path could read or change what is stored: use sslmode=verify-full with DOB_DATABASE_CA_FILE, or set DOB_ALLOW_INSECURE_DB=1 to accept it (local stacks and tests only)",
+            ssl_mode.as_str()
+        ),
+    ))
+}
+
+/// A yes/no variable: `1`/`true`/`yes` or `0`/`false`/`no` (unset: no); anything else is
+/// an error, never a guess.
+pub fn flag(get: &impl Fn(&str) -> Option<String>, key: &str) -> Result<bool> {
+    match get(key).as_deref().map(str::trim) {
+        None => Ok(false),
+        Some("1" | "true" | "yes") => Ok(true),
+        Some("0" | "false" | "no") => Ok(false),
+        Some(other) => Err(Error::config(
+            key,
+            format!("{other:?} is not 1 or 0 (true/false, yes/no)"),
+        )),
+    }
+}
+
 pub fn check_database_url(key: &str, url: &str) -> Result<()> {
-    let config = url
+    let config = crate::conninfo::for_driver(url)
         .parse::<postgres::Config>()
         .map_err(|e| Error::config(key, format!("is not a valid PostgreSQL URL: {e}")))?;
     if config.get_dbname().is_none() {
@@ -435,12 +513,59 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// The configuration of `pairs`, with the plaintext test URL accepted unless `pairs`
+    /// say otherwise.
     fn config(pairs: &[(&str, &str)]) -> Result<ApiConfig> {
+        let mut all = vec![("DOB_ALLOW_INSECURE_DB", "1")];
+        all.extend_from_slice(pairs);
+        strict_config(&all)
+    }
+
+    fn strict_config(pairs: &[(&str, &str)]) -> Result<ApiConfig> {
         let env: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         ApiConfig::from_lookup(|k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn an_unverified_database_connection_is_refused_unless_allowed() {
+        for url in [
+            "postgresql://dob@10.0.0.1/dob",
+            "postgresql://dob@10.0.0.1/dob?sslmode=require",
+            "postgresql://dob@10.0.0.1/dob?sslmode=disable",
+        ] {
+            let err = strict_config(&[("DOB_DATABASE_URL", url)]).unwrap_err();
+            assert!(err.is_config(), "{url}");
+            let text = err.to_string();
+            assert!(
+                text.contains("verify-full") && text.contains("DOB_ALLOW_INSECURE_DB=1"),
+                "{url}: {text}"
+            );
+            // Even with a CA file: only verify-full promises the check on every path.
+            assert!(strict_config(&[
+                ("DOB_DATABASE_URL", url),
+                ("DOB_DATABASE_CA_FILE", "/etc/dob/tls/ca.pem")
+            ])
+            .is_err());
+            let allowed =
+                strict_config(&[("DOB_DATABASE_URL", url), ("DOB_ALLOW_INSECURE_DB", "1")]);
+            assert!(allowed.unwrap().allow_insecure_db, "{url}");
+        }
+        let verified = "postgresql://dob@10.0.0.1/dob?sslmode=verify-full";
+        let err = strict_config(&[("DOB_DATABASE_URL", verified)]).unwrap_err();
+        assert!(err.to_string().contains("DOB_DATABASE_CA_FILE"), "{err}");
+        let ok = strict_config(&[
+            ("DOB_DATABASE_URL", verified),
+            ("DOB_DATABASE_CA_FILE", "/etc/dob/tls/ca.pem"),
+        ])
+        .unwrap();
+        assert!(!ok.allow_insecure_db);
+        // A Unix socket crosses no network.
+        strict_config(&[("DOB_DATABASE_URL", "host=/var/run/postgresql dbname=dob")]).unwrap();
+        let err = strict_config(&[(URL.0, URL.1), ("DOB_ALLOW_INSECURE_DB", "maybe")]).unwrap_err();
+        assert!(err.to_string().contains("DOB_ALLOW_INSECURE_DB"), "{err}");
     }
 
     const URL: (&str, &str) = ("DOB_DATABASE_URL", "postgresql://dob@127.0.0.1:5432/dob");
@@ -506,9 +631,24 @@ mod tests {
     fn defaults_apply_when_only_the_url_is_set() {
         let c = config(&[URL]).unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.admin_listen, None);
         assert_eq!(c.timezone_name, "UTC");
         assert!(c.workers >= 8);
         assert!(c.pool_size as usize <= c.workers);
+    }
+
+    #[test]
+    fn the_admin_endpoints_take_a_port_of_their_own() {
+        let c = config(&[URL, ("DOB_ADMIN_LISTEN", "0.0.0.0:8090")]).unwrap();
+        assert_eq!(c.admin_listen, Some("0.0.0.0:8090".parse().unwrap()));
+        // Port 0 on both (tests): the kernel picks two different ports.
+        let c = config(&[
+            URL,
+            ("DOB_LISTEN", "127.0.0.1:0"),
+            ("DOB_ADMIN_LISTEN", "127.0.0.1:0"),
+        ])
+        .unwrap();
+        assert!(c.admin_listen.is_some());
     }
 
     #[test]
@@ -540,6 +680,8 @@ mod tests {
             ("DOB_MAX_HEADERS", "lots"),
             ("DOB_BREAKER_COOLDOWN_MS", "soon"),
             ("DOB_READY_GRACE_MS", "-5"),
+            ("DOB_ADMIN_LISTEN", "admin"),
+            ("DOB_ADMIN_LISTEN", "127.0.0.1:8080"),
         ] {
             let err = config(&[URL, (key, value)]).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
@@ -560,7 +702,9 @@ mod tests {
     fn backup_defaults_need_only_url_and_bucket() {
         let c = backup(&[URL, BUCKET]).unwrap();
         assert_eq!(c.s3.prefix, "dob");
-        assert_eq!(c.keep, DEFAULT_BACKUP_KEEP);
+        assert_eq!(c.keep, Some(DEFAULT_BACKUP_KEEP));
+        let c = backup(&[URL, BUCKET, ("DOB_BACKUP_KEEP", "0")]).unwrap();
+        assert_eq!(c.keep, None, "0: retention is the bucket's");
         assert_eq!(c.part_size, DEFAULT_PART_SIZE_MB * 1024 * 1024);
         assert_eq!(c.s3.sse, None);
     }
@@ -596,7 +740,8 @@ mod tests {
             ("DOB_S3_BUCKET", "Not_A_Bucket"),
             ("DOB_S3_SSE", "rot13"),
             ("DOB_S3_ENDPOINT", "127.0.0.1:9000"),
-            ("DOB_BACKUP_KEEP", "0"),
+            ("DOB_BACKUP_KEEP", "-1"),
+            ("DOB_BACKUP_KEEP", "seven"),
             ("DOB_BACKUP_PART_SIZE_MB", "1"),
         ] {
             let err = backup(&[URL, BUCKET, (key, value)])

@@ -93,9 +93,83 @@ pub fn with_password(url: &str, password: &str) -> String {
     }
 }
 
+/// The `sslmode` a URL asks for, if it names one (the last one, as libpq takes it).
+pub fn ssl_mode(url: &str) -> Option<String> {
+    match url_parts(url) {
+        Some(parts) => parts
+            .query
+            .rsplit('&')
+            .find_map(|pair| pair.strip_prefix("sslmode="))
+            .map(percent_decode),
+        None => keyword_pairs(url)
+            .into_iter()
+            .rev()
+            .find(|(key, _)| key == "sslmode")
+            .map(|(_, value)| value),
+    }
+}
+
+/// `url` as the driver (`postgres`) parses it: it knows `sslmode` only up to `require`,
+/// so `verify-full` is passed as `require` (the connector of [`crate::dbtls`] does the
+/// verifying). Everything else is unchanged.
+pub fn for_driver(url: &str) -> std::borrow::Cow<'_, str> {
+    match ssl_mode(url).as_deref() {
+        Some("verify-full") => with_ssl_mode(url, "require").into(),
+        _ => url.into(),
+    }
+}
+
+/// The TCP host and port of a libpq keyword connection string (`primary_conninfo`), read
+/// without the driver, which refuses libpq-only keys such as `sslrootcert`.
+pub fn keyword_host_port(conninfo: &str) -> Option<(String, u16)> {
+    let pairs = keyword_pairs(conninfo);
+    let value = |key: &str| {
+        pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let host = value("host").filter(|h| !h.is_empty() && !h.starts_with('/'))?;
+    let port = match value("port") {
+        Some(port) => port.parse().ok()?,
+        None => 5432,
+    };
+    Some((host, port))
+}
+
+/// `url` with every `sslmode` replaced by `mode` (added when it names none).
+pub fn with_ssl_mode(url: &str, mode: &str) -> String {
+    match url_parts(url) {
+        Some(parts) => {
+            let mut query: Vec<String> = parts
+                .query
+                .split('&')
+                .filter(|pair| !pair.is_empty() && !pair.starts_with("sslmode="))
+                .map(str::to_owned)
+                .collect();
+            query.push(format!("sslmode={}", percent_encode(mode)));
+            Parts {
+                query: &query.join("&"),
+                ..parts
+            }
+            .to_string()
+        }
+        None => {
+            let mut kept: Vec<String> = keyword_pairs(url)
+                .into_iter()
+                .filter(|(key, _)| key != "sslmode")
+                .map(|(key, value)| format!("{key}={}", quote_keyword_value(&value)))
+                .collect();
+            kept.push(format!("sslmode={}", quote_keyword_value(mode)));
+            kept.join(" ")
+        }
+    }
+}
+
 /// The database a URL names.
 pub fn database_name(url: &str) -> Result<String> {
-    let config = url
+    let config = for_driver(url)
         .parse::<postgres::Config>()
         .map_err(|e| Error::config("database URL", format!("is not valid: {e}")))?;
     config
@@ -252,6 +326,28 @@ fn percent_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ssl_mode_is_read_and_replaced_in_both_forms() {
+        let url =
+            "postgresql://dob@10.0.0.1,10.0.1.1/dob?sslmode=prefer&target_session_attrs=read-write";
+        assert_eq!(ssl_mode(url).as_deref(), Some("prefer"));
+        assert_eq!(
+            with_ssl_mode(url, "require"),
+            "postgresql://dob@10.0.0.1,10.0.1.1/dob?target_session_attrs=read-write&sslmode=require"
+        );
+        assert_eq!(ssl_mode("postgresql://h/db"), None);
+        assert_eq!(
+            with_ssl_mode("postgresql://h/db", "require"),
+            "postgresql://h/db?sslmode=require"
+        );
+        let keywords = "host=10.0.0.1 sslmode='verify-full' dbname=dob";
+        assert_eq!(ssl_mode(keywords).as_deref(), Some("verify-full"));
+        assert_eq!(
+            with_ssl_mode(keywords, "require"),
+            "host=10.0.0.1 dbname=dob sslmode=require"
+        );
+    }
 
     #[test]
     fn a_password_from_a_file_joins_a_url_that_has_none() {

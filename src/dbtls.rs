@@ -1,15 +1,19 @@
 //! TLS for every PostgreSQL connection the binaries make (rustls, aws-lc-rs); the test
 //! harness in `pg` stays plaintext.
 //!
-//! The URL's `sslmode` decides whether TLS is used: `disable`, `prefer` (the default:
-//! TLS when the server offers it) or `require` (refuse a server without it). This module
-//! decides what TLS proves:
-//! - with `DOB_DATABASE_CA_FILE`, the server's certificate must chain to those PEM
-//!   certificates and name the host it was reached at (libpq's `verify-full`);
-//! - without it, the certificate is not checked (libpq's `prefer`/`require`): traffic is
-//!   encrypted against eavesdropping, but an active man in the middle is not detected.
-//!   Debian's PostgreSQL has `ssl = on` with a self-signed certificate, so hosts get
-//!   encryption with nothing to provision. Handshake signatures are still verified.
+//! The URL's `sslmode` decides whether TLS is used and what it proves:
+//! - `verify-full` (what the hosts use): TLS, and the server's certificate must chain to
+//!   the PEM certificates of `DOB_DATABASE_CA_FILE` (required) and name the host it was
+//!   reached at, by DNS name or IP address;
+//! - `require`, `prefer` (the default: TLS when the server offers it), `disable`: with
+//!   `DOB_DATABASE_CA_FILE` the certificate is still verified as above; without it, it
+//!   is not checked: traffic is encrypted against eavesdropping, but an active man in
+//!   the middle is not detected. dob-api refuses these modes unless
+//!   `DOB_ALLOW_INSECURE_DB=1` says this is a local stack or a test.
+//!
+//! The driver (`postgres`) knows only `disable`, `prefer` and `require`, so `verify-full`
+//! is handed to it as `require` with the verifying connector; libpq children (pg_dump,
+//! pg_restore) get the URL unchanged and the CA in `PGSSLROOTCERT`.
 
 use crate::{Error, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -25,10 +29,81 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 /// The CA file variable, shared by every binary.
 pub const CA_FILE_VAR: &str = "DOB_DATABASE_CA_FILE";
 
-/// The connector of the toolkit binaries (dob-backup, dob-restore, dob-promote), with
-/// `DOB_DATABASE_CA_FILE` from the environment. dob-api takes it from its config.
-pub fn from_env() -> Result<MakeRustlsConnect> {
-    connector(ca_file_from_env().as_deref())
+/// What a URL's `sslmode` asks of the server's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// The driver's configuration for `url` and the `sslmode` it asked for. `what` names
+/// the URL's source in errors (a variable or a flag).
+pub fn parse_url(url: &str, what: &str) -> Result<(postgres::Config, SslMode)> {
+    let mode = match crate::conninfo::ssl_mode(url).as_deref() {
+        None | Some("prefer") => SslMode::Prefer,
+        Some("disable") => SslMode::Disable,
+        Some("require") => SslMode::Require,
+        Some("verify-full") => SslMode::VerifyFull,
+        Some("verify-ca") => {
+            return Err(Error::config(
+                what,
+                "sslmode=verify-ca is not supported: use verify-full (the certificate must also name the host)",
+            ))
+        }
+        Some(other) => {
+            return Err(Error::config(
+                what,
+                format!("sslmode={other:?} is not one of disable, prefer, require, verify-full"),
+            ))
+        }
+    };
+    let config = crate::conninfo::for_driver(url)
+        .parse::<postgres::Config>()
+        .map_err(|e| Error::config(what, format!("is not a valid PostgreSQL URL: {e}")))?;
+    Ok((config, mode))
+}
+
+/// Whether every host of `config` is a Unix socket: nothing crosses a network, so TLS
+/// has nothing to protect (and the server authenticates the peer by its user id).
+pub fn local_only(config: &postgres::Config) -> bool {
+    !config.get_hosts().is_empty()
+        && config
+            .get_hosts()
+            .iter()
+            .all(|host| matches!(host, postgres::config::Host::Unix(_)))
+}
+
+/// The connector for `mode`: `verify-full` without a CA file is a configuration error,
+/// not a silently unverified connection.
+pub fn connector_for(mode: SslMode, ca_file: Option<&Path>) -> Result<MakeRustlsConnect> {
+    if mode == SslMode::VerifyFull && ca_file.is_none() {
+        return Err(Error::config(
+            CA_FILE_VAR,
+            "is required by sslmode=verify-full: the PEM certificate of the CA that signed the database servers' certificates",
+        ));
+    }
+    connector(ca_file)
+}
+
+/// The toolkit binaries' (dob-backup, dob-restore, dob-promote) driver configuration and
+/// connector for `url`, with `DOB_DATABASE_CA_FILE` from the environment. dob-api takes
+/// the CA file from its config.
+pub fn client_config(url: &str, what: &str) -> Result<(postgres::Config, MakeRustlsConnect)> {
+    let (config, mode) = parse_url(url, what)?;
+    Ok((config, connector_for(mode, ca_file_from_env().as_deref())?))
 }
 
 /// Makes a libpq child (pg_dump, pg_restore) trust the same CA: with `sslmode=require`
@@ -134,6 +209,39 @@ impl ServerCertVerifier for Unverified {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verify_full_reaches_the_driver_as_require_and_needs_a_ca_file() {
+        let (config, mode) =
+            parse_url("postgresql://dob@10.0.0.1/dob?sslmode=verify-full", "url").unwrap();
+        assert_eq!(mode, SslMode::VerifyFull);
+        assert_eq!(config.get_ssl_mode(), postgres::config::SslMode::Require);
+        let err = connector_for(mode, None).err().expect("refused");
+        assert!(err.chain().contains(CA_FILE_VAR), "{}", err.chain());
+        let (_, mode) = parse_url("postgresql://dob@10.0.0.1/dob", "url").unwrap();
+        assert_eq!(mode, SslMode::Prefer);
+    }
+
+    #[test]
+    fn unsupported_ssl_modes_are_refused_by_name() {
+        for (url, says) in [
+            ("postgresql://h/db?sslmode=verify-ca", "use verify-full"),
+            ("postgresql://h/db?sslmode=allow", "\"allow\" is not one of"),
+            ("host=h sslmode=bogus", "\"bogus\" is not one of"),
+        ] {
+            let err = parse_url(url, "DOB_DATABASE_URL").expect_err(url);
+            assert!(err.is_config());
+            assert!(err.chain().contains(says), "{url}: {}", err.chain());
+        }
+    }
+
+    #[test]
+    fn only_socket_hosts_count_as_local() {
+        let socket = "host=/var/run/postgresql dbname=dob".parse().unwrap();
+        assert!(local_only(&socket));
+        let tcp = "postgresql://127.0.0.1/dob".parse().unwrap();
+        assert!(!local_only(&tcp));
+    }
 
     #[test]
     fn a_ca_file_without_certificates_is_a_configuration_error() {

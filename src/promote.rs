@@ -154,7 +154,7 @@ pub fn parse_args(
             "--database-url" | "--primary-url" => {
                 let url = value(flag)?;
                 // Arguments are readable by every user of the host (ps, /proc/*/cmdline).
-                if url
+                if crate::conninfo::for_driver(&url)
                     .parse::<postgres::Config>()
                     .is_ok_and(|c| c.get_password().is_some())
                 {
@@ -279,7 +279,7 @@ pub fn parse_args(
 }
 
 fn host_count(url: &str) -> std::result::Result<usize, String> {
-    let config: postgres::Config = url
+    let config: postgres::Config = crate::conninfo::for_driver(url)
         .parse()
         .map_err(|e| format!("{url:?} is not a valid PostgreSQL URL: {e}"))?;
     Ok(config.get_hosts().len().max(1))
@@ -648,15 +648,13 @@ pub fn unix_now() -> u64 {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn connect(url: &str, what: &str) -> Result<Client> {
-    let mut config: postgres::Config = url
-        .parse()
-        .map_err(|e| Error::config("--database-url", format!("is not a valid URL: {e}")))?;
+    let (mut config, tls) = crate::dbtls::client_config(url, "--database-url")?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
     config.application_name("dob-promote");
     config
-        .connect(crate::dbtls::from_env()?)
+        .connect(tls)
         .map_err(|e| Error::db(format!("connecting to {what}"), e))
 }
 
@@ -694,7 +692,7 @@ pub fn measure_local(client: &mut Client) -> Result<LocalState> {
 /// One `postgres::Config` per host named in `url` (a multi-host URL connects to the
 /// first that answers; here every host must be asked), with a short timeout.
 pub fn per_host_configs(url: &str) -> Result<Vec<(String, postgres::Config)>> {
-    let config: postgres::Config = url
+    let config: postgres::Config = crate::conninfo::for_driver(url)
         .parse()
         .map_err(|e| Error::config("--primary-url", format!("is not a valid URL: {e}")))?;
     let ports = config.get_ports();
@@ -730,13 +728,10 @@ pub fn per_host_configs(url: &str) -> Result<Vec<(String, postgres::Config)>> {
 /// The old primary as the replica knows it: the host and port of its
 /// `primary_conninfo`, with the user, password and database of `local_url`.
 pub fn primary_from_conninfo(conninfo: &str, local_url: &str) -> Option<String> {
-    let replication: postgres::Config = conninfo.parse().ok()?;
-    let host = match replication.get_hosts().first()? {
-        postgres::config::Host::Tcp(name) => name.clone(),
-        postgres::config::Host::Unix(_) => return None,
-    };
-    let port = replication.get_ports().first().copied().unwrap_or(5432);
-    let local: postgres::Config = local_url.parse().ok()?;
+    // Read as keywords: a conninfo with `sslrootcert` (verify-full replication) is not
+    // something the driver parses.
+    let (host, port) = crate::conninfo::keyword_host_port(conninfo)?;
+    let local: postgres::Config = crate::conninfo::for_driver(local_url).parse().ok()?;
     let user = local.get_user().unwrap_or("postgres");
     let db = local.get_dbname().unwrap_or("postgres");
     let host = if host.contains(':') {
@@ -841,8 +836,7 @@ fn run_into(options: &Options, report: &mut Report) -> Result<()> {
     }
     // An old primary's URL carries no password (the command line is public): it is
     // checked with the local server's, as the replica's own upstream is.
-    let local_password = options
-        .database_url
+    let local_password = crate::conninfo::for_driver(&options.database_url)
         .parse::<postgres::Config>()
         .ok()
         .and_then(|c| c.get_password().map(<[u8]>::to_vec));

@@ -449,14 +449,12 @@ fn check_canary(
 }
 
 fn connect(url: &str) -> Result<Client> {
-    let mut config: postgres::Config = url
-        .parse()
-        .map_err(|e| Error::config("database URL", format!("is not valid: {e}")))?;
+    let (mut config, tls) = crate::dbtls::client_config(url, "database URL")?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
     config
-        .connect(crate::dbtls::from_env()?)
+        .connect(tls)
         .map_err(|e| Error::db(format!("connecting to {}", conninfo::redacted(url)), e))
 }
 

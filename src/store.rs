@@ -217,8 +217,8 @@ impl Store {
     /// Builds the pool without connecting: the API starts (and answers `/healthz`)
     /// even while the database is down.
     pub fn new(config: &ApiConfig) -> Result<Store> {
-        let pg_config = connection_config(config)?;
-        let tls = crate::dbtls::connector(config.database_ca_file.as_deref())?;
+        let (pg_config, ssl_mode) = connection_config(config)?;
+        let tls = crate::dbtls::connector_for(ssl_mode, config.database_ca_file.as_deref())?;
         let role = Arc::new(AtomicU8::new(Role::Unknown.to_u8()));
         let manager = Manager {
             inner: PostgresConnectionManager::new(pg_config.clone(), tls.clone()),
@@ -523,13 +523,8 @@ fn classify(err: &postgres::Error) -> Failure {
 
 /// The PostgreSQL client configuration: the URL plus the timeouts the API relies on,
 /// unless the URL sets its own.
-fn connection_config(config: &ApiConfig) -> Result<postgres::Config> {
-    let mut pg: postgres::Config = config.database_url.parse().map_err(|e| {
-        Error::config(
-            "DOB_DATABASE_URL",
-            format!("is not a valid PostgreSQL URL: {e}"),
-        )
-    })?;
+fn connection_config(config: &ApiConfig) -> Result<(postgres::Config, crate::dbtls::SslMode)> {
+    let (mut pg, ssl_mode) = crate::dbtls::parse_url(&config.database_url, "DOB_DATABASE_URL")?;
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(config.connect_timeout);
     }
@@ -549,7 +544,7 @@ fn connection_config(config: &ApiConfig) -> Result<postgres::Config> {
         _ => statement_timeout,
     };
     pg.options(&options);
-    Ok(pg)
+    Ok((pg, ssl_mode))
 }
 
 #[cfg(test)]

@@ -60,6 +60,8 @@ impl TestApp {
             ("DOB_WORKERS".into(), "4".into()),
             ("DOB_POOL_SIZE".into(), "4".into()),
             ("DOB_DRAIN_SECONDS".into(), "0".into()),
+            // The test servers are on loopback; the TLS tests say 0.
+            ("DOB_ALLOW_INSECURE_DB".into(), "1".into()),
         ];
         vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = ApiConfig::from_lookup(|key| {

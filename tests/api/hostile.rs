@@ -43,6 +43,8 @@ impl Api {
             .env("DOB_WORKERS", "4")
             .env("DOB_POOL_SIZE", "4")
             .env("DOB_DRAIN_SECONDS", "0")
+            // The test server is plaintext on loopback.
+            .env("DOB_ALLOW_INSECURE_DB", "1")
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdin(Stdio::null())

@@ -29,12 +29,18 @@ fn api_connections_encrypted(pg: &LocalServer, db: &str) -> bool {
 }
 
 #[test]
-fn with_a_ca_file_the_api_talks_to_a_verified_server_over_tls() {
+fn with_verify_full_the_api_talks_to_a_verified_server_over_tls() {
     let (pg, certs) = tls_server();
     let db = fresh_database(pg);
-    let url = format!("{}?sslmode=require", pg.url(&db));
+    let url = format!("{}?sslmode=verify-full", pg.url(&db));
     let ca = certs.ca_file.display().to_string();
-    let app = TestApp::spawn_with(&url, &[("DOB_DATABASE_CA_FILE", &ca)]);
+    let app = TestApp::spawn_with(
+        &url,
+        &[
+            ("DOB_DATABASE_CA_FILE", &ca),
+            ("DOB_ALLOW_INSECURE_DB", "0"),
+        ],
+    );
     assert_eq!(app.put_dob("Tessa", "1990-02-03").status, 204);
     assert_eq!(app.get("/hello/Tessa").status, 200);
     assert!(api_connections_encrypted(pg, &db));
@@ -44,12 +50,13 @@ fn with_a_ca_file_the_api_talks_to_a_verified_server_over_tls() {
 fn a_server_whose_certificate_is_not_from_the_ca_file_is_refused() {
     let (pg, certs) = tls_server();
     let db = fresh_database(pg);
-    let url = format!("{}?sslmode=require", pg.url(&db));
+    let url = format!("{}?sslmode=verify-full", pg.url(&db));
     let other_ca = certs.other_ca_file.display().to_string();
     let app = TestApp::spawn_unready(
         &url,
         &[
             ("DOB_DATABASE_CA_FILE", &other_ca),
+            ("DOB_ALLOW_INSECURE_DB", "0"),
             ("DOB_POOL_TIMEOUT_MS", "300"),
         ],
     );
@@ -71,10 +78,31 @@ fn a_server_whose_certificate_is_not_from_the_ca_file_is_refused() {
 }
 
 #[test]
-fn without_a_ca_file_the_connection_is_still_encrypted() {
+fn without_a_ca_file_an_allowed_insecure_connection_is_still_encrypted() {
     let (pg, _) = tls_server();
     let db = fresh_database(pg);
     let app = TestApp::spawn_with(&pg.url(&db), &[]);
     assert_eq!(app.put_dob("Ursula", "1990-02-03").status, 204);
     assert!(api_connections_encrypted(pg, &db));
+}
+
+#[test]
+fn with_verify_full_a_certificate_that_does_not_name_the_host_is_refused() {
+    let (pg, certs) = tls_server();
+    let db = fresh_database(pg);
+    // The certificate names 127.0.0.1 only; "localhost" reaches the same server.
+    let url = pg.url(&db).replacen("127.0.0.1", "localhost", 1);
+    assert!(url.contains("@localhost:"), "{url}");
+    let url = format!("{url}?sslmode=verify-full");
+    let ca = certs.ca_file.display().to_string();
+    let app = TestApp::spawn_unready(
+        &url,
+        &[
+            ("DOB_DATABASE_CA_FILE", &ca),
+            ("DOB_ALLOW_INSECURE_DB", "0"),
+            ("DOB_POOL_TIMEOUT_MS", "300"),
+        ],
+    );
+    assert_eq!(app.put_dob("Mallory", "1990-02-03").status, 503);
+    assert_eq!(app.get("/readyz").status, 503);
 }

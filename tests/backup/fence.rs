@@ -38,6 +38,8 @@ fn spawn_api(db: &str, buckets: &str, endpoint: &str, region: &str) -> Api {
         .env("DOB_LISTEN", addr.to_string())
         .env("DOB_WORKERS", "2")
         .env("DOB_POOL_SIZE", "2")
+        // The test server is plaintext on loopback.
+        .env("DOB_ALLOW_INSECURE_DB", "1")
         .env("DOB_FENCE_BUCKETS", buckets)
         .env("DOB_REGION", region)
         .env("DOB_FENCE_HOME_REGION", WEST)

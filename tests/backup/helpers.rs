@@ -119,9 +119,35 @@ pub struct TestBucket {
 
 impl TestBucket {
     pub fn new() -> TestBucket {
+        TestBucket::create(false)
+    }
+
+    /// A bucket as Terraform makes the backup buckets: versioned, Object Lock on, every
+    /// new version locked for a day (GOVERNANCE).
+    pub fn with_object_lock() -> TestBucket {
+        TestBucket::create(true)
+    }
+
+    fn create(object_lock: bool) -> TestBucket {
         let name = unique("bucket-").replace('_', "-");
         let endpoint = shared_s3().endpoint();
-        create_bucket(shared_s3().port, &name);
+        let port = shared_s3().port;
+        if object_lock {
+            bare_request(
+                port,
+                &format!("PUT /{name}"),
+                &[("x-amz-bucket-object-lock-enabled", "true")],
+                "",
+            );
+            bare_request(
+                port,
+                &format!("PUT /{name}?object-lock"),
+                &[],
+                "<ObjectLockConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention><Mode>GOVERNANCE</Mode><Days>1</Days></DefaultRetention></Rule></ObjectLockConfiguration>",
+            );
+        } else {
+            bare_request(port, &format!("PUT /{name}"), &[], "");
+        }
         let config = S3Config {
             bucket: name.clone(),
             prefix: "dob".into(),
@@ -160,20 +186,25 @@ impl TestBucket {
     }
 }
 
-/// CreateBucket as a bare request (moto needs no signature for it; rust-s3's call sends
-/// a location constraint moto refuses for us-east-1).
-fn create_bucket(port: u16, name: &str) {
+/// Bucket set-up as bare requests (moto needs no signature for them; rust-s3's
+/// CreateBucket sends a location constraint moto refuses for us-east-1).
+fn bare_request(port: u16, request_line: &str, headers: &[(&str, &str)], body: &str) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut head = format!("{request_line} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
     write!(
         stream,
-        "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{head}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     assert!(
         answer.starts_with("HTTP/1.1 200"),
-        "creating bucket {name}: {answer}"
+        "{request_line}: {answer}"
     );
 }
 

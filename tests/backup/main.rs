@@ -405,6 +405,47 @@ fn retention_keeps_exactly_the_newest_complete_backups() {
 }
 
 #[test]
+fn keep_zero_deletes_nothing_and_backs_up_into_an_object_locked_bucket() {
+    let db = fresh_database();
+    seed_users(&db, 20);
+    let bucket = TestBucket::with_object_lock();
+    let job = Job::new(&db, &bucket).with_env("DOB_BACKUP_KEEP", "0");
+    let first = job.backup_ok();
+    // What a failed run leaves: a dump without a manifest. Retention would delete it.
+    let stale = dob::manifest::BackupId::new("2020-01-01T00:00:00Z".parse().unwrap(), 0);
+    let stale_key = format!("dob/{stale}/dump.pgcustom");
+    bucket.put(&stale_key, b"partial");
+    let second = job.backup_ok();
+    let run = job.backup(&["--json"]);
+    run.assert_ok();
+    let report = run.json()["report"].clone();
+    assert_eq!(
+        report["retention"]["deleted_backups"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        report["retention"]["deleted_incomplete"],
+        serde_json::json!([])
+    );
+    let third = report["manifest"]["id"].as_str().unwrap().to_owned();
+    let keys = bucket.keys();
+    for id in [&first, &second, &third] {
+        assert!(
+            keys.contains(&format!("dob/{id}/manifest.json")),
+            "{keys:?}"
+        );
+        assert!(
+            keys.contains(&format!("dob/{id}/dump.pgcustom")),
+            "{keys:?}"
+        );
+    }
+    assert!(keys.contains(&stale_key), "{keys:?}");
+    assert!(run.stderr.contains("DOB_BACKUP_KEEP=0"), "{}", run.stderr);
+    // What is stored restores.
+    job.restore(&["--drill", "--json"]).assert_ok();
+}
+
+#[test]
 fn a_multi_part_dump_round_trips_and_a_drill_reports_it() {
     let db = big_database();
     let bucket = TestBucket::new();
