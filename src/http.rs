@@ -86,9 +86,31 @@ pub fn body_limit(method: &str, target: &str) -> usize {
     }
 }
 
+/// Which endpoints a listening socket serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// One port for everything (no `DOB_ADMIN_LISTEN`).
+    All,
+    /// The public port when the admin endpoints have their own: `/hello/` only.
+    Public,
+    /// `DOB_ADMIN_LISTEN`: `/healthz`, `/readyz`, `/metrics` only.
+    Admin,
+}
+
 /// Answers one request. Returns the route label it is counted under.
-pub fn handle(app: &App, request: &Request) -> (RouteLabel, Reply) {
-    match (route(request.target()), request.method()) {
+pub fn handle(app: &App, request: &Request, surface: Surface) -> (RouteLabel, Reply) {
+    let route = route(request.target());
+    let served = match route {
+        Route::Hello(_) => surface != Surface::Admin,
+        Route::Healthz | Route::Readyz | Route::Metrics => surface != Surface::Public,
+        Route::NotFound => true,
+    };
+    if !served {
+        // The same answer as for a path that exists nowhere: the public port does not
+        // reveal the admin endpoints.
+        return not_found(surface);
+    }
+    match (route, request.method()) {
         (Route::Hello(_), "GET") => (RouteLabel::HelloGet, get_hello(app, request)),
         (Route::Hello(_), "PUT") => (RouteLabel::HelloPut, put_hello(app, request)),
         (Route::Hello(_), _) => (RouteLabel::Other, method_not_allowed("GET, PUT")),
@@ -101,14 +123,17 @@ pub fn handle(app: &App, request: &Request) -> (RouteLabel, Reply) {
         (Route::Healthz | Route::Readyz | Route::Metrics, _) => {
             (RouteLabel::Other, method_not_allowed("GET"))
         }
-        (Route::NotFound, _) => (
-            RouteLabel::Other,
-            Reply::error(
-                404,
-                "no such endpoint: use /hello/<username>, /healthz, /readyz or /metrics",
-            ),
-        ),
+        (Route::NotFound, _) => not_found(surface),
     }
+}
+
+fn not_found(surface: Surface) -> (RouteLabel, Reply) {
+    let message = match surface {
+        Surface::All => "no such endpoint: use /hello/<username>, /healthz, /readyz or /metrics",
+        Surface::Public => "no such endpoint: use /hello/<username>",
+        Surface::Admin => "no such endpoint: use /healthz, /readyz or /metrics",
+    };
+    (RouteLabel::Other, Reply::error(404, message))
 }
 
 fn method_not_allowed(allow: &'static str) -> Reply {

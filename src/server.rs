@@ -6,10 +6,14 @@
 //! the drain period so the load balancer moves traffic away, accepting stops (the
 //! listening socket stays open for the next process under socket activation), then
 //! kept-alive connections are closed and requests in progress finish.
+//!
+//! With `DOB_ADMIN_LISTEN`, `/metrics`, `/healthz` and `/readyz` are served on a second
+//! socket (a small front of its own) and answer 404 on the public one; it stops last,
+//! so the load balancer's health checks see the drain's 503 to the end.
 
 use crate::config::ApiConfig;
 use crate::front::{self, Front, Request};
-use crate::http::{self, App};
+use crate::http::{self, App, Surface};
 use crate::listener;
 use crate::metrics::{Metrics, RouteLabel};
 use crate::store::Store;
@@ -29,12 +33,24 @@ const LINGER: Duration = Duration::from_millis(250);
 /// (the pool's connections on top of this, migrations, logs, the listener).
 const RESERVED_FDS: usize = 32;
 
+/// Connections open at once on the admin port: health checks and a scraper, never
+/// clients. Counted in the reserved descriptors above.
+const ADMIN_MAX_CONNECTIONS: usize = 16;
+
+/// The admin endpoints' own socket and front settings.
+struct Admin {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    front_config: front::Config,
+}
+
 pub struct Server {
     listener: TcpListener,
     app: Arc<App>,
     front_config: front::Config,
     local_addr: SocketAddr,
     source: listener::Source,
+    admin: Option<Admin>,
     drain: Duration,
     busy_grace: Duration,
     shutdown: ShutdownHandle,
@@ -140,12 +156,33 @@ impl Server {
             },
             max_body: http::MAX_BODY,
         };
+        let admin = match config.admin_listen {
+            None => None,
+            Some(address) => {
+                let listener = TcpListener::bind(address)
+                    .map_err(|e| Error::io(format!("binding DOB_ADMIN_LISTEN {address}"), e))?;
+                let local_addr = listener
+                    .local_addr()
+                    .map_err(|e| Error::io("reading the admin listening address", e))?;
+                Some(Admin {
+                    listener,
+                    local_addr,
+                    front_config: front::Config {
+                        max_connections: ADMIN_MAX_CONNECTIONS,
+                        min_threads: 1,
+                        max_body: 0,
+                        ..front_config
+                    },
+                })
+            }
+        };
         Ok(Server {
             listener,
             app: Arc::new(app),
             front_config,
             local_addr,
             source,
+            admin,
             drain: config.drain,
             // A request being handled waits at most for a pooled connection, then for
             // its statement.
@@ -156,6 +193,11 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the admin endpoints are served, when they have a socket of their own.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|admin| admin.local_addr)
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -186,10 +228,35 @@ impl Server {
                 .spawn(move || app.store.migrate_until_done(&stop))
                 .map_err(|e| Error::io("starting the migration thread", e))?;
         }
+        let admin_front = match self.admin {
+            None => None,
+            Some(admin) => {
+                log::info!(
+                    "admin endpoints (/metrics, /healthz, /readyz) on http://{}",
+                    admin.local_addr
+                );
+                Some(Front::start(
+                    admin.listener,
+                    admin.front_config,
+                    ApiHandler {
+                        app: Arc::clone(&self.app),
+                        surface: Surface::Admin,
+                    },
+                    // Its own counters: /metrics reports the public front's.
+                    Arc::new(front::Stats::default()),
+                )?)
+            }
+        };
         let front = Front::start(
             self.listener,
             self.front_config,
-            ApiHandler(Arc::clone(&self.app)),
+            ApiHandler {
+                app: Arc::clone(&self.app),
+                surface: match admin_front {
+                    Some(_) => Surface::Public,
+                    None => Surface::All,
+                },
+            },
             Arc::clone(&self.app.http_stats),
         )?;
 
@@ -206,14 +273,21 @@ impl Server {
         // they are sending, then close the rest once their requests are answered.
         front.stop_accepting();
         front.finish(LINGER, self.busy_grace);
+        if let Some(admin_front) = admin_front {
+            admin_front.stop_accepting();
+            admin_front.finish(LINGER, LINGER);
+        }
         stop.store(true, Ordering::Relaxed);
         log::info!("all connections closed");
         Ok(())
     }
 }
 
-/// The API's handlers behind the front, timed, counted and logged.
-struct ApiHandler(Arc<App>);
+/// The API's handlers behind a front, timed, counted and logged.
+struct ApiHandler {
+    app: Arc<App>,
+    surface: Surface,
+}
 
 impl front::Handler for ApiHandler {
     fn body_limit(&self, method: &str, target: &str) -> usize {
@@ -221,10 +295,10 @@ impl front::Handler for ApiHandler {
     }
 
     fn handle(&self, request: &Request<'_>) -> Reply {
-        let app = &*self.0;
+        let app = &*self.app;
         let started = Instant::now();
         // A panic unwinds to the front, which answers 500 and counts it.
-        let (route, reply) = http::handle(app, request);
+        let (route, reply) = http::handle(app, request, self.surface);
         let elapsed = started.elapsed();
         app.metrics.record(route, reply.status, elapsed);
         // Never the body: it is personal data. Nor, at info level, the target: it names
@@ -250,7 +324,7 @@ impl front::Handler for ApiHandler {
     }
 
     fn refused(&self, status: u16) {
-        self.0
+        self.app
             .metrics
             .record(RouteLabel::Other, status, Duration::ZERO);
         log::info!("request refused with {status}");

@@ -16,6 +16,8 @@ fn api_command(database_url: &str) -> Command {
         .env("DOB_DATABASE_URL", database_url)
         .env("DOB_WORKERS", "4")
         .env("DOB_POOL_SIZE", "4")
+        // The test server is plaintext on loopback.
+        .env("DOB_ALLOW_INSECURE_DB", "1")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -110,6 +112,61 @@ fn sigterm_turns_readiness_503_finishes_in_flight_requests_then_exits_0() {
     assert!(
         !logs.contains("1977-07-17") && !logs.contains("Sam"),
         "the request body or the username leaked into the info-level logs:\n{logs}"
+    );
+}
+
+#[test]
+fn with_an_admin_port_the_public_port_serves_only_the_api_and_the_admin_port_only_health() {
+    let pg = shared_pg();
+    let url = pg.url(&fresh_database(pg));
+    let public: SocketAddr = format!("127.0.0.1:{}", dob::pg::free_port().unwrap())
+        .parse()
+        .unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", dob::pg::free_port().unwrap())
+        .parse()
+        .unwrap();
+    let mut child = api_command(&url)
+        .env("DOB_LISTEN", public.to_string())
+        .env("DOB_ADMIN_LISTEN", admin.to_string())
+        .env("DOB_DRAIN_SECONDS", "1")
+        .spawn()
+        .unwrap();
+    wait_ready(admin, &mut child);
+
+    assert_eq!(put_dob_at(public, "Ada", "1990-12-10").status, 204);
+    assert_eq!(send(public, "GET", "/hello/Ada", &[], None).status, 200);
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let on_public = send(public, "GET", path, &[], None);
+        assert_eq!(on_public.status, 404, "{path} on the public port");
+        assert!(
+            !on_public.body.contains("metrics"),
+            "the public port names the admin endpoints: {}",
+            on_public.body
+        );
+        assert_eq!(send(admin, "GET", path, &[], None).status, 200, "{path}");
+    }
+    assert_eq!(send(admin, "GET", "/hello/Ada", &[], None).status, 404);
+    let metrics = send(admin, "GET", "/metrics", &[], None).body;
+    assert!(
+        metrics.contains(r#"route="PUT /hello",status="204"} 1"#),
+        "{metrics}"
+    );
+
+    // Draining shows on the admin port, where the load balancer looks.
+    sigterm(&child);
+    wait_until(
+        Duration::from_secs(2),
+        "admin readiness to turn 503",
+        || send(admin, "GET", "/readyz", &[], None).status == 503,
+    );
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    let logs = stderr_of(&mut child);
+    assert!(
+        logs.contains(&format!(
+            "admin endpoints (/metrics, /healthz, /readyz) on http://{admin}"
+        )),
+        "{logs}"
     );
 }
 
@@ -263,6 +320,19 @@ fn bad_configuration_exits_non_zero_with_a_clear_message() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("DOB_DATABASE_URL"), "{stderr}");
+
+    // A URL that does not verify the server, without DOB_ALLOW_INSECURE_DB.
+    let output = api_command("postgresql://dob@127.0.0.1:1/dob?sslmode=require")
+        .env_remove("DOB_ALLOW_INSECURE_DB")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("sslmode=require does not verify")
+            && stderr.contains("DOB_ALLOW_INSECURE_DB=1"),
+        "{stderr}"
+    );
 
     let output = Command::new(BIN).env_clear().output().unwrap();
     assert!(!output.status.success());
