@@ -6,10 +6,13 @@
 #                         the replica bucket (S3 cross-region replication).
 #   between them          VPC peering for streaming replication; Route53 failover records
 #                         (PRIMARY: the eu-west-1 NLB, SECONDARY: the eu-central-1 NLB),
-#                         both health-checked on /readyz.
+#                         (TCP checks of the NLBs' TLS listeners, and the NLBs' own
+#                         target health, which checks /readyz on the hosts' admin port).
 #
 # Every host boots the same AMI (packer/); user data only mounts the data volume, writes
-# /etc/dob/dob.env and starts the units of the host's role.
+# /etc/dob/dob.env and starts the units of the host's role. Passwords, the internal CA and
+# each database host's certificate are generated here (modules/credentials) and handed
+# over through SSM Parameter Store.
 
 data "aws_caller_identity" "current" {
   provider = aws.primary
@@ -56,10 +59,12 @@ locals {
   # today, and the reversed directions after a failover.
   peer_cidrs = { for host, _ in local.host_cidrs : host => [for other, cidr in local.host_cidrs : cidr if other != host] }
 
-  # In the primary region the API and the backups follow whichever host is writable.
-  primary_region_database_url = "postgresql://${var.database_user}@${local.primary_ip}:5432,${local.replica_ip}:5432/${var.database_name}?target_session_attrs=read-write"
-  # In the DR region the local replica: read-only until promoted, then the primary.
-  dr_database_url = "postgresql://${var.database_user}@127.0.0.1:5432/${var.database_name}"
+  # In the primary region the API and the backups follow whichever host is writable. The
+  # server is verified against the internal CA: its certificate names its address.
+  primary_region_database_url = "postgresql://${var.database_user}@${local.primary_ip}:5432,${local.replica_ip}:5432/${var.database_name}?target_session_attrs=read-write&sslmode=verify-full"
+  # In the DR region the local replica: read-only until promoted, then the primary. Its
+  # certificate also names 127.0.0.1 for this.
+  dr_database_url = "postgresql://${var.database_user}@127.0.0.1:5432/${var.database_name}?sslmode=verify-full"
 
   backup_prefix = trimsuffix(var.backup_prefix, "/")
 
@@ -72,10 +77,6 @@ locals {
     dr      = "${var.name}-releases-${data.aws_caller_identity.current.account_id}-${var.dr_region}"
   }
 
-  replication_password_parameter_arn = {
-    for region in [var.primary_region, var.dr_region] : region =>
-    "arn:${data.aws_partition.current.partition}:ssm:${region}:${data.aws_caller_identity.current.account_id}:parameter/${trimprefix(var.replication_password_parameter, "/")}"
-  }
   # The cross-region fence (src/fence.rs, docs/failover.md): the record in both backup
   # buckets; each region reads the other's through that region's S3 interface endpoint,
   # across the peering.
@@ -94,20 +95,46 @@ locals {
     "${module.backup_bucket.replica_bucket_name}@${var.dr_region}",
   ])
 
-  secrets_parameter_arn_prefix = {
-    for region in [var.primary_region, var.dr_region] : region =>
-    "arn:${data.aws_partition.current.partition}:ssm:${region}:${data.aws_caller_identity.current.account_id}:parameter/${trimprefix(var.patroni_secrets_parameter_prefix, "/")}"
+
+  # Every host that runs PostgreSQL or etcd gets a certificate for its fixed address and
+  # its EC2 private DNS name.
+  private_dns_suffix = {
+    primary = var.primary_region == "us-east-1" ? "ec2.internal" : "${var.primary_region}.compute.internal"
+    dr      = var.dr_region == "us-east-1" ? "ec2.internal" : "${var.dr_region}.compute.internal"
   }
+  database_hosts = {
+    primary = { region = "primary", name = "${var.name}-${var.primary_region}-primary", private_ip = local.primary_ip }
+    replica = { region = "primary", name = "${var.name}-${var.primary_region}-replica", private_ip = local.replica_ip }
+    witness = { region = "primary", name = "${var.name}-${var.primary_region}-witness", private_ip = local.witness_ip }
+    dr      = { region = "dr", name = "${var.name}-${var.dr_region}-dr", private_ip = local.dr_ip }
+  }
+
+  # Load balancer access logs in each region's access-log bucket, under nlb/<lb name>.
+  nlb_names = {
+    primary = "${var.name}-${var.primary_region}"
+    dr      = "${var.name}-${var.dr_region}"
+  }
+  nlb_log_prefixes = { for k, n in local.nlb_names : k => "nlb/${n}" }
+
 }
 
-# --- keys: EBS volumes and the replication password; flow logs ----------------------------
+# --- keys: EBS volumes and the hosts' parameters; operators' secrets; flow logs -----------
 
 module "primary_hosts_key" {
   source    = "./modules/kms_key"
   providers = { aws = aws.primary }
 
   alias       = "${var.name}-hosts"
-  description = "dob hosts in ${var.primary_region}: EBS volumes and the replication password parameter"
+  description = "dob hosts in ${var.primary_region}: EBS volumes and the hosts' SSM parameters (passwords, TLS keys)"
+}
+
+# The CA's private key: operators only. No host role is granted this key.
+module "operators_key" {
+  source    = "./modules/kms_key"
+  providers = { aws = aws.primary }
+
+  alias       = "${var.name}-operators"
+  description = "dob operators' secrets in ${var.primary_region}: the internal CA's private key"
 }
 
 module "primary_logs_key" {
@@ -124,7 +151,7 @@ module "dr_hosts_key" {
   providers = { aws = aws.dr }
 
   alias       = "${var.name}-hosts"
-  description = "dob hosts in ${var.dr_region}: EBS volumes and the replication password parameter"
+  description = "dob hosts in ${var.dr_region}: EBS volumes and the hosts' SSM parameters (passwords, TLS keys)"
 }
 
 module "dr_logs_key" {
@@ -142,26 +169,28 @@ module "primary_network" {
   source    = "./modules/network"
   providers = { aws = aws.primary }
 
-  name                 = "${var.name}-${var.primary_region}"
-  cidr_block           = var.primary_vpc_cidr
-  azs                  = var.primary_azs
-  private_subnet_cidrs = local.primary_private_cidrs
-  public_subnet_cidrs  = local.primary_public_cidrs
-  flow_log_kms_key_arn = module.primary_logs_key.key_arn
-  s3_peer_cidr_blocks  = [var.dr_vpc_cidr]
+  name                     = "${var.name}-${var.primary_region}"
+  cidr_block               = var.primary_vpc_cidr
+  azs                      = var.primary_azs
+  private_subnet_cidrs     = local.primary_private_cidrs
+  public_subnet_cidrs      = local.primary_public_cidrs
+  flow_log_kms_key_arn     = module.primary_logs_key.key_arn
+  s3_peer_cidr_blocks      = [var.dr_vpc_cidr]
+  permissions_boundary_arn = module.permissions_boundary.arn
 }
 
 module "dr_network" {
   source    = "./modules/network"
   providers = { aws = aws.dr }
 
-  name                 = "${var.name}-${var.dr_region}"
-  cidr_block           = var.dr_vpc_cidr
-  azs                  = var.dr_azs
-  private_subnet_cidrs = local.dr_private_cidrs
-  public_subnet_cidrs  = local.dr_public_cidrs
-  flow_log_kms_key_arn = module.dr_logs_key.key_arn
-  s3_peer_cidr_blocks  = [var.primary_vpc_cidr]
+  name                     = "${var.name}-${var.dr_region}"
+  cidr_block               = var.dr_vpc_cidr
+  azs                      = var.dr_azs
+  private_subnet_cidrs     = local.dr_private_cidrs
+  public_subnet_cidrs      = local.dr_public_cidrs
+  flow_log_kms_key_arn     = module.dr_logs_key.key_arn
+  s3_peer_cidr_blocks      = [var.primary_vpc_cidr]
+  permissions_boundary_arn = module.permissions_boundary.arn
 }
 
 module "peering" {
@@ -189,12 +218,18 @@ module "backup_bucket" {
     aws.replica = aws.dr
   }
 
-  name                               = var.name
-  bucket_name                        = var.backup_bucket_name
-  replica_bucket_name                = local.replica_bucket_name
-  noncurrent_version_expiration_days = var.backup_noncurrent_version_expiration_days
-  source_region_log_sources          = [local.release_bucket_names.primary]
-  replica_region_log_sources         = [local.release_bucket_names.dr]
+  name                                 = var.name
+  bucket_name                          = var.backup_bucket_name
+  replica_bucket_name                  = local.replica_bucket_name
+  backup_prefix                        = var.backup_prefix
+  retention_days                       = var.backup_retention_days
+  object_lock_mode                     = var.backup_lock_mode
+  noncurrent_version_expiration_days   = var.backup_noncurrent_version_expiration_days
+  source_region_log_sources            = [local.release_bucket_names.primary]
+  replica_region_log_sources           = [local.release_bucket_names.dr]
+  source_region_log_delivery_prefixes  = [local.nlb_log_prefixes.primary]
+  replica_region_log_delivery_prefixes = [local.nlb_log_prefixes.dr]
+  permissions_boundary_arn             = module.permissions_boundary.arn
 }
 
 module "primary_release_bucket" {
@@ -215,41 +250,85 @@ module "dr_release_bucket" {
   access_log_bucket = module.backup_bucket.access_log_bucket_names.replica
 }
 
+# --- credentials: passwords, the internal CA, the database hosts' certificates -------------
+
+module "credentials" {
+  source = "./modules/credentials"
+  providers = {
+    aws.primary = aws.primary
+    aws.dr      = aws.dr
+  }
+
+  name                           = var.name
+  secrets_parameter_prefix       = var.patroni_secrets_parameter_prefix
+  replication_password_parameter = var.replication_password_parameter
+  tls_parameter_prefix           = var.tls_parameter_prefix
+  primary_kms_key_arn            = module.primary_hosts_key.key_arn
+  dr_kms_key_arn                 = module.dr_hosts_key.key_arn
+  operators_kms_key_arn          = module.operators_key.key_arn
+  ca_validity_hours              = var.tls_ca_validity_hours
+  cert_validity_hours            = var.tls_cert_validity_hours
+  cert_early_renewal_hours       = var.tls_cert_early_renewal_hours
+  hosts = {
+    for key, h in local.database_hosts : key => merge(h, {
+      # The DR host's own DOB_DATABASE_URL names 127.0.0.1; the others use their address.
+      extra_ip_addresses = key == "dr" ? ["127.0.0.1"] : []
+      dns_names          = ["ip-${replace(h.private_ip, ".", "-")}.${local.private_dns_suffix[h.region]}"]
+    })
+  }
+}
+
+# --- the permissions boundary of every workload role ----------------------------------------
+
+module "permissions_boundary" {
+  source    = "./modules/permissions_boundary"
+  providers = { aws = aws.primary } # IAM is global.
+
+  name = var.name
+  backup_bucket_arns = [
+    "arn:${data.aws_partition.current.partition}:s3:::${var.backup_bucket_name}",
+    "arn:${data.aws_partition.current.partition}:s3:::${local.replica_bucket_name}",
+  ]
+}
+
 # --- host roles ----------------------------------------------------------------------------
 
 module "primary_host_role" {
   source    = "./modules/host_role"
   providers = { aws = aws.primary }
 
-  name                               = "${var.name}-${var.primary_region}-hosts"
-  region                             = var.primary_region
-  backup_bucket_arn                  = module.backup_bucket.bucket_arn
-  backup_prefix                      = var.backup_prefix
-  backup_kms_key_arn                 = module.backup_bucket.kms_key_arn
-  backup_write                       = true
-  replication_password_parameter_arn = local.replication_password_parameter_arn[var.primary_region]
-  secrets_parameter_arn_prefix       = local.secrets_parameter_arn_prefix[var.primary_region]
-  replication_password_kms_key_arn   = module.primary_hosts_key.key_arn
-  fence_object_arns                  = local.fence_object_arns
-  fence_kms_key_arns                 = local.fence_kms_key_arns
+  name                     = "${var.name}-${var.primary_region}-hosts"
+  region                   = var.primary_region
+  backup_bucket_arn        = module.backup_bucket.bucket_arn
+  backup_prefix            = var.backup_prefix
+  backup_kms_key_arn       = module.backup_bucket.kms_key_arn
+  backup_write             = true
+  parameter_arns           = module.credentials.parameter_arns.primary
+  parameters_kms_key_arn   = module.primary_hosts_key.key_arn
+  denied_parameter_arns    = [module.credentials.ca_key_parameter_arn]
+  fence_object_arns        = local.fence_object_arns
+  fence_kms_key_arns       = local.fence_kms_key_arns
+  permissions_boundary_arn = module.permissions_boundary.arn
 }
 
 module "dr_host_role" {
   source    = "./modules/host_role"
   providers = { aws = aws.primary } # IAM is global; the role serves the DR host.
 
-  name                               = "${var.name}-${var.dr_region}-hosts"
-  region                             = var.dr_region
-  backup_bucket_arn                  = module.backup_bucket.replica_bucket_arn
-  backup_prefix                      = var.backup_prefix
-  backup_kms_key_arn                 = module.backup_bucket.replica_kms_key_arn
-  backup_write                       = var.dr_backup_write
-  replication_password_parameter_arn = local.replication_password_parameter_arn[var.dr_region]
-  secrets_parameter_arn_prefix       = local.secrets_parameter_arn_prefix[var.dr_region]
-  replication_password_kms_key_arn   = module.dr_hosts_key.key_arn
-  fence_object_arns                  = local.fence_object_arns
-  fence_write                        = true
-  fence_kms_key_arns                 = local.fence_kms_key_arns
+  name                   = "${var.name}-${var.dr_region}-hosts"
+  region                 = var.dr_region
+  backup_bucket_arn      = module.backup_bucket.replica_bucket_arn
+  backup_prefix          = var.backup_prefix
+  backup_kms_key_arn     = module.backup_bucket.replica_kms_key_arn
+  backup_write           = var.dr_backup_write
+  parameter_arns         = module.credentials.parameter_arns.dr
+  parameters_kms_key_arn = module.dr_hosts_key.key_arn
+  # The CA key lives in the primary region; a role's GetParameter reaches every region.
+  denied_parameter_arns    = [module.credentials.ca_key_parameter_arn]
+  fence_object_arns        = local.fence_object_arns
+  fence_write              = true
+  fence_kms_key_arns       = local.fence_kms_key_arns
+  permissions_boundary_arn = module.permissions_boundary.arn
 }
 
 # --- load balancers ------------------------------------------------------------------------
@@ -258,12 +337,17 @@ module "primary_nlb" {
   source    = "./modules/nlb"
   providers = { aws = aws.primary }
 
-  name                       = "${var.name}-${var.primary_region}"
+  name                       = local.nlb_names.primary
   vpc_id                     = module.primary_network.vpc_id
   vpc_cidr_block             = module.primary_network.vpc_cidr_block
   subnet_ids                 = module.primary_network.public_subnet_ids
   allowed_client_cidrs       = var.allowed_client_cidrs
   enable_deletion_protection = var.deletion_protection
+  acm_certificate_arn        = var.primary_acm_certificate_arn
+  enable_plain_listener      = var.enable_plain_listener
+  admin_port                 = var.admin_port
+  access_log_bucket          = module.backup_bucket.access_log_bucket_names.source
+  access_log_prefix          = local.nlb_log_prefixes.primary
   target_instance_ids        = { for key, host in module.primary_region_host : key => host.instance_id }
 }
 
@@ -271,12 +355,17 @@ module "dr_nlb" {
   source    = "./modules/nlb"
   providers = { aws = aws.dr }
 
-  name                       = "${var.name}-${var.dr_region}"
+  name                       = local.nlb_names.dr
   vpc_id                     = module.dr_network.vpc_id
   vpc_cidr_block             = module.dr_network.vpc_cidr_block
   subnet_ids                 = module.dr_network.public_subnet_ids
   allowed_client_cidrs       = var.allowed_client_cidrs
   enable_deletion_protection = var.deletion_protection
+  acm_certificate_arn        = var.dr_acm_certificate_arn
+  enable_plain_listener      = var.enable_plain_listener
+  admin_port                 = var.admin_port
+  access_log_bucket          = module.backup_bucket.access_log_bucket_names.replica
+  access_log_prefix          = local.nlb_log_prefixes.dr
   target_instance_ids = {
     dr = module.dr.instance_id
   }
@@ -317,11 +406,14 @@ module "primary_region_host" {
   database_url                   = local.primary_region_database_url
   timezone                       = var.timezone
   drain_seconds                  = module.primary_nlb.drain_seconds
+  admin_port                     = var.admin_port
+  tls_ca_parameter               = module.credentials.ca_certificate_parameter
+  tls_cert_parameter             = module.credentials.host_parameters[each.key].cert
+  tls_key_parameter              = module.credentials.host_parameters[each.key].key
   s3_bucket                      = module.backup_bucket.bucket_name
   s3_prefix                      = "${local.backup_prefix}/"
   s3_region                      = var.primary_region
   s3_kms_key_id                  = module.backup_bucket.kms_key_arn
-  backup_keep                    = var.backup_keep
   replica_cidrs                  = local.peer_cidrs[each.key]
   replication_password_parameter = var.replication_password_parameter
   etcd_initial_cluster           = local.etcd_initial_cluster
@@ -332,6 +424,9 @@ module "primary_region_host" {
   fence_buckets                  = local.primary_fence_buckets
   fence_home_region              = var.primary_region
   fence_peer_cidr                = var.dr_vpc_cidr
+
+  # The passwords and the certificate are in SSM before the host first boots.
+  depends_on = [module.credentials]
 }
 
 # The third etcd member, in the third AZ: no PostgreSQL, no API. With it, losing any one
@@ -366,6 +461,12 @@ module "witness" {
   etcd_initial_cluster           = local.etcd_initial_cluster
   etcd_name                      = "witness"
   etcd_peer_cidrs                = local.etcd_peer_cidrs["witness"]
+  admin_port                     = var.admin_port
+  tls_ca_parameter               = module.credentials.ca_certificate_parameter
+  tls_cert_parameter             = module.credentials.host_parameters["witness"].cert
+  tls_key_parameter              = module.credentials.host_parameters["witness"].key
+
+  depends_on = [module.credentials]
 }
 
 module "dr" {
@@ -390,11 +491,14 @@ module "dr" {
   database_url                   = local.dr_database_url
   timezone                       = var.timezone
   drain_seconds                  = module.dr_nlb.drain_seconds
+  admin_port                     = var.admin_port
+  tls_ca_parameter               = module.credentials.ca_certificate_parameter
+  tls_cert_parameter             = module.credentials.host_parameters["dr"].cert
+  tls_key_parameter              = module.credentials.host_parameters["dr"].key
   s3_bucket                      = module.backup_bucket.replica_bucket_name
   s3_prefix                      = "${local.backup_prefix}/"
   s3_region                      = var.dr_region
   s3_kms_key_id                  = module.backup_bucket.replica_kms_key_arn
-  backup_keep                    = var.backup_keep
   replica_cidrs                  = local.peer_cidrs["dr"]
   replication_password_parameter = var.replication_password_parameter
   # A Patroni standby cluster with its own one-member etcd, following whichever primary
@@ -407,40 +511,46 @@ module "dr" {
   fence_home_region        = var.primary_region
   fence_peer_cidr          = var.primary_vpc_cidr
 
-  # Replication to this host crosses the peering connection.
-  depends_on = [module.peering]
+  # Replication to this host crosses the peering connection; its credentials are in SSM
+  # before it first boots.
+  depends_on = [module.peering, module.credentials]
 }
 
 # --- DNS failover --------------------------------------------------------------------------
+#
+# A failover record is healthy only when both hold: its health check (a TCP connection to
+# the load balancer's public listener from Route53's checkers: the region and its load
+# balancer are reachable from the internet) and, through evaluate_target_health, the load
+# balancer's own view of its targets (at least one passes /readyz on the admin port, which
+# is not public and so cannot be checked from outside). An HTTPS check of the public port
+# could only fetch /hello, which says nothing about the database.
 
 resource "aws_route53_health_check" "primary" {
   provider = aws.primary
   count    = var.route53_zone_id == null ? 0 : 1
 
-  type              = "HTTP"
+  type              = "TCP"
   fqdn              = module.primary_nlb.dns_name
-  port              = 8080
-  resource_path     = "/readyz"
+  port              = module.primary_nlb.public_port
   request_interval  = 10
   failure_threshold = 3
   measure_latency   = true
 
-  tags = merge(local.tags, { Name = "${var.name}-${var.primary_region}-readyz" })
+  tags = merge(local.tags, { Name = "${var.name}-${var.primary_region}-listener" })
 }
 
 resource "aws_route53_health_check" "secondary" {
   provider = aws.primary
   count    = var.route53_zone_id == null ? 0 : 1
 
-  type              = "HTTP"
+  type              = "TCP"
   fqdn              = module.dr_nlb.dns_name
-  port              = 8080
-  resource_path     = "/readyz"
+  port              = module.dr_nlb.public_port
   request_interval  = 10
   failure_threshold = 3
   measure_latency   = true
 
-  tags = merge(local.tags, { Name = "${var.name}-${var.dr_region}-readyz" })
+  tags = merge(local.tags, { Name = "${var.name}-${var.dr_region}-listener" })
 }
 
 resource "aws_route53_record" "primary" {
@@ -492,6 +602,26 @@ resource "aws_route53_record" "secondary" {
   }
 }
 
+# --- operations: the only commands CI may send to the hosts --------------------------------
+
+module "primary_ssm_documents" {
+  source    = "./modules/ssm_documents"
+  providers = { aws = aws.primary }
+
+  name                = var.name
+  release_bucket_name = module.primary_release_bucket.bucket_name
+  admin_port          = var.admin_port
+}
+
+module "dr_ssm_documents" {
+  source    = "./modules/ssm_documents"
+  providers = { aws = aws.dr }
+
+  name                = var.name
+  release_bucket_name = module.dr_release_bucket.bucket_name
+  admin_port          = var.admin_port
+}
+
 # --- CI/CD (optional) ----------------------------------------------------------------------
 
 module "github_ci" {
@@ -499,9 +629,23 @@ module "github_ci" {
   providers = { aws = aws.primary }
   count     = var.github_repository == null ? 0 : 1
 
-  name                 = var.name
-  github_repository    = var.github_repository
-  github_environment   = var.github_environment
-  create_oidc_provider = var.create_github_oidc_provider
-  project_tag          = var.name
+  name                     = var.name
+  github_repository        = var.github_repository
+  github_environment       = var.github_environment
+  create_oidc_provider     = var.create_github_oidc_provider
+  project_tag              = var.name
+  regions                  = [var.primary_region, var.dr_region]
+  permissions_boundary_arn = module.permissions_boundary.arn
+  bucket_names = concat(
+    [module.backup_bucket.bucket_name, module.backup_bucket.replica_bucket_name],
+    values(module.backup_bucket.access_log_bucket_names),
+    values(local.release_bucket_names),
+  )
+  backup_bucket_arns     = [module.backup_bucket.bucket_arn, module.backup_bucket.replica_bucket_arn]
+  release_bucket_arns    = [module.primary_release_bucket.bucket_arn, module.dr_release_bucket.bucket_arn]
+  release_kms_key_arns   = [module.primary_release_bucket.kms_key_arn, module.dr_release_bucket.kms_key_arn]
+  ssm_parameter_prefixes = [var.patroni_secrets_parameter_prefix, var.tls_parameter_prefix, var.replication_password_parameter]
+  ssm_document_arns      = concat(module.primary_ssm_documents.document_arns, module.dr_ssm_documents.document_arns)
+  terraform_state_bucket = var.terraform_state_bucket
+  route53_zone_id        = var.route53_zone_id
 }

@@ -1,6 +1,10 @@
 output "api_url" {
   description = "URL of the API: the failover DNS name when Route53 is configured, else the primary region's load balancer."
-  value       = var.route53_zone_id == null ? "http://${module.primary_nlb.dns_name}:8080" : "http://${var.api_domain_name}:8080"
+  value = format("%s://%s%s",
+    module.primary_nlb.tls ? "https" : "http",
+    var.route53_zone_id == null ? module.primary_nlb.dns_name : var.api_domain_name,
+    module.primary_nlb.tls ? "" : ":${module.primary_nlb.public_port}",
+  )
 }
 
 output "primary_nlb_dns_name" {
@@ -56,16 +60,45 @@ output "replica_bucket" {
 }
 
 output "hosts_kms_key_arns" {
-  description = "KMS keys of the hosts (EBS and the replication password parameter), by region; `alias/<name>-hosts` in both."
+  description = "KMS keys of the hosts (EBS and the hosts' SSM parameters), by region; `alias/<name>-hosts` in both."
   value = {
     (var.primary_region) = module.primary_hosts_key.key_arn
     (var.dr_region)      = module.dr_hosts_key.key_arn
   }
 }
 
-output "replication_password_parameter_arns" {
-  description = "The SSM parameters the hosts read the replication password from; create them before the hosts boot (README.md)."
-  value       = local.replication_password_parameter_arn
+output "credential_parameters" {
+  description = "SSM names of the credentials Terraform made (values never in an output): passwords (both regions), the CA certificate (both regions), the CA key (primary region, operators only), each host's certificate and key (its region). See README.md, Security."
+  value = {
+    passwords                      = module.credentials.password_parameters
+    replication_password_parameter = var.replication_password_parameter
+    ca_certificate                 = module.credentials.ca_certificate_parameter
+    ca_key_arn                     = module.credentials.ca_key_parameter_arn
+    hosts                          = module.credentials.host_parameters
+  }
+}
+
+output "internal_ca_certificate" {
+  description = "The internal CA certificate (PEM, public): clients outside the hosts verify the database servers with it."
+  value       = module.credentials.ca_certificate_pem
+}
+
+output "certificate_not_after" {
+  description = "End of validity of the internal CA and each host certificate (renew before: README, Credentials)."
+  value       = module.credentials.certificate_not_after
+}
+
+output "ssm_documents" {
+  description = "The SSM Command documents the operate role may send, by region: rolling_restart and restore_drill."
+  value = {
+    (var.primary_region) = { rolling_restart = module.primary_ssm_documents.rolling_restart_document, restore_drill = module.primary_ssm_documents.restore_drill_document }
+    (var.dr_region)      = { rolling_restart = module.dr_ssm_documents.rolling_restart_document, restore_drill = module.dr_ssm_documents.restore_drill_document }
+  }
+}
+
+output "permissions_boundary_arn" {
+  description = "The permissions boundary every workload role carries (and the deploy role requires)."
+  value       = module.permissions_boundary.arn
 }
 
 output "vpc_ids" {
@@ -95,7 +128,7 @@ output "host_role_arns" {
 }
 
 output "github_ci_role_arns" {
-  description = "Roles for GitHub Actions through OIDC (deploy: packer + terraform; operate: rolling restarts, restore drills); null without github_repository."
+  description = "Roles for GitHub Actions through OIDC (deploy: packer + terraform, repository variable AWS_DEPLOY_ROLE_ARN; operate: rolling restarts, restore drills, AWS_OPERATE_ROLE_ARN); null without github_repository."
   value = var.github_repository == null ? null : {
     deploy  = module.github_ci[0].deploy_role_arn
     operate = module.github_ci[0].operate_role_arn

@@ -140,21 +140,32 @@ variable "backup_prefix" {
   }
 }
 
-variable "backup_keep" {
-  description = "How many backups dob-backup keeps (DOB_BACKUP_KEEP)."
+variable "backup_retention_days" {
+  description = "Days every backup object version is locked (S3 Object Lock default retention) and after which the backups expire, in both buckets. dob-backup deletes nothing (DOB_BACKUP_KEEP=0)."
   type        = number
-  default     = 14
+  default     = 35
 
   validation {
-    condition     = var.backup_keep >= 1
-    error_message = "backup_keep must be at least 1."
+    condition     = var.backup_retention_days >= 1 && var.backup_retention_days <= 3650
+    error_message = "backup_retention_days must be between 1 and 3650."
+  }
+}
+
+variable "backup_lock_mode" {
+  description = "Object Lock mode of the backup buckets: GOVERNANCE (only a principal with s3:BypassGovernanceRetention, which no role of this project has, can delete a backup early) or COMPLIANCE (nobody can, not even the account root, for backup_retention_days)."
+  type        = string
+  default     = "GOVERNANCE"
+
+  validation {
+    condition     = contains(["GOVERNANCE", "COMPLIANCE"], var.backup_lock_mode)
+    error_message = "backup_lock_mode must be GOVERNANCE or COMPLIANCE."
   }
 }
 
 variable "backup_noncurrent_version_expiration_days" {
-  description = "Days a deleted backup object stays recoverable as a noncurrent version in both buckets."
+  description = "Days an expired or overwritten object version (a backup past its retention, an old fence record) is kept before deletion, in both buckets; never deleted while locked."
   type        = number
-  default     = 30
+  default     = 7
 }
 
 variable "dr_backup_write" {
@@ -164,7 +175,7 @@ variable "dr_backup_write" {
 }
 
 variable "replication_password_parameter" {
-  description = "Name of the SSM SecureString parameter holding the PostgreSQL replication password, created out of band in BOTH regions (see README.md), so the secret is never in Terraform state."
+  description = "Name of the SSM SecureString parameter (both regions) holding the PostgreSQL replication password for DOB_REPLICATION_PASSWORD_PARAMETER; Terraform creates it, with the same value as <patroni_secrets_parameter_prefix>replication."
   type        = string
   default     = "/dob/replication-password"
 
@@ -175,7 +186,7 @@ variable "replication_password_parameter" {
 }
 
 variable "patroni_secrets_parameter_prefix" {
-  description = "Prefix of the SSM SecureString parameters holding Patroni's passwords (<prefix>superuser, replication, rewind, app, restapi), created out of band in BOTH regions like the replication password, so no secret is in Terraform state."
+  description = "Prefix of the SSM SecureString parameters (both regions) holding the PostgreSQL and Patroni passwords (<prefix>superuser, replication, rewind, app, restapi); Terraform generates them (random_password) and creates them."
   type        = string
   default     = "/dob/patroni/"
 
@@ -185,6 +196,84 @@ variable "patroni_secrets_parameter_prefix" {
   }
 }
 
+variable "tls_parameter_prefix" {
+  description = "Prefix of the internal CA's SSM parameters: <prefix>ca.pem (both regions), <prefix>ca.key (primary region, operators only), <prefix>hosts/<host>/cert.pem and key.pem (the host's region)."
+  type        = string
+  default     = "/dob/tls/"
+
+  validation {
+    condition     = can(regex("^/([A-Za-z0-9_.-]+/)+$", var.tls_parameter_prefix))
+    error_message = "tls_parameter_prefix must be an absolute parameter path ending in /, such as /dob/tls/."
+  }
+}
+
+variable "tls_ca_validity_hours" {
+  description = "Validity of the internal CA certificate, hours (87600: 10 years)."
+  type        = number
+  default     = 87600
+
+  validation {
+    condition     = var.tls_ca_validity_hours >= 8760
+    error_message = "tls_ca_validity_hours must be at least a year (8760)."
+  }
+}
+
+variable "tls_cert_validity_hours" {
+  description = "Validity of each database host's certificate, hours (17520: 2 years)."
+  type        = number
+  default     = 17520
+
+  validation {
+    condition     = var.tls_cert_validity_hours >= 720
+    error_message = "tls_cert_validity_hours must be at least 30 days (720)."
+  }
+}
+
+variable "tls_cert_early_renewal_hours" {
+  description = "An apply this close to a host certificate's end issues a new one, hours (720: 30 days)."
+  type        = number
+  default     = 720
+}
+
+variable "admin_port" {
+  description = "Port of dob-api's admin listener on the hosts (DOB_ADMIN_LISTEN: /metrics, /healthz, /readyz), open to the VPC only; the load balancers' health checks go there."
+  type        = number
+  default     = 8090
+
+  validation {
+    condition     = var.admin_port >= 1024 && var.admin_port <= 65535 && var.admin_port != 8080
+    error_message = "admin_port must be an unprivileged port other than the API's 8080."
+  }
+}
+
+variable "primary_acm_certificate_arn" {
+  description = "ACM certificate in the primary region for the API name (api_domain_name): the TLS listener of that region's load balancer. Required unless enable_plain_listener."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.primary_acm_certificate_arn == null || can(regex("^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[A-Za-z0-9-]+$", var.primary_acm_certificate_arn))
+    error_message = "primary_acm_certificate_arn must be an ACM certificate ARN."
+  }
+}
+
+variable "dr_acm_certificate_arn" {
+  description = "ACM certificate in the DR region for the same name (ACM certificates are regional). Required unless enable_plain_listener."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.dr_acm_certificate_arn == null || can(regex("^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[A-Za-z0-9-]+$", var.dr_acm_certificate_arn))
+    error_message = "dr_acm_certificate_arn must be an ACM certificate ARN."
+  }
+}
+
+variable "enable_plain_listener" {
+  description = "Also serve the API as plain TCP on port 8080 of the load balancers (and allow no certificate). Off by default: clients use TLS on 443."
+  type        = bool
+  default     = false
+}
+
 variable "timezone" {
   description = "IANA time zone that defines \"today\" for birthdays (DOB_TIMEZONE)."
   type        = string
@@ -192,7 +281,7 @@ variable "timezone" {
 }
 
 variable "allowed_client_cidrs" {
-  description = "Networks allowed to reach the API on the load balancers (TCP 8080). Route53 health checkers must be able to reach them for DNS failover."
+  description = "Networks allowed to reach the API on the load balancers (TLS 443; TCP 8080 with enable_plain_listener). Route53 health checkers must be able to reach them for DNS failover."
   type        = list(string)
   default     = ["0.0.0.0/0"]
 
@@ -238,9 +327,15 @@ variable "github_repository" {
 }
 
 variable "github_environment" {
-  description = "GitHub environment (with required reviewers: the manual approval) that may assume the deploy role."
+  description = "GitHub environment that may assume the deploy and operate roles; it must have required reviewers (the manual approval)."
   type        = string
   default     = "production"
+}
+
+variable "terraform_state_bucket" {
+  description = "Bucket of the Terraform state (backend.hcl): the deploy role may read and write it. null: grant that elsewhere."
+  type        = string
+  default     = null
 }
 
 variable "create_github_oidc_provider" {

@@ -6,6 +6,16 @@ terraform {
       source  = "hashicorp/aws"
       version = "~> 5.82"
     }
+    # Passwords (modules/credentials).
+    random = {
+      source  = "hashicorp/random"
+      version = "~> 3.6"
+    }
+    # The internal CA and the database hosts' certificates (modules/credentials).
+    tls = {
+      source  = "hashicorp/tls"
+      version = "~> 4.0"
+    }
   }
 
   # State: a remote backend with locking in production. Uncomment, and give the settings at

@@ -7,7 +7,11 @@
 #   1. hcl       every *.tf and *.pkr.hcl file parses (python-hcl2), and the Terraform
 #                modules are consistent: typed and described variables, described outputs,
 #                references, module arguments, provider aliases, templatefile() variables,
-#                and terraform/README.md's inputs/outputs tables are current
+#                and terraform/README.md's inputs/outputs tables are current; and the
+#                secure defaults, each rule self-tested: no pg_hba `trust` for TCP in any
+#                template or script, the NLB's public listener TLS (TCP only behind
+#                enable_plain_listener), no host-role grant that destroys a backup,
+#                Object Lock with a default retention on every backup bucket
 #                (scripts/ci/terraform_static.py)
 #   2. userdata  the host user data, rendered for each role, passes bash -n and shellcheck
 #   3. boot      ... and runs for real, three boots per role, against a loop device in a

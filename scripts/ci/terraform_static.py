@@ -20,13 +20,30 @@ Run by scripts/ci/check-terraform.sh with the python-hcl2 virtualenv:
 3. The inputs/outputs tables of terraform/README.md match the code (--write-docs
    rewrites them).
 4. The db_host user data template is rendered for each role into RENDER_DIR (for
-   `bash -n` and shellcheck by the caller), and the env file it writes is checked.
+   `bash -n` and shellcheck by the caller), and the env file it writes is checked
+   (TLS parameters, sslmode=verify-full, the admin listener, DOB_BACKUP_KEEP=0).
+5. Secure by default (each rule has a self-test below that feeds it a violation and
+   fails when the violation goes unnoticed, and a compliant case it must accept):
+   a. no pg_hba template or script (terraform templates, scripts/*.sh,
+      scripts/**/*.sh, packer/) writes `trust` for a TCP rule (host, hostssl, hostnossl,
+      ...: a literal line, an auth-method variable set to trust, initdb --auth=trust);
+      `local ... peer` is fine;
+   b. the NLB's public listener (var.port, 443) is TLS with a certificate and an
+      ssl_policy, and any TCP listener exists only with enable_plain_listener;
+   c. no Allow statement of a host-role policy (modules/host_role) grants an action
+      that can destroy a backup: s3:DeleteObject(Version), s3:PutObjectRetention,
+      s3:PutObjectLegalHold, s3:BypassGovernanceRetention, or a wildcard covering one
+      (s3:Delete*, s3:*, *);
+   d. every backup bucket (each kms_bucket that modules/backup_bucket creates) has
+      object_lock_enabled = true and a default retention (mode and days), and the
+      replication does not replicate delete markers.
 
 Exit 0 when everything holds, 1 with one line per problem otherwise.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import sys
@@ -293,6 +310,267 @@ def check_docs(root: Path, modules: dict[Path, Module], write: bool) -> None:
             problem(DOCS, "inputs/outputs tables are stale: run python scripts/ci/terraform_static.py --write-docs")
 
 
+# --- secure by default ---------------------------------------------------------------------------
+
+# a. trust for TCP in pg_hba. Files where it is allowed, and why.
+TRUST_EXEMPT = {
+    "scripts/lib.sh": "pg_init: throwaway clusters of the tests and the local stack, loopback only, "
+    "no Unix socket; never installed on a host (packer/ does not ship it)",
+}
+TCP_HBA_TYPES = r"(?:host|hostssl|hostnossl|hostgssenc|hostnogssenc)"
+TRUST_PATTERNS = [
+    # A literal pg_hba line: TYPE DATABASE USER ADDRESS [MASK] trust
+    (re.compile(r"(?<![\w-])" + TCP_HBA_TYPES + r"\s+\S+\s+\S+\s+\S+(?:\s+\S+)?\s+trust\b"), "a TCP pg_hba line with method trust"),
+    # An auth-method variable set to trust (then printed into a host line).
+    (re.compile(r"\b\w*(?:method|auth)\w*=[\"']?trust\b", re.I), "an authentication method variable set to trust"),
+    # initdb writes host lines with the --auth / --auth-host method.
+    (re.compile(r"--auth(?:-host)?[= ][\"']?trust\b"), "initdb --auth/--auth-host=trust (TCP rules with trust)"),
+]
+
+
+def trust_findings(text: str) -> list[str]:
+    """Lines of a template or script that write trust for a TCP pg_hba rule."""
+    found = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("#"):
+            continue
+        for pattern, what in TRUST_PATTERNS:
+            if pattern.search(line):
+                found.append(f"line {n}: {what}: {line.strip()}")
+                break
+    return found
+
+
+def pg_hba_files(root: Path) -> list[Path]:
+    files = [p for p in find_files(root / "terraform", ".tftpl") + find_files(root / "terraform", ".sh")]
+    files += find_files(root / "scripts", ".sh")
+    if (root / "packer").is_dir():
+        files += [p for p in sorted((root / "packer").rglob("*")) if p.is_file()]
+    return sorted(set(files))
+
+
+def check_no_trust(root: Path) -> None:
+    for path in pg_hba_files(root):
+        rel = path.relative_to(root).as_posix()
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        findings = trust_findings(text)
+        if findings and rel in TRUST_EXEMPT:
+            print(f"pg_hba trust: {rel} exempt ({TRUST_EXEMPT[rel]})")
+            continue
+        for f in findings:
+            problem(rel, f"writes trust for TCP in pg_hba ({f}); use scram-sha-256 or cert over hostssl")
+
+
+def resources_of(parsed: dict, rtype: str) -> dict[str, dict]:
+    out = {}
+    for item in parsed.get("resource", []):
+        for t, named in item.items():
+            if unquote(t) == rtype:
+                for name, body in named.items():
+                    out[unquote(name)] = body
+    return out
+
+
+def variable_default(parsed: dict, name: str) -> object:
+    return blocks(parsed, "variable").get(name, {}).get("default")
+
+
+# b. the public listener is TLS; TCP only behind enable_plain_listener.
+def nlb_findings(main: dict, variables: dict) -> list[str]:
+    found = []
+    listeners = resources_of(main, "aws_lb_listener")
+    public = {n: b for n, b in listeners.items() if str(b.get("port")) in ("${var.port}", "443")}
+    if str(variable_default(variables, "port")) != "443":
+        found.append('variable "port" (the public listener) must default to 443')
+    if not public:
+        found.append("no listener on the public port (var.port / 443)")
+    for name, body in public.items():
+        if unquote(str(body.get("protocol"))) != "TLS":
+            found.append(f"aws_lb_listener.{name} on the public port is {unquote(str(body.get('protocol')))}, not TLS")
+        for attr in ("certificate_arn", "ssl_policy"):
+            if not str(body.get(attr, "")).strip('"'):
+                found.append(f"aws_lb_listener.{name} on the public port has no {attr}")
+    for name, body in listeners.items():
+        if unquote(str(body.get("protocol"))) in ("TCP", "TCP_UDP", "UDP", "HTTP") and "var.enable_plain_listener" not in str(body.get("count", "")):
+            found.append(f"aws_lb_listener.{name} is plain {unquote(str(body.get('protocol')))} without count gated on var.enable_plain_listener")
+    return found
+
+
+def check_nlb(root: Path, parsed: dict[Path, dict]) -> None:
+    d = Path("terraform/modules/nlb")
+    main, variables = parsed.get(d / "main.tf"), parsed.get(d / "variables.tf")
+    if main is None or variables is None:
+        problem(d, "main.tf or variables.tf missing or unparsable")
+        return
+    for f in nlb_findings(main, variables):
+        problem(d / "main.tf", f)
+
+
+# c. no host-role Allow of an action that destroys a backup.
+BACKUP_DESTROYING = ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectRetention",
+                     "s3:PutObjectLegalHold", "s3:BypassGovernanceRetention"]
+
+
+def policy_statements(parsed: dict) -> list[dict]:
+    """Every statement of every aws_iam_policy_document, dynamic ones included."""
+    out = []
+    for item in parsed.get("data", []):
+        for t, named in item.items():
+            if unquote(t) != "aws_iam_policy_document":
+                continue
+            for body in named.values():
+                out += body.get("statement", [])
+                for dyn in body.get("dynamic", []):
+                    for label, d in dyn.items():
+                        if unquote(label) == "statement":
+                            for content in d.get("content", []):
+                                out.append(content)
+    return out
+
+
+def granted_actions(statement: dict, local_values: dict) -> set[str]:
+    text = str(statement.get("actions", ""))
+    for name in re.findall(r"\blocal\.([A-Za-z_][A-Za-z0-9_]*)", text):
+        text += " " + str(local_values.get(name, ""))
+    return set(re.findall(r"[\"'\s\[]((?:s3:[A-Za-z*]+)|\*)[\"'\]\\]", " " + text + " "))
+
+
+def host_role_findings(parsed: dict) -> list[str]:
+    local_values: dict = {}
+    for item in parsed.get("locals", []):
+        local_values.update({k: v for k, v in item.items() if not k.startswith("__")})
+    found = []
+    for st in policy_statements(parsed):
+        if unquote(str(st.get("effect", '"Allow"'))) == "Deny":
+            continue
+        for action in sorted(granted_actions(st, local_values)):
+            hits = [a for a in BACKUP_DESTROYING if fnmatch.fnmatchcase(a.lower(), action.lower())]
+            if hits:
+                sid = unquote(str(st.get("sid", "?")))
+                found.append(f"statement {sid} allows {action} ({', '.join(hits)}): hosts must never destroy a backup")
+    return found
+
+
+def check_host_role(parsed: dict[Path, dict]) -> None:
+    d = Path("terraform/modules/host_role")
+    files = {p: v for p, v in parsed.items() if p.parent == d}
+    if not files:
+        problem(d, "no host role module")
+    for path, doc in files.items():
+        for f in host_role_findings(doc):
+            problem(path, f)
+
+
+# d. Object Lock with a default retention on every backup bucket.
+def object_lock_findings(bucket_module: dict) -> list[str]:
+    found = []
+    buckets = resources_of(bucket_module, "aws_s3_bucket")
+    locks = resources_of(bucket_module, "aws_s3_bucket_object_lock_configuration")
+    if not buckets:
+        found.append("no aws_s3_bucket")
+    for name, body in buckets.items():
+        if str(body.get("object_lock_enabled")) not in ("True", "true"):
+            found.append(f"aws_s3_bucket.{name} has no object_lock_enabled = true")
+        lock = [b for b in locks.values() if f"aws_s3_bucket.{name}." in str(b.get("bucket"))]
+        if not lock:
+            found.append(f"aws_s3_bucket.{name} has no aws_s3_bucket_object_lock_configuration")
+        for b in lock:
+            retention = [r for rule in b.get("rule", []) for r in rule.get("default_retention", [])]
+            if not retention or not all("mode" in r and ("days" in r or "years" in r) for r in retention):
+                found.append(f"the object lock configuration of aws_s3_bucket.{name} has no default retention (mode and days)")
+    return found
+
+
+def replication_findings(backup_module: dict) -> list[str]:
+    found = []
+    for name, body in resources_of(backup_module, "aws_s3_bucket_replication_configuration").items():
+        for rule in body.get("rule", []):
+            for dm in rule.get("delete_marker_replication", []):
+                if unquote(str(dm.get("status"))) != "Disabled":
+                    found.append(f"aws_s3_bucket_replication_configuration.{name} replicates delete markers")
+    return found
+
+
+def check_backup_buckets(parsed: dict[Path, dict]) -> None:
+    d = Path("terraform/modules/backup_bucket")
+    main = parsed.get(d / "main.tf")
+    if main is None:
+        problem(d, "main.tf missing or unparsable")
+        return
+    calls = {n: b for n, b in blocks(main, "module").items()}
+    bucket_dirs = {(d / unquote(str(b.get("source")))).resolve() for b in calls.values()}
+    if len(calls) < 2:
+        problem(d, "expected a source and a replica bucket module")
+    for bd in sorted(bucket_dirs):
+        rel = Path(os.path.relpath(bd, Path.cwd()))
+        bucket_main = parsed.get(rel / "main.tf")
+        if bucket_main is None:
+            problem(rel, "bucket module main.tf missing or unparsable")
+            continue
+        for f in object_lock_findings(bucket_main):
+            problem(rel / "main.tf", f)
+    for f in replication_findings(main):
+        problem(d / "main.tf", f)
+
+
+def self_test() -> None:
+    """Each rule must catch its violation and accept its compliant form."""
+
+    def parse(text: str) -> dict:
+        import io
+        return hcl2.load(io.StringIO(text))
+
+    def expect(rule: str, findings: list[str], bad: bool) -> None:
+        if bad and not findings:
+            problem("self-test", f"rule {rule} missed a violation")
+        if not bad and findings:
+            problem("self-test", f"rule {rule} flagged a compliant case: {findings}")
+
+    expect("a", trust_findings("printf 'hostssl all all %s trust\\n'\n"), True)
+    expect("a", trust_findings("host    replication  all   10.0.0.0/8   trust\n"), True)
+    expect("a", trust_findings('local method=trust\nprintf "host dob dob %s %s" "$c" "$method"\n'), True)
+    expect("a", trust_findings("initdb -D x --auth=trust\n"), True)
+    expect("a", trust_findings("local   all  postgres  peer\nhostssl all all 10.0.0.0/8 scram-sha-256\n"
+                               "# host all all 0.0.0.0/0 trust is never written\n"), False)
+
+    good_vars = parse('variable "port" {\n  type = number\n  default = 443\n}\n')
+    tls = ('resource "aws_lb_listener" "tls" {\n  port = var.port\n  protocol = "TLS"\n'
+           '  certificate_arn = var.acm_certificate_arn\n  ssl_policy = var.ssl_policy\n}\n')
+    gated = 'resource "aws_lb_listener" "plain" {\n  count = var.enable_plain_listener ? 1 : 0\n  port = 8080\n  protocol = "TCP"\n}\n'
+    expect("b", nlb_findings(parse(tls + gated), good_vars), False)
+    expect("b", nlb_findings(parse(tls.replace('"TLS"', '"TCP"')), good_vars), True)
+    expect("b", nlb_findings(parse(tls.replace("  ssl_policy = var.ssl_policy\n", "")), good_vars), True)
+    expect("b", nlb_findings(parse(tls + gated.replace("var.enable_plain_listener ? 1 : 0", "1")), good_vars), True)
+    expect("b", nlb_findings(parse(tls), parse('variable "port" {\n  type = number\n  default = 8080\n}\n')), True)
+
+    policy = ('locals {\n  w = ["s3:PutObject", %s]\n}\n'
+              'data "aws_iam_policy_document" "this" {\n'
+              '  statement {\n    sid = "Backups"\n    actions = local.w\n    resources = ["b/*"]\n  }\n'
+              '  statement {\n    sid = "No"\n    effect = "Deny"\n    actions = ["s3:DeleteObject"]\n    resources = ["b/*"]\n  }\n}\n')
+    expect("c", host_role_findings(parse(policy % '"s3:AbortMultipartUpload"')), False)
+    expect("c", host_role_findings(parse(policy % '"s3:DeleteObject"')), True)
+    expect("c", host_role_findings(parse(policy % '"s3:Delete*"')), True)
+    expect("c", host_role_findings(parse(policy % '"s3:*"')), True)
+    dyn = ('data "aws_iam_policy_document" "this" {\n  dynamic "statement" {\n    for_each = [1]\n'
+           '    content {\n      actions = var.x ? ["s3:GetObject", "s3:DeleteObjectVersion"] : []\n'
+           '      resources = ["b/*"]\n    }\n  }\n}\n')
+    expect("c", host_role_findings(parse(dyn)), True)
+
+    bucket = ('resource "aws_s3_bucket" "this" {\n  bucket = "b"\n%s}\n'
+              'resource "aws_s3_bucket_object_lock_configuration" "this" {\n  bucket = aws_s3_bucket.this.id\n'
+              '  rule {\n    default_retention {\n      mode = "GOVERNANCE"\n      days = 35\n    }\n  }\n}\n')
+    expect("d", object_lock_findings(parse(bucket % "  object_lock_enabled = true\n")), False)
+    expect("d", object_lock_findings(parse(bucket % "")), True)
+    expect("d", object_lock_findings(parse('resource "aws_s3_bucket" "this" {\n  object_lock_enabled = true\n}\n')), True)
+    repl = ('resource "aws_s3_bucket_replication_configuration" "this" {\n  rule {\n'
+            '    delete_marker_replication {\n      status = "%s"\n    }\n  }\n}\n')
+    expect("d", replication_findings(parse(repl % "Disabled")), False)
+    expect("d", replication_findings(parse(repl % "Enabled")), True)
+
+
 # --- rendering the user data ------------------------------------------------------------------
 
 def render(template: str, values: dict[str, object]) -> str:
@@ -331,10 +609,13 @@ def render_user_data(root: Path, render_dir: Path) -> int:
         "volume_id_compact": "vol0123456789abcdef0",
         "xen_device_name": "/dev/xvdf",
         "listen": "0.0.0.0:8080",
+        "admin_port": 8090,
+        "tls_ca_parameter": "/dob/tls/ca.pem",
+        "tls_cert_parameter": "/dob/tls/hosts/primary/cert.pem",
+        "tls_key_parameter": "/dob/tls/hosts/primary/key.pem",
         "timezone": "UTC",
         "drain_seconds": 25,
         "s3_prefix": "dob/",
-        "backup_keep": 14,
         "replication_password_file": "/etc/dob/replication-password",
         "replication_password_parameter": "/dob/replication-password",
         "s3_kms_key_id": "arn:aws:kms:eu-west-1:123456789012:key/0000",
@@ -352,7 +633,7 @@ def render_user_data(root: Path, render_dir: Path) -> int:
     fence = dict(fence_buckets="b@eu-west-1,b-eu-central-1@eu-central-1", fence_home_region="eu-west-1")
     patroni_units = ["dob-role-setup.service", "etcd.service", "patroni.service", "dob-api.socket"]
     patroni_data_units = ["patroni.service", "dob-role-setup.service"]
-    url = "postgresql://dob@10.10.0.10:5432,10.10.1.10:5432/dob?target_session_attrs=read-write"
+    url = "postgresql://dob@10.10.0.10:5432,10.10.1.10:5432/dob?target_session_attrs=read-write&sslmode=verify-full"
     roles = {
         "patroni": dict(database_url=url, s3_bucket="b", s3_region="eu-west-1", primary_host="",
                         replica_cidrs="10.10.1.10/32,10.20.0.10/32", host_address="10.10.0.10",
@@ -362,7 +643,7 @@ def render_user_data(root: Path, render_dir: Path) -> int:
         "witness": dict(database_url=url, s3_bucket="b", s3_region="eu-west-1", primary_host="",
                         replica_cidrs="", host_address="10.10.2.10", etcd_initial_cluster=etcd,
                         etcd_name="witness", units=["dob-role-setup.service", "etcd.service"]),
-        "dr-standby": dict(database_url="postgresql://dob@127.0.0.1:5432/dob", s3_bucket="b-eu-central-1",
+        "dr-standby": dict(database_url="postgresql://dob@127.0.0.1:5432/dob?sslmode=verify-full", s3_bucket="b-eu-central-1",
                            s3_region="eu-central-1", primary_host="", replica_cidrs="10.10.0.10/32,10.10.1.10/32",
                            host_address="10.20.0.10", etcd_initial_cluster="dr=http://10.20.0.10:2380",
                            etcd_name="dr", standby_of="10.10.0.10,10.10.1.10",
@@ -375,14 +656,19 @@ def render_user_data(root: Path, render_dir: Path) -> int:
         "replica": dict(database_url=url, s3_bucket="b", s3_region="eu-west-1", primary_host="10.10.0.10",
                         replica_cidrs="10.10.0.10/32,10.20.0.10/32",
                         units=["dob-role-setup.service", "postgresql@15-main.service", "dob-api.socket", "dob-backup.timer"]),
-        "dr-replica": dict(database_url="postgresql://dob@127.0.0.1:5432/dob", s3_bucket="b-eu-central-1",
+        "dr-replica": dict(database_url="postgresql://dob@127.0.0.1:5432/dob?sslmode=verify-full", s3_bucket="b-eu-central-1",
                            s3_region="eu-central-1", primary_host="10.10.1.10",
                            replica_cidrs="10.10.0.10/32,10.10.1.10/32",
                            units=["dob-role-setup.service", "postgresql@15-main.service", "dob-api.socket", "dob-restore-drill.timer"]),
     }
     required = ["DOB_ROLE", "DOB_DATABASE_URL", "DOB_LISTEN", "DOB_S3_BUCKET", "DOB_S3_PREFIX", "DOB_S3_REGION",
                 "DOB_S3_SSE", "DOB_S3_KMS_KEY_ID", "DOB_BACKUP_KEEP", "DOB_TIMEZONE",
-                "DOB_REPLICATION_PASSWORD_FILE"]
+                "DOB_REPLICATION_PASSWORD_FILE", "DOB_ADMIN_LISTEN", "DOB_DATABASE_CA_FILE",
+                "DOB_TLS_CA_PARAMETER", "DOB_TLS_CERT_PARAMETER", "DOB_TLS_KEY_PARAMETER",
+                "DOB_REPLICATION_SSLMODE"]
+    # What the secure defaults require of every role (the host-side contract of role-setup.sh).
+    fixed = {"DOB_BACKUP_KEEP": "0", "DOB_DATABASE_CA_FILE": "/etc/dob/tls/ca.pem",
+             "DOB_REPLICATION_SSLMODE": "verify-full", "DOB_ADMIN_LISTEN": "0.0.0.0:8090"}
     # What role-setup.sh needs for each role.
     required_by_role = {
         "patroni": ["DOB_HOST_ADDRESS", "DOB_ETCD_INITIAL_CLUSTER", "DOB_ETCD_NAME", "DOB_SECRETS_PARAMETER_PREFIX",
@@ -413,6 +699,12 @@ def render_user_data(root: Path, render_dir: Path) -> int:
         for key in required + required_by_role[role]:
             if key not in keys:
                 problem(template_path, f"role {role}: the env file lacks {key}")
+        env_values = dict(l.split("=", 1) for l in lines if "=" in l)
+        for key, want in fixed.items():
+            if key in env_values and env_values[key] != want:
+                problem(template_path, f"role {role}: {key}={env_values[key]}, expected {want}")
+        if not re.search(r"[?&]sslmode=verify-full(&|$)", env_values.get("DOB_DATABASE_URL", "")):
+            problem(template_path, f"role {role}: DOB_DATABASE_URL does not ask for sslmode=verify-full")
         if len(keys) != len(set(keys)):
             problem(template_path, f"role {role}: duplicate keys in the env file")
         if ("DOB_PRIMARY_HOST" in keys) != (role in ("replica", "dr-replica")):
@@ -453,6 +745,13 @@ def main() -> int:
         check_module(module, modules)
     print(f"checked {len(modules)} Terraform module directories")
     check_docs(root, modules, write_docs)
+
+    self_test()
+    check_no_trust(root)
+    check_nlb(root, parsed)
+    check_host_role(parsed)
+    check_backup_buckets(parsed)
+    print("checked the secure defaults: pg_hba trust, the TLS listener, host-role S3 rights, Object Lock (rules self-tested)")
 
     render_dir.mkdir(parents=True, exist_ok=True)
     if (root / "terraform/modules/db_host/templates/user-data.sh.tftpl").is_file():

@@ -1,26 +1,33 @@
 #!/usr/bin/env bash
 # rolling-restart.sh: ships new release binaries to the running dob hosts and restarts
 # dob-api on them one host at a time, behind the load balancers, through SSM Run Command
-# (the hosts have no SSH). Run by .github/workflows/deploy.yml after `terraform apply`.
+# (the hosts have no SSH) with the project's own Command document <name>-rolling-restart
+# (terraform/modules/ssm_documents: a fixed script, validated parameters; never
+# AWS-RunShellScript). Run by .github/workflows/deploy.yml after `terraform apply`, with
+# the operate role.
 #
 #   rolling-restart.sh --outputs FILE --bin-dir DIR --version ID \
 #       [--release-bucket REGION=BUCKET ...] \
-#       [--primary-region eu-west-1] [--dr-region eu-central-1] [--port 8080]
+#       [--primary-region eu-west-1] [--dr-region eu-central-1] [--port 8080] \
+#       [--admin-port 8090]
 #
 #   --outputs FILE    `terraform output -json` of terraform/ (instance_ids,
-#                     target_group_arns, release_buckets)
+#                     target_group_arns, release_buckets, ssm_documents)
 #   --bin-dir DIR     the release binaries (packer/provision.sh --stage-binaries)
 #   --version ID      where they go: s3://BUCKET/releases/ID/ (e.g. the commit)
 #   --release-bucket  the bucket of a region (default: the release_buckets output); hosts
 #                     download through presigned URLs (valid one hour), so their instance
 #                     role needs no access to it, only their S3 gateway endpoint (same region)
+#   --port            the hosts' API port, as registered in the target groups
+#   --admin-port      dob-api's admin port on the hosts (/readyz)
 #
 # Order: the eu-west-1 replica, then the primary, then the DR host. For each host:
 #   1. when its target group has another target: deregister it and wait for draining
 #      (a lone target stays registered: dob-api.socket keeps accepting during the
 #      restart and dob-api's SIGTERM drain finishes in-flight requests)
-#   2. SSM: download the binaries, check their SHA-256, install them (mode 0755, atomic
-#      rename), `systemctl restart dob-api`, wait for http://127.0.0.1:PORT/readyz = 200
+#   2. SSM document <name>-rolling-restart: download the binaries, check their SHA-256,
+#      install them (mode 0755, atomic rename), `systemctl restart dob-api`, wait for
+#      http://127.0.0.1:ADMIN-PORT/readyz = 200
 #   3. register it again and wait until the target group reports it healthy (/readyz)
 # Any failure stops the rollout there (the remaining hosts keep the old binaries) and
 # exits 1. Needs: aws cli v2, jq, sha256sum; AWS credentials (OIDC role) in the environment.
@@ -32,11 +39,11 @@ die() {
 	exit 1
 }
 
-outputs="" bin_dir="" version="" primary_region=eu-west-1 dr_region=eu-central-1 port=8080
+outputs="" bin_dir="" version="" primary_region=eu-west-1 dr_region=eu-central-1 port=8080 admin_port=8090
 declare -A buckets=()
 while (($#)); do
 	case "$1" in
-	--outputs | --bin-dir | --version | --release-bucket | --primary-region | --dr-region | --port)
+	--outputs | --bin-dir | --version | --release-bucket | --primary-region | --dr-region | --port | --admin-port)
 		[[ $# -ge 2 ]] || die "$1 needs a value"
 		case "$1" in
 		--outputs) outputs="$2" ;;
@@ -45,6 +52,7 @@ while (($#)); do
 		--primary-region) primary_region="$2" ;;
 		--dr-region) dr_region="$2" ;;
 		--port) port="$2" ;;
+		--admin-port) admin_port="$2" ;;
 		--release-bucket)
 			[[ "$2" == *=* ]] || die "--release-bucket wants REGION=BUCKET"
 			buckets["${2%%=*}"]="${2#*=}"
@@ -61,7 +69,8 @@ while (($#)); do
 done
 [[ -f "$outputs" ]] || die "--outputs FILE (terraform output -json) is required"
 [[ -d "$bin_dir" ]] || die "--bin-dir DIR is required"
-[[ "$version" =~ ^[A-Za-z0-9._-]+$ ]] || die "--version must be letters, digits, . _ -"
+[[ "$version" =~ ^[A-Za-z0-9._-]{1,64}$ ]] || die "--version must be 1-64 letters, digits, . _ -"
+[[ "$port" =~ ^[0-9]+$ && "$admin_port" =~ ^[0-9]+$ ]] || die "--port and --admin-port must be numbers"
 for region in "$primary_region" "$dr_region"; do
 	if [[ -z "${buckets[$region]:-}" ]]; then
 		buckets["$region"]="$(jq -er --arg r "$region" '.release_buckets.value[$r]' "$outputs")" ||
@@ -70,6 +79,10 @@ for region in "$primary_region" "$dr_region"; do
 done
 mapfile -t binaries < <(find "$bin_dir" -maxdepth 1 -type f -printf '%f\n' | sort)
 ((${#binaries[@]})) || die "no binaries in $bin_dir"
+for bin in "${binaries[@]}"; do
+	# The document's allowedPattern admits these names only.
+	[[ "$bin" =~ ^[a-z][a-z0-9-]{0,31}$ ]] || die "binary name $bin: a-z 0-9 - only (the SSM document refuses others)"
+done
 
 output() { jq -er "$1" "$outputs" || die "terraform output lacks $1"; }
 
@@ -87,44 +100,28 @@ for region in "$primary_region" "$dr_region"; do
 	done
 done
 
-# remote_script REGION: the script SSM runs on a host of REGION. AWS-RunShellScript runs
-# its lines with sh, so they hand everything to bash in one here-document.
-# shellcheck disable=SC2016 # the $ are the remote shell's
-remote_script() {
-	local region="$1" bin url
-	echo "bash <<'DOB_RELEASE'"
-	echo 'set -euo pipefail'
-	# Same file system as /usr/local/bin, so the final rename is atomic.
-	echo 'tmp="$(mktemp -d /usr/local/bin/.dob-release.XXXXXX)"'
-	echo "trap 'rm -rf \"\$tmp\"' EXIT"
+# binaries_param REGION: the document's `binaries` parameter: NAME SHA256 URL for each
+# binary, space separated, the URL a presigned GET (one hour) from REGION's release bucket.
+binaries_param() {
+	local region="$1" bin url out=()
 	for bin in "${binaries[@]}"; do
 		url="$(aws s3 presign --region "$region" --expires-in 3600 \
 			"s3://${buckets[$region]}/releases/$version/$bin")"
-		printf "curl -fsS --retry 3 -o \"\$tmp/%s\" '%s'\n" "$bin" "$url"
-		printf "echo '%s  %s' >>\"\$tmp/SHA256SUMS\"\n" "${sums[$bin]}" "$bin"
+		out+=("$bin" "${sums[$bin]}" "$url")
 	done
-	echo '(cd "$tmp" && sha256sum --check --quiet SHA256SUMS)'
-	for bin in "${binaries[@]}"; do
-		printf 'install -m 0755 -o root -g root "$tmp/%s" /usr/local/bin/.%s.new\n' "$bin" "$bin"
-		printf 'mv -f /usr/local/bin/.%s.new /usr/local/bin/%s\n' "$bin" "$bin"
-	done
-	echo "echo 'installed release $version'"
-	echo 'systemctl restart dob-api.service'
-	printf 'for _ in $(seq 1 120); do\n'
-	printf '  if curl -fsS -o /dev/null --max-time 2 http://127.0.0.1:%s/readyz; then echo ready; exit 0; fi\n' "$port"
-	printf '  sleep 1\ndone\n'
-	echo 'echo "dob-api not ready after 120 s"; journalctl -u dob-api.service -n 40 --no-pager; exit 1'
-	echo 'DOB_RELEASE'
+	printf '%s' "${out[*]}"
 }
 
-# run_on HOST INSTANCE REGION: run remote_script through SSM and wait for its end.
+# run_on HOST INSTANCE REGION: the rolling-restart document on one host, waited for.
 run_on() {
-	local name="$1" instance="$2" region="$3" params command_id status deadline
-	params="$(remote_script "$region" | jq -Rs '{commands: (split("\n") | map(select(length > 0))), executionTimeout: ["900"]}')"
+	local name="$1" instance="$2" region="$3" document params command_id status deadline
+	document="$(output ".ssm_documents.value[\"$region\"].rolling_restart")"
+	params="$(jq -n --arg v "$version" --arg b "$(binaries_param "$region")" --arg p "$admin_port" \
+		'{releaseVersion: [$v], binaries: [$b], adminPort: [$p]}')"
 	command_id="$(aws ssm send-command --region "$region" --instance-ids "$instance" \
-		--document-name AWS-RunShellScript --comment "dob release $version" \
+		--document-name "$document" --comment "dob release $version" \
 		--timeout-seconds 600 --parameters "$params" --query Command.CommandId --output text)"
-	log "$name ($instance): SSM command $command_id"
+	log "$name ($instance): SSM command $command_id ($document)"
 	deadline=$((SECONDS + 1000))
 	while :; do
 		sleep 5

@@ -5,12 +5,17 @@
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
+data "aws_region" "current" {}
+
+locals {
+  # Log delivery acts for this account's load balancers of this region only (confused deputy).
+  log_delivery_source_arn = "arn:${data.aws_partition.current.partition}:logs:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:*"
+}
 
 resource "aws_s3_bucket" "this" {
   #checkov:skip=CKV_AWS_18:This is the access-log bucket itself; logging its own access would write logs about logs (AWS advises against a bucket logging into itself).
   #checkov:skip=CKV_AWS_144:Access logs are regional audit records kept in their region; the backups they describe are the data that is replicated.
   #checkov:skip=CKV_AWS_145:S3 server access logging cannot deliver to a bucket encrypted with SSE-KMS; it is encrypted with SSE-S3 (AES256) instead.
-  #checkov:skip=CKV2_AWS_62:Nothing reacts to access-log deliveries; the backup buckets send their events to EventBridge.
   bucket        = var.bucket_name
   force_destroy = false
 
@@ -46,6 +51,13 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "this" {
       sse_algorithm = "AES256"
     }
   }
+}
+
+# Log deliveries go to EventBridge like the backup buckets' events: with load balancer
+# logs here too, a rule can alert when deliveries stop (a silent audit trail is a finding).
+resource "aws_s3_bucket_notification" "this" {
+  bucket      = aws_s3_bucket.this.id
+  eventbridge = true
 }
 
 resource "aws_s3_bucket_lifecycle_configuration" "this" {
@@ -103,6 +115,59 @@ data "aws_iam_policy_document" "this" {
       test     = "StringEquals"
       variable = "aws:SourceAccount"
       values   = [data.aws_caller_identity.current.account_id]
+    }
+  }
+
+  # Network load balancer access logs (AWS: "Enable access logs for your Network Load
+  # Balancer"): delivery checks the bucket ACL, then writes under <prefix>/AWSLogs/<account>/.
+  dynamic "statement" {
+    for_each = length(var.log_delivery_prefixes) > 0 ? [1] : []
+    content {
+      sid       = "LoadBalancerLogDeliveryAclCheck"
+      actions   = ["s3:GetBucketAcl"]
+      resources = [aws_s3_bucket.this.arn]
+      principals {
+        type        = "Service"
+        identifiers = ["delivery.logs.amazonaws.com"]
+      }
+      condition {
+        test     = "StringEquals"
+        variable = "aws:SourceAccount"
+        values   = [data.aws_caller_identity.current.account_id]
+      }
+      condition {
+        test     = "ArnLike"
+        variable = "aws:SourceArn"
+        values   = [local.log_delivery_source_arn]
+      }
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.log_delivery_prefixes) > 0 ? [1] : []
+    content {
+      sid       = "LoadBalancerLogDeliveryWrite"
+      actions   = ["s3:PutObject"]
+      resources = [for p in var.log_delivery_prefixes : "${aws_s3_bucket.this.arn}/${p}/AWSLogs/${data.aws_caller_identity.current.account_id}/*"]
+      principals {
+        type        = "Service"
+        identifiers = ["delivery.logs.amazonaws.com"]
+      }
+      condition {
+        test     = "StringEquals"
+        variable = "s3:x-amz-acl"
+        values   = ["bucket-owner-full-control"]
+      }
+      condition {
+        test     = "StringEquals"
+        variable = "aws:SourceAccount"
+        values   = [data.aws_caller_identity.current.account_id]
+      }
+      condition {
+        test     = "ArnLike"
+        variable = "aws:SourceArn"
+        values   = [local.log_delivery_source_arn]
+      }
     }
   }
 }

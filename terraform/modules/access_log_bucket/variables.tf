@@ -8,6 +8,17 @@ variable "log_source_buckets" {
   type        = list(string)
 }
 
+variable "log_delivery_prefixes" {
+  description = "Prefixes (no slashes at either end) under which this account's load balancers of this region deliver access logs; empty: none."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for p in var.log_delivery_prefixes : can(regex("^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", p)) && !strcontains(p, "AWSLogs")])
+    error_message = "log_delivery_prefixes must be key prefixes without leading or trailing slashes, and must not contain AWSLogs."
+  }
+}
+
 variable "retention_days" {
   description = "Days after which access-log objects expire."
   type        = number

@@ -1,8 +1,11 @@
 # The backup bucket of the primary region and its replica in the DR region.
 #
-# Each is a kms_bucket (its own KMS key, versioned, private, TLS-only, access logs in its
-# region). The source replicates every object version and delete marker to the replica
-# (with Replication Time Control: 99.99% of objects within 15 min).
+# Each is a kms_bucket (its own KMS key, versioned, Object Lock with a default retention,
+# private, TLS-only, access logs in its region). The source replicates every object
+# version, with its lock, to the replica (with Replication Time Control: 99.99% of objects
+# within 15 min); delete markers are not replicated, so a delete in the source (there is
+# none but the lifecycle's, which never replicates) cannot hide a replica. The backups'
+# current versions expire in both buckets once their lock has run out.
 
 data "aws_caller_identity" "current" {
   provider = aws.source
@@ -18,6 +21,11 @@ data "aws_region" "replica" {
 
 locals {
   account_id = data.aws_caller_identity.current.account_id
+
+  # Backup ids start with their UTC start year (src/manifest.rs: YYYYMMDDTHHMMSS...), so
+  # "<prefix>/<digit>" covers every backup and never the fence record (<prefix>/fence/).
+  backup_prefix          = trimsuffix(var.backup_prefix, "/")
+  backup_expiry_prefixes = [for d in range(10) : "${local.backup_prefix}/${d}"]
 }
 
 module "source" {
@@ -29,8 +37,12 @@ module "source" {
   key_description                        = "dob backups in s3://${var.bucket_name}"
   noncurrent_version_expiration_days     = var.noncurrent_version_expiration_days
   abort_incomplete_multipart_upload_days = var.abort_incomplete_multipart_upload_days
+  object_lock_mode                       = var.object_lock_mode
+  object_lock_retention_days             = var.retention_days
+  current_version_expiration_prefixes    = local.backup_expiry_prefixes
   access_log_retention_days              = var.access_log_retention_days
   other_log_sources                      = var.source_region_log_sources
+  log_delivery_prefixes                  = var.source_region_log_delivery_prefixes
   tags                                   = var.tags
 }
 
@@ -43,8 +55,12 @@ module "replica" {
   key_description                        = "dob backup replicas in s3://${var.replica_bucket_name}"
   noncurrent_version_expiration_days     = var.noncurrent_version_expiration_days
   abort_incomplete_multipart_upload_days = var.abort_incomplete_multipart_upload_days
+  object_lock_mode                       = var.object_lock_mode
+  object_lock_retention_days             = var.retention_days
+  current_version_expiration_prefixes    = local.backup_expiry_prefixes
   access_log_retention_days              = var.access_log_retention_days
   other_log_sources                      = var.replica_region_log_sources
+  log_delivery_prefixes                  = var.replica_region_log_delivery_prefixes
   tags                                   = var.tags
 }
 
@@ -77,14 +93,19 @@ data "aws_iam_policy_document" "replication" {
   }
 
   statement {
-    sid       = "ReadSourceVersions"
-    actions   = ["s3:GetObjectVersionForReplication", "s3:GetObjectVersionAcl", "s3:GetObjectVersionTagging"]
+    sid = "ReadSourceVersions"
+    # Retention and legal hold too: replicas carry the source version's lock.
+    actions = [
+      "s3:GetObjectVersionForReplication", "s3:GetObjectVersionAcl", "s3:GetObjectVersionTagging",
+      "s3:GetObjectRetention", "s3:GetObjectLegalHold",
+    ]
     resources = ["${module.source.arn}/*"]
   }
 
   statement {
-    sid       = "WriteReplicas"
-    actions   = ["s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags"]
+    sid = "WriteReplicas"
+    # No s3:ReplicateDelete: delete markers are not replicated.
+    actions   = ["s3:ReplicateObject", "s3:ReplicateTags"]
     resources = ["${module.replica.arn}/*"]
   }
 
@@ -117,6 +138,8 @@ resource "aws_iam_role" "replication" {
   name_prefix        = "${var.name}-s3-replication-"
   description        = "S3 replication of s3://${var.bucket_name} to s3://${var.replica_bucket_name}"
   assume_role_policy = data.aws_iam_policy_document.replication_assume.json
+  # The deploy role creates roles only with the project's boundary.
+  permissions_boundary = var.permissions_boundary_arn
 
   tags = var.tags
 }
@@ -141,8 +164,10 @@ resource "aws_s3_bucket_replication_configuration" "this" {
     priority = 1
     filter {}
 
+    # A delete marker in the source must not hide the replica's copy: the replica is
+    # where the backups survive a compromised primary region.
     delete_marker_replication {
-      status = "Enabled"
+      status = "Disabled"
     }
 
     source_selection_criteria {

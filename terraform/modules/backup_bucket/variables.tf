@@ -13,10 +13,27 @@ variable "replica_bucket_name" {
   type        = string
 }
 
-variable "noncurrent_version_expiration_days" {
-  description = "Days a deleted or overwritten backup object stays recoverable as a noncurrent version."
+variable "backup_prefix" {
+  description = "Key prefix of the backups (DOB_S3_PREFIX): the backups under it expire after retention_days; the fence record (<prefix>/fence/) never does."
+  type        = string
+}
+
+variable "retention_days" {
+  description = "Days every backup object version is locked (Object Lock default retention) and after which the backups' current versions expire, in both buckets."
   type        = number
-  default     = 30
+  default     = 35
+}
+
+variable "object_lock_mode" {
+  description = "Object Lock mode of both buckets: GOVERNANCE or COMPLIANCE (see terraform/README.md)."
+  type        = string
+  default     = "GOVERNANCE"
+}
+
+variable "noncurrent_version_expiration_days" {
+  description = "Days an expired or overwritten object version is kept after it stopped being current (never deleted before its lock ends)."
+  type        = number
+  default     = 7
 }
 
 variable "abort_incomplete_multipart_upload_days" {
@@ -29,6 +46,24 @@ variable "access_log_retention_days" {
   description = "Days S3 server access logs are kept."
   type        = number
   default     = 365
+}
+
+variable "source_region_log_delivery_prefixes" {
+  description = "Prefixes of the source-region log bucket where load balancers of that region deliver access logs."
+  type        = list(string)
+  default     = []
+}
+
+variable "replica_region_log_delivery_prefixes" {
+  description = "Prefixes of the replica-region log bucket where load balancers of that region deliver access logs."
+  type        = list(string)
+  default     = []
+}
+
+variable "permissions_boundary_arn" {
+  description = "Permissions boundary of the replication role (the project's); null for none."
+  type        = string
+  default     = null
 }
 
 variable "tags" {

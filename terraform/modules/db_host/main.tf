@@ -50,13 +50,13 @@ locals {
     xen_device_name                = replace(var.data_device_name, "/dev/sd", "/dev/xvd")
     database_url                   = var.database_url
     listen                         = var.listen
+    admin_port                     = var.admin_port
     timezone                       = var.timezone
     drain_seconds                  = var.drain_seconds
     s3_bucket                      = var.s3_bucket
     s3_prefix                      = var.s3_prefix
     s3_region                      = var.s3_region
     s3_kms_key_id                  = var.s3_kms_key_id
-    backup_keep                    = var.backup_keep
     primary_host                   = var.primary_host == null ? "" : var.primary_host
     replica_cidrs                  = join(",", var.replica_cidrs)
     replication_password_file      = var.replication_password_file
@@ -71,6 +71,9 @@ locals {
     patroni_url                    = local.patroni_role ? "http://${var.private_ip}:8008" : ""
     fence_buckets                  = var.fence_buckets
     fence_home_region              = var.fence_home_region
+    tls_ca_parameter               = var.tls_ca_parameter
+    tls_cert_parameter             = var.tls_cert_parameter
+    tls_key_parameter              = var.tls_key_parameter
   })
 }
 
@@ -93,11 +96,24 @@ resource "aws_vpc_security_group_ingress_rule" "api" {
   count = var.role == "witness" ? 0 : 1
 
   security_group_id            = aws_security_group.this.id
-  description                  = "dob-api from the network load balancer (traffic and /readyz health checks)"
+  description                  = "dob-api's public port (/hello) from the network load balancer"
   ip_protocol                  = "tcp"
   from_port                    = var.api_port
   to_port                      = var.api_port
   referenced_security_group_id = var.api_source_security_group_id
+}
+
+# The admin port (/readyz, /healthz, /metrics) from inside the VPC only: the load
+# balancer's health checks come from its nodes' private addresses there. Never the world.
+resource "aws_vpc_security_group_ingress_rule" "admin" {
+  count = var.role == "witness" ? 0 : 1
+
+  security_group_id = aws_security_group.this.id
+  description       = "dob-api's admin port (/readyz health checks) from inside the VPC"
+  ip_protocol       = "tcp"
+  from_port         = var.admin_port
+  to_port           = var.admin_port
+  cidr_ipv4         = var.vpc_cidr_block
 }
 
 resource "aws_vpc_security_group_ingress_rule" "postgres" {

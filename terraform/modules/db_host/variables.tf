@@ -139,9 +139,20 @@ variable "data_device_name" {
 }
 
 variable "api_port" {
-  description = "TCP port of dob-api (dob-api.socket)."
+  description = "TCP port of dob-api's public listener (dob-api.socket; /hello only)."
   type        = number
   default     = 8080
+}
+
+variable "admin_port" {
+  description = "DOB_ADMIN_LISTEN port: dob-api's /metrics, /healthz and /readyz, open to the VPC only (the load balancer's health checks)."
+  type        = number
+  default     = 8090
+
+  validation {
+    condition     = var.admin_port >= 1024 && var.admin_port <= 65535 && var.admin_port != 8080
+    error_message = "admin_port must be an unprivileged port other than the API's 8080."
+  }
 }
 
 variable "api_source_security_group_id" {
@@ -186,12 +197,17 @@ variable "patroni_peer_cidrs" {
 # --- /etc/dob/dob.env ---------------------------------------------------------------------
 
 variable "database_url" {
-  description = "DOB_DATABASE_URL: PostgreSQL URL of the API and the backups; several hosts with target_session_attrs=read-write in the primary region. No password in it."
+  description = "DOB_DATABASE_URL: PostgreSQL URL of the API and the backups; several hosts with target_session_attrs=read-write in the primary region. No password in it, and sslmode=verify-full (the hosts' certificates name their addresses)."
   type        = string
 
   validation {
     condition     = can(regex("^postgres(ql)?://[^:@/\\s]+@[^\\s]+$", var.database_url))
     error_message = "database_url must be postgresql://USER@HOST[:PORT][,HOST...]/DB[?...] with no password and no whitespace."
+  }
+
+  validation {
+    condition     = can(regex("[?&]sslmode=verify-full(&|$)", var.database_url))
+    error_message = "database_url must ask for sslmode=verify-full: the hosts verify the server against the internal CA (DOB_DATABASE_CA_FILE)."
   }
 }
 
@@ -236,17 +252,6 @@ variable "s3_region" {
 variable "s3_kms_key_id" {
   description = "DOB_S3_KMS_KEY_ID: ARN of the KMS key of the backup bucket (DOB_S3_SSE is always aws:kms)."
   type        = string
-}
-
-variable "backup_keep" {
-  description = "DOB_BACKUP_KEEP: how many backups dob-backup keeps."
-  type        = number
-  default     = 14
-
-  validation {
-    condition     = var.backup_keep >= 1
-    error_message = "backup_keep must be at least 1."
-  }
 }
 
 variable "primary_host" {
@@ -311,6 +316,21 @@ variable "fence_home_region" {
   description = "DOB_FENCE_HOME_REGION: the region that writes while no takeover has been recorded."
   type        = string
   default     = ""
+}
+
+variable "tls_ca_parameter" {
+  description = "DOB_TLS_CA_PARAMETER: SSM name of the internal CA certificate (PEM), in the host's region."
+  type        = string
+}
+
+variable "tls_cert_parameter" {
+  description = "DOB_TLS_CERT_PARAMETER: SSM name of this host's certificate (PEM), in the host's region."
+  type        = string
+}
+
+variable "tls_key_parameter" {
+  description = "DOB_TLS_KEY_PARAMETER: SSM name of this host's private key (PEM, SecureString), in the host's region."
+  type        = string
 }
 
 variable "tags" {

@@ -1,17 +1,24 @@
-# IAM roles that GitHub Actions assumes through OIDC (no long-lived AWS keys in GitHub):
+# IAM roles that GitHub Actions assumes through OIDC (no long-lived AWS keys in GitHub).
+# Both only from the given GitHub environment, which must have required reviewers: that
+# approval is what guards every run (Settings > Environments > production > Required
+# reviewers; without them any workflow on the branch could assume the roles).
 #
-#   deploy   packer build + terraform plan/apply. Only the given GitHub environment (whose
-#            required reviewers are the manual approval) can assume it. PowerUserAccess
-#            (everything but IAM and Organizations) plus IAM limited to roles and instance
-#            profiles whose names start with the project's name, never the CI roles
-#            themselves. Caveat: it can still write inline policies on the project's host
-#            roles, so treat it as administrator of the project's resources; the GitHub
-#            environment approval is what guards it. The OIDC provider and these roles are
-#            applied by a person (terraform apply -target=module.github_ci), not by CI.
-#   operate  rolling restarts and restore drills: SSM Run Command on this project's
-#            instances only, and reading target health. Assumable only from the GitHub
-#            environment (its required reviewers approve each run): a shell on every
-#            host is not something any workflow on main may get by itself.
+#   deploy   packer build + terraform plan/apply. An explicit policy of the services this
+#            project manages (EC2, ELB, S3 on the project's buckets, KMS keys tagged with
+#            the project, SSM parameters under its prefixes and its documents, Route53,
+#            CloudWatch Logs of its flow logs, ACM read), in the project's regions. IAM
+#            only on `<name>-*` roles, policies and instance profiles, and a role may be
+#            created or given a policy only when it carries the permissions boundary
+#            (modules/permissions_boundary: no IAM, no destroying backups). It cannot
+#            change the boundary or the CI roles, and cannot delete backups. No
+#            ssm:SendCommand: it never gets a shell on a host. The OIDC provider, these
+#            roles and the boundary are applied by a person
+#            (terraform apply -target=module.github_ci -target=module.permissions_boundary).
+#   operate  rolling restarts and restore drills: ssm:SendCommand with the project's own
+#            Command documents only (modules/ssm_documents: fixed scripts, validated
+#            parameters; never AWS-RunShellScript) on the project's instances, release
+#            uploads and presigned downloads in the release buckets, and taking targets
+#            out of and back into the project's target groups.
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
@@ -86,47 +93,273 @@ resource "aws_iam_role" "deploy" {
   tags = var.tags
 }
 
-resource "aws_iam_role_policy_attachment" "deploy_power_user" {
-  role       = aws_iam_role.deploy.name
-  policy_arn = "arn:${local.partition}:iam::aws:policy/PowerUserAccess"
+locals {
+  regions     = var.regions
+  bucket_arns = [for b in var.bucket_names : "arn:${local.partition}:s3:::${b}"]
+  object_arns = [for b in var.bucket_names : "arn:${local.partition}:s3:::${b}/*"]
+  role_arn    = "arn:${local.partition}:iam::${local.account_id}:role/${var.name}-*"
+  ci_role_arn = "arn:${local.partition}:iam::${local.account_id}:role/${var.name}-github-*"
+  profile_arn = "arn:${local.partition}:iam::${local.account_id}:instance-profile/${var.name}-*"
+  policy_arn  = "arn:${local.partition}:iam::${local.account_id}:policy/${var.name}-*"
+  parameter_arns = [
+    for p in var.ssm_parameter_prefixes : "arn:${local.partition}:ssm:*:${local.account_id}:parameter/${trimsuffix(trimprefix(p, "/"), "/")}*"
+  ]
+}
+
+# What terraform plan/apply and packer build need here, and no more services than that.
+data "aws_iam_policy_document" "deploy" {
+  # EC2 (VPCs, subnets, endpoints, peering, security groups, instances, volumes, flow
+  # logs; Packer's build instance, key pair, security group, AMI and snapshots) and the
+  # load balancers, in the project's regions only.
+  statement {
+    sid     = "ComputeAndNetworkInTheProjectsRegions"
+    actions = ["ec2:*", "elasticloadbalancing:*"]
+    # This account's resources, and the public images and snapshots Packer starts from.
+    resources = [
+      "arn:${local.partition}:ec2:*:${local.account_id}:*",
+      "arn:${local.partition}:ec2:*::image/*",
+      "arn:${local.partition}:ec2:*::snapshot/*",
+      "arn:${local.partition}:elasticloadbalancing:*:${local.account_id}:*",
+    ]
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestedRegion"
+      values   = local.regions
+    }
+  }
+
+  # Describe calls and these creations have no resource-level permissions.
+  statement {
+    sid = "DescribeAndList"
+    actions = [
+      "ec2:Describe*", "elasticloadbalancing:Describe*", "s3:ListAllMyBuckets",
+      "kms:ListAliases", "kms:ListKeys", "ssm:DescribeParameters", "ssm:ListDocuments",
+      "logs:DescribeLogGroups", "route53:CreateHealthCheck", "route53:ListHealthChecks",
+      "acm:ListCertificates",
+    ]
+    resources = ["*"]
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestedRegion"
+      values   = concat(local.regions, ["us-east-1"]) # Route53 answers from us-east-1.
+    }
+  }
+
+  statement {
+    sid       = "TheProjectsBuckets"
+    actions   = ["s3:*"]
+    resources = concat(local.bucket_arns, local.object_arns)
+  }
+
+  # Terraform manages the backup buckets' settings but never their contents: backups end
+  # by lock and lifecycle only.
+  statement {
+    sid    = "NeverDestroyBackups"
+    effect = "Deny"
+    actions = [
+      "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectRetention", "s3:PutObjectLegalHold",
+      "s3:BypassGovernanceRetention",
+    ]
+    resources = [for b in var.backup_bucket_arns : "${b}/*"]
+  }
+
+  # The state bucket (backend.hcl), when it is named.
+  dynamic "statement" {
+    for_each = var.terraform_state_bucket == null ? [] : [1]
+    content {
+      sid     = "TerraformState"
+      actions = ["s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+      resources = [
+        "arn:${local.partition}:s3:::${var.terraform_state_bucket}",
+        "arn:${local.partition}:s3:::${var.terraform_state_bucket}/*",
+      ]
+    }
+  }
+
+  # New keys carry the Project tag (default_tags), and only such keys are managed.
+  statement {
+    sid       = "CreateProjectKeys"
+    actions   = ["kms:CreateKey"]
+    resources = ["*"]
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/Project"
+      values   = [var.project_tag]
+    }
+  }
+
+  statement {
+    sid       = "ManageProjectKeys"
+    actions   = ["kms:*"]
+    resources = ["arn:${local.partition}:kms:*:${local.account_id}:key/*"]
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/Project"
+      values   = [var.project_tag]
+    }
+  }
+
+  statement {
+    sid       = "TagNewProjectKeys"
+    actions   = ["kms:TagResource"]
+    resources = ["arn:${local.partition}:kms:*:${local.account_id}:key/*"]
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/Project"
+      values   = [var.project_tag]
+    }
+  }
+
+  statement {
+    sid = "KeyAliases"
+    actions = [
+      "kms:CreateAlias", "kms:DeleteAlias", "kms:UpdateAlias", "kms:DescribeKey",
+    ]
+    resources = [
+      "arn:${local.partition}:kms:*:${local.account_id}:alias/${var.name}-*",
+      "arn:${local.partition}:kms:*:${local.account_id}:key/*",
+    ]
+  }
+
+  # Packer's encrypted AMI copies use the EBS keys through EC2 only.
+  statement {
+    sid       = "EbsKeysThroughEc2"
+    actions   = ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"]
+    resources = ["arn:${local.partition}:kms:*:${local.account_id}:key/*"]
+    condition {
+      test     = "StringLike"
+      variable = "kms:ViaService"
+      values   = [for r in local.regions : "ec2.${r}.amazonaws.com"]
+    }
+  }
+
+  statement {
+    sid       = "TheProjectsParametersAndDocuments"
+    actions   = ["ssm:*"]
+    resources = concat(local.parameter_arns, ["arn:${local.partition}:ssm:*:${local.account_id}:document/${var.name}-*"])
+  }
+
+  statement {
+    sid     = "FlowLogGroups"
+    actions = ["logs:*"]
+    resources = [
+      "arn:${local.partition}:logs:*:${local.account_id}:log-group:/vpc/${var.name}-*",
+      "arn:${local.partition}:logs:*:${local.account_id}:log-group:/vpc/${var.name}-*:*",
+    ]
+  }
+
+  # Records only in the given zone.
+  statement {
+    sid = "Route53HealthChecks"
+    actions = [
+      "route53:DeleteHealthCheck", "route53:GetHealthCheck", "route53:UpdateHealthCheck",
+      "route53:ChangeTagsForResource", "route53:ListTagsForResource", "route53:GetChange",
+    ]
+    resources = ["arn:${local.partition}:route53:::healthcheck/*", "arn:${local.partition}:route53:::change/*"]
+  }
+
+  dynamic "statement" {
+    for_each = var.route53_zone_id == null ? [] : [1]
+    content {
+      sid       = "Route53Records"
+      actions   = ["route53:GetHostedZone", "route53:ListResourceRecordSets", "route53:ChangeResourceRecordSets"]
+      resources = ["arn:${local.partition}:route53:::hostedzone/${var.route53_zone_id}"]
+    }
+  }
+
+  statement {
+    sid       = "ReadCertificates"
+    actions   = ["acm:DescribeCertificate"]
+    resources = ["arn:${local.partition}:acm:*:${local.account_id}:certificate/*"]
+  }
+}
+
+resource "aws_iam_role_policy" "deploy" {
+  name   = "manage-project-resources"
+  role   = aws_iam_role.deploy.id
+  policy = data.aws_iam_policy_document.deploy.json
 }
 
 data "aws_iam_policy_document" "deploy_iam" {
   statement {
-    sid = "ManageTheProjectsRolesAndProfiles"
+    sid = "ReadTheProjectsIam"
     actions = [
-      "iam:CreateRole", "iam:DeleteRole", "iam:GetRole", "iam:UpdateRole", "iam:UpdateAssumeRolePolicy",
-      "iam:TagRole", "iam:UntagRole", "iam:ListRoleTags",
-      "iam:PutRolePolicy", "iam:GetRolePolicy", "iam:DeleteRolePolicy", "iam:ListRolePolicies",
-      "iam:ListAttachedRolePolicies",
-      "iam:ListInstanceProfilesForRole", "iam:PassRole",
-      "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile", "iam:GetInstanceProfile",
-      "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
-      "iam:TagInstanceProfile", "iam:UntagInstanceProfile",
+      "iam:GetRole", "iam:GetRolePolicy", "iam:ListRolePolicies", "iam:ListAttachedRolePolicies",
+      "iam:ListInstanceProfilesForRole", "iam:ListRoleTags", "iam:GetInstanceProfile",
+      "iam:GetPolicy", "iam:GetPolicyVersion", "iam:ListPolicyVersions", "iam:ListPolicyTags",
+      "iam:GetOpenIDConnectProvider",
     ]
     resources = [
-      "arn:${local.partition}:iam::${local.account_id}:role/${var.name}-*",
-      "arn:${local.partition}:iam::${local.account_id}:instance-profile/${var.name}-*",
+      local.role_arn, local.profile_arn, local.policy_arn,
+      "arn:${local.partition}:iam::${local.account_id}:oidc-provider/${local.oidc_host}",
     ]
+  }
+
+  # A role may be created, given an inline or a managed policy, or have its boundary set,
+  # only with the project's boundary on it.
+  statement {
+    sid = "BoundedRolesOnly"
+    actions = [
+      "iam:CreateRole", "iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:DetachRolePolicy",
+      "iam:PutRolePermissionsBoundary",
+    ]
+    resources = [local.role_arn]
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PermissionsBoundary"
+      values   = [var.permissions_boundary_arn]
+    }
   }
 
   statement {
     sid       = "AttachOnlyTheManagedPoliciesTheProjectUses"
+    effect    = "Deny"
     actions   = ["iam:AttachRolePolicy", "iam:DetachRolePolicy"]
-    resources = ["arn:${local.partition}:iam::${local.account_id}:role/${var.name}-*"]
+    resources = [local.role_arn]
     condition {
-      test     = "ArnEquals"
+      test     = "ArnNotEquals"
       variable = "iam:PolicyARN"
       values   = ["arn:${local.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"]
     }
   }
 
-  # The CI roles match the name pattern above: they must not be able to widen themselves.
   statement {
-    sid       = "NeverTouchTheCiRoles"
+    sid = "ManageTheProjectsRolesAndProfiles"
+    actions = [
+      "iam:DeleteRole", "iam:UpdateRole", "iam:UpdateAssumeRolePolicy", "iam:UpdateRoleDescription",
+      "iam:TagRole", "iam:UntagRole", "iam:DeleteRolePolicy",
+      "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile",
+      "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
+      "iam:TagInstanceProfile", "iam:UntagInstanceProfile",
+    ]
+    resources = [local.role_arn, local.profile_arn]
+  }
+
+  # Roles go to the services that use them, nothing else.
+  statement {
+    sid       = "PassTheProjectsRoles"
+    actions   = ["iam:PassRole"]
+    resources = [local.role_arn]
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["ec2.amazonaws.com", "s3.amazonaws.com", "vpc-flow-logs.amazonaws.com"]
+    }
+  }
+
+  # Neither the CI roles nor the boundary: they must not be able to widen themselves.
+  statement {
+    sid       = "NeverWidenTheCiRolesOrTheBoundary"
     effect    = "Deny"
-    actions   = ["iam:*"]
-    resources = ["arn:${local.partition}:iam::${local.account_id}:role/${var.name}-github-*"]
+    actions   = ["iam:Create*", "iam:Delete*", "iam:Put*", "iam:Update*", "iam:Attach*", "iam:Detach*", "iam:Tag*", "iam:Untag*", "iam:SetDefaultPolicyVersion", "iam:PassRole"]
+    resources = [local.ci_role_arn, var.permissions_boundary_arn]
+  }
+
+  statement {
+    sid       = "NeverDropABoundary"
+    effect    = "Deny"
+    actions   = ["iam:DeleteRolePermissionsBoundary"]
+    resources = ["*"]
   }
 
   statement {
@@ -170,10 +403,12 @@ data "aws_iam_policy_document" "operate" {
     }
   }
 
+  # The project's Command documents only: fixed scripts with validated parameters, never
+  # AWS-RunShellScript (a root shell on every host).
   statement {
-    sid       = "WithTheShellScriptDocumentOnly"
+    sid       = "WithTheProjectsDocumentsOnly"
     actions   = ["ssm:SendCommand"]
-    resources = ["arn:${local.partition}:ssm:*::document/AWS-RunShellScript"]
+    resources = var.ssm_document_arns
   }
 
   statement {
@@ -185,6 +420,31 @@ data "aws_iam_policy_document" "operate" {
       "ec2:DescribeInstances",
     ]
     resources = ["*"]
+  }
+
+  # Rolling restarts: a host leaves its target group and comes back.
+  statement {
+    sid       = "TheProjectsTargetGroups"
+    actions   = ["elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"]
+    resources = ["arn:${local.partition}:elasticloadbalancing:*:${local.account_id}:targetgroup/${var.name}-*/*"]
+  }
+
+  # Release binaries: uploaded here, fetched by the hosts through URLs this role presigns.
+  statement {
+    sid       = "Releases"
+    actions   = ["s3:PutObject", "s3:GetObject"]
+    resources = [for b in var.release_bucket_arns : "${b}/releases/*"]
+  }
+
+  statement {
+    sid       = "ReleaseKeys"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = var.release_kms_key_arns
+    condition {
+      test     = "StringLike"
+      variable = "kms:ViaService"
+      values   = ["s3.*.amazonaws.com"]
+    }
   }
 }
 

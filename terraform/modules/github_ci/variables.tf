@@ -14,7 +14,7 @@ variable "github_repository" {
 }
 
 variable "github_environment" {
-  description = "GitHub environment of the deploy job; give it required reviewers, that is the manual approval before apply."
+  description = "GitHub environment of the deploy, rolling-restart and restore-drill jobs; it MUST have required reviewers: that approval is the only gate before a role is assumed."
   type        = string
   default     = "production"
 }
@@ -28,6 +28,58 @@ variable "create_oidc_provider" {
 variable "project_tag" {
   description = "Value of the `Project` tag on the instances the operate role may run commands on."
   type        = string
+}
+
+variable "regions" {
+  description = "Regions the deploy role may manage EC2 and load balancers in (the primary and DR regions)."
+  type        = list(string)
+}
+
+variable "permissions_boundary_arn" {
+  description = "The project's permissions boundary: the deploy role creates and changes roles only with it, and never changes it."
+  type        = string
+}
+
+variable "bucket_names" {
+  description = "The project's buckets (backups, replicas, their access-log buckets, releases): the deploy role's S3 reaches these only."
+  type        = list(string)
+}
+
+variable "backup_bucket_arns" {
+  description = "The backup buckets: the deploy role may configure them but never delete an object version or touch a lock."
+  type        = list(string)
+}
+
+variable "release_bucket_arns" {
+  description = "The release buckets, where the operate role uploads releases (releases/*) and presigns their download."
+  type        = list(string)
+}
+
+variable "release_kms_key_arns" {
+  description = "The release buckets' KMS keys (used by the operate role through S3 only)."
+  type        = list(string)
+}
+
+variable "ssm_parameter_prefixes" {
+  description = "Prefixes of the project's SSM parameters (passwords, TLS, replication password) that the deploy role manages."
+  type        = list(string)
+}
+
+variable "ssm_document_arns" {
+  description = "The project's SSM Command documents (rolling restart, restore drill), in every region: the only documents the operate role may send."
+  type        = list(string)
+}
+
+variable "terraform_state_bucket" {
+  description = "Bucket of the Terraform state (backend.hcl), which the deploy role reads and writes; null: grant it elsewhere."
+  type        = string
+  default     = null
+}
+
+variable "route53_zone_id" {
+  description = "Hosted zone of the API's failover records; null: no Route53 record rights."
+  type        = string
+  default     = null
 }
 
 variable "tags" {

@@ -1,15 +1,27 @@
 # The IAM role and instance profile of the database hosts of one region. Least privilege:
-# the backup objects under one prefix of one bucket (read-write in the primary region,
-# read-only in the DR region), the one KMS key of that bucket, the one SSM parameter that
-# holds the replication password and its key, and Session Manager (no SSH anywhere).
+# the backup objects under one prefix of one bucket (read and add in the primary region,
+# read-only in the DR region; never delete, shorten a lock or bypass one), the one KMS key
+# of that bucket, the SSM parameters Terraform made for the hosts (passwords, the CA
+# certificate, the region's host certificates and keys) and their key, and Session Manager
+# (no SSH anywhere). The role carries the project's permissions boundary.
 
 data "aws_partition" "current" {}
 
 locals {
   prefix = trimsuffix(var.backup_prefix, "/")
 
-  object_read_actions  = ["s3:GetObject", "s3:GetObjectVersion"]
-  object_write_actions = ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
+  object_read_actions = ["s3:GetObject", "s3:GetObjectVersion"]
+  # Add, never remove: the buckets' Object Lock and lifecycle retire old backups, so a
+  # compromised host cannot destroy them (dob-backup runs with DOB_BACKUP_KEEP=0). An
+  # interrupted dump's parts may be aborted: they were never an object.
+  object_write_actions = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
+
+  # What no host may do to a backup, whatever else grants it (AmazonSSMManagedInstanceCore
+  # grants no S3 today; this keeps it so). terraform_static.py fails an Allow of these.
+  object_destroy_actions = [
+    "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectRetention", "s3:PutObjectLegalHold",
+    "s3:BypassGovernanceRetention", "s3:DeleteObjectTagging", "s3:DeleteObjectVersionTagging",
+  ]
 
   kms_read_actions  = ["kms:Decrypt", "kms:DescribeKey"]
   kms_write_actions = ["kms:Encrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom", "kms:ReEncryptTo"]
@@ -75,24 +87,48 @@ data "aws_iam_policy_document" "this" {
   }
 
   statement {
-    sid     = "ReplicationPassword"
-    actions = ["ssm:GetParameter"]
-    # Patroni's passwords (superuser, replication, rewind, app, restapi) live under one
-    # prefix; the hosts read them and nothing else.
-    resources = concat(
-      [var.replication_password_parameter_arn],
-      var.secrets_parameter_arn_prefix == "" ? [] : ["${var.secrets_parameter_arn_prefix}*"],
-    )
+    sid       = "NeverDestroyBackups"
+    effect    = "Deny"
+    actions   = local.object_destroy_actions
+    resources = ["${var.backup_bucket_arn}/*"]
   }
 
+  # The parameters Terraform made for these hosts (modules/credentials), by exact ARN.
   statement {
-    sid       = "ReplicationPasswordKey"
+    sid       = "HostParameters"
+    actions   = ["ssm:GetParameter"]
+    resources = var.parameter_arns
+  }
+
+  # SecureStrings are decrypted with the caller's rights, and SSM names the parameter in
+  # the encryption context: the key opens these parameters only, through SSM only. That is
+  # what keeps AmazonSSMManagedInstanceCore's ssm:GetParameter on "*" from reaching any
+  # other SecureString under this key.
+  statement {
+    sid       = "HostParametersKey"
     actions   = ["kms:Decrypt"]
-    resources = [var.replication_password_kms_key_arn]
+    resources = [var.parameters_kms_key_arn]
     condition {
       test     = "StringEquals"
       variable = "kms:ViaService"
       values   = ["ssm.${var.region}.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "kms:EncryptionContext:PARAMETER_ARN"
+      values   = var.parameter_arns
+    }
+  }
+
+  # Operators' secrets (the CA's private key), named here as well as kept under a key the
+  # hosts cannot use.
+  dynamic "statement" {
+    for_each = length(var.denied_parameter_arns) > 0 ? [1] : []
+    content {
+      sid       = "NeverOperatorSecrets"
+      effect    = "Deny"
+      actions   = ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParameterHistory"]
+      resources = var.denied_parameter_arns
     }
   }
 }
@@ -101,6 +137,8 @@ resource "aws_iam_role" "this" {
   name_prefix        = "${var.name}-"
   description        = "dob database hosts (${var.name})"
   assume_role_policy = data.aws_iam_policy_document.assume.json
+  # Whatever a policy of this role ever says, no IAM and no destroying backups.
+  permissions_boundary = var.permissions_boundary_arn
 
   tags = var.tags
 }
@@ -113,7 +151,7 @@ resource "aws_iam_role_policy" "this" {
 
 # Session Manager instead of SSH. Caveat: this AWS-managed policy also allows
 # ssm:GetParameter(s) on every parameter; secrets stay readable only by those who may
-# decrypt them, which is why the replication password uses its own KMS key.
+# decrypt them (HostParametersKey above), and Strings are not secrets.
 resource "aws_iam_role_policy_attachment" "ssm_core" {
   role       = aws_iam_role.this.name
   policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"

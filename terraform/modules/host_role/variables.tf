@@ -34,24 +34,35 @@ variable "backup_kms_key_arn" {
 }
 
 variable "backup_write" {
-  description = "true: the hosts may write and delete backups (primary region); false: read only (DR region, restore drills)."
+  description = "true: the hosts may add backups (never delete them: Object Lock and lifecycle retire them) in the primary region; false: read only (DR region, restore drills)."
   type        = bool
 }
 
-variable "replication_password_parameter_arn" {
-  description = "ARN of the SSM SecureString parameter holding the PostgreSQL replication password."
+variable "parameter_arns" {
+  description = "ARNs of the SSM parameters the hosts read (passwords, the CA certificate, the region's host certificates and keys); nothing else is readable through their key."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.parameter_arns) > 0 && alltrue([for a in var.parameter_arns : can(regex("^arn:aws[a-z-]*:ssm:[a-z0-9-]+:[0-9]{12}:parameter/", a)) && !strcontains(a, "*")])
+    error_message = "parameter_arns must be exact SSM parameter ARNs (no wildcards)."
+  }
+}
+
+variable "parameters_kms_key_arn" {
+  description = "ARN of the KMS key that encrypts the hosts' SecureString parameters."
   type        = string
 }
 
-variable "secrets_parameter_arn_prefix" {
-  description = "ARN prefix of the SSM SecureString parameters holding Patroni's passwords (…:parameter/dob/patroni/); empty when there are none. Encrypted with the same key as the replication password."
-  type        = string
-  default     = ""
+variable "denied_parameter_arns" {
+  description = "SSM parameters the hosts must never read (the CA's private key), denied explicitly."
+  type        = list(string)
+  default     = []
 }
 
-variable "replication_password_kms_key_arn" {
-  description = "ARN of the KMS key that encrypts the replication password parameter."
+variable "permissions_boundary_arn" {
+  description = "Permissions boundary of the role (the project's: no IAM, no destroying backups); null for none."
   type        = string
+  default     = null
 }
 
 variable "tags" {

@@ -1,8 +1,11 @@
 # One private bucket of one region, encrypted with its own customer-managed KMS key
-# (rotated): versioning, every public access blocked, ACLs disabled, a policy that denies
-# plain HTTP and any encryption but its key, a lifecycle that expires old versions and
-# abandoned multipart uploads, object events to EventBridge, and server access logs in a
-# log bucket of the same region (`<bucket_name>-logs`, module access_log_bucket).
+# (rotated): versioning, Object Lock with a default retention (every new object version
+# is locked that long: nobody without s3:BypassGovernanceRetention, in GOVERNANCE mode, or
+# nobody at all, in COMPLIANCE mode, can delete it or shorten its lock), every public
+# access blocked, ACLs disabled, a policy that denies plain HTTP and any encryption but its
+# key, a lifecycle that expires what the lock has released and abandoned multipart
+# uploads, object events to EventBridge, and server access logs in a log bucket of the
+# same region (`<bucket_name>-logs`, module access_log_bucket).
 # backup_bucket uses it twice: the backup bucket and its cross-region replica.
 
 module "key" {
@@ -18,6 +21,7 @@ module "logs" {
 
   bucket_name                            = "${var.bucket_name}-logs"
   log_source_buckets                     = concat([var.bucket_name], var.other_log_sources)
+  log_delivery_prefixes                  = var.log_delivery_prefixes
   retention_days                         = var.access_log_retention_days
   abort_incomplete_multipart_upload_days = var.abort_incomplete_multipart_upload_days
   tags                                   = var.tags
@@ -27,8 +31,28 @@ resource "aws_s3_bucket" "this" {
   #checkov:skip=CKV_AWS_144:Replication joins two buckets, so the module that owns the pair configures it (backup_bucket replicates its source into its replica); checkov does not follow that configuration into this module.
   bucket        = var.bucket_name
   force_destroy = false
+  # A lock can only be set on a bucket created with it (or enabled later through the API,
+  # see terraform/README.md for existing buckets).
+  object_lock_enabled = true
 
   tags = var.tags
+}
+
+# Every new object version is locked for object_lock_retention_days from its creation:
+# not deletable, its lock not shortened, by a compromised host or anyone else without the
+# right (GOVERNANCE: s3:BypassGovernanceRetention, which no role of this project has;
+# COMPLIANCE: nobody, not even the account root).
+resource "aws_s3_bucket_object_lock_configuration" "this" {
+  bucket = aws_s3_bucket.this.id
+
+  rule {
+    default_retention {
+      mode = var.object_lock_mode
+      days = var.object_lock_retention_days
+    }
+  }
+
+  depends_on = [aws_s3_bucket_versioning.this]
 }
 
 resource "aws_s3_bucket_ownership_controls" "this" {
@@ -67,15 +91,38 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "this" {
 resource "aws_s3_bucket_lifecycle_configuration" "this" {
   bucket = aws_s3_bucket.this.id
 
+  # Retention is the bucket's: the current versions under these prefixes (the backups)
+  # expire once their lock has run out. Anything else (the fence record) stays current.
+  dynamic "rule" {
+    for_each = var.current_version_expiration_prefixes
+    content {
+      id     = "expire-current-${replace(rule.value, "/", "-")}"
+      status = "Enabled"
+      filter {
+        prefix = rule.value
+      }
+      expiration {
+        days = var.object_lock_retention_days
+      }
+    }
+  }
+
   rule {
     id     = "expire-noncurrent-versions"
     status = "Enabled"
     filter {}
-    # Deleted or overwritten objects (dob-backup's retention deletes old dumps) stay
-    # recoverable this long.
+    # An expired or overwritten version (each write of the fence record makes one) is
+    # deleted this many days after it stopped being current, and never before its lock
+    # ends (S3 does not delete a locked version; lifecycle tries again daily).
     noncurrent_version_expiration {
       noncurrent_days = var.noncurrent_version_expiration_days
     }
+  }
+
+  rule {
+    id     = "remove-expired-delete-markers"
+    status = "Enabled"
+    filter {}
     expiration {
       expired_object_delete_marker = true
     }

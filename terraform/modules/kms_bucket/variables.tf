@@ -19,7 +19,7 @@ variable "key_description" {
 }
 
 variable "noncurrent_version_expiration_days" {
-  description = "Days a deleted or overwritten object stays recoverable as a noncurrent version."
+  description = "Days an expired or overwritten object version is kept after it stopped being current (it is never deleted before its lock ends)."
   type        = number
 
   validation {
@@ -45,6 +45,38 @@ variable "access_log_retention_days" {
 
 variable "other_log_sources" {
   description = "Other buckets of this region whose access logs the log bucket accepts (under s3/<bucket>/)."
+  type        = list(string)
+  default     = []
+}
+
+variable "object_lock_mode" {
+  description = "Object Lock mode of the default retention: GOVERNANCE (only a principal with s3:BypassGovernanceRetention can delete early) or COMPLIANCE (nobody can, not even the account root)."
+  type        = string
+
+  validation {
+    condition     = contains(["GOVERNANCE", "COMPLIANCE"], var.object_lock_mode)
+    error_message = "object_lock_mode must be GOVERNANCE or COMPLIANCE."
+  }
+}
+
+variable "object_lock_retention_days" {
+  description = "Days every new object version is locked (default retention); current versions under current_version_expiration_prefixes expire after as many days."
+  type        = number
+
+  validation {
+    condition     = var.object_lock_retention_days >= 1 && var.object_lock_retention_days <= 3650
+    error_message = "object_lock_retention_days must be between 1 and 3650."
+  }
+}
+
+variable "current_version_expiration_prefixes" {
+  description = "Key prefixes whose current versions expire after object_lock_retention_days (the backups); keys elsewhere stay current until overwritten."
+  type        = list(string)
+  default     = []
+}
+
+variable "log_delivery_prefixes" {
+  description = "Prefixes of the access-log bucket where load balancers of this account and region deliver their access logs (delivery.logs.amazonaws.com)."
   type        = list(string)
   default     = []
 }

@@ -214,6 +214,8 @@ data "aws_iam_policy_document" "flow_logs_write" {
 resource "aws_iam_role" "flow_logs" {
   name_prefix        = "${var.name}-flow-logs-"
   assume_role_policy = data.aws_iam_policy_document.flow_logs_assume.json
+  # The deploy role creates roles only with the project's boundary.
+  permissions_boundary = var.permissions_boundary_arn
 
   tags = var.tags
 }

@@ -76,6 +76,12 @@ variable "flow_log_kms_key_arn" {
   type        = string
 }
 
+variable "permissions_boundary_arn" {
+  description = "Permissions boundary of the flow-log role (the project's); null for none."
+  type        = string
+  default     = null
+}
+
 variable "tags" {
   description = "Tags for every resource of the network."
   type        = map(string)

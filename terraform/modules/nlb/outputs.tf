@@ -23,6 +23,16 @@ output "target_group_arn" {
   value       = aws_lb_target_group.this.arn
 }
 
+output "public_port" {
+  description = "Port clients (and Route53 health checks) use: the TLS listener's, or the plain one's when there is no certificate."
+  value       = local.listener
+}
+
+output "tls" {
+  description = "Whether the public listener is TLS."
+  value       = local.tls
+}
+
 output "drain_seconds" {
   description = "How long a host should keep answering after SIGTERM with /readyz at 503, so the load balancer has marked it unhealthy first (DOB_DRAIN_SECONDS)."
   value       = var.health_check_interval * var.health_check_threshold + 5

@@ -35,19 +35,64 @@ variable "internal" {
 }
 
 variable "allowed_client_cidrs" {
-  description = "Client networks allowed to reach the listener (Route53 health checkers must be among them for DNS failover)."
+  description = "Client networks allowed to reach the listeners (Route53 health checkers must be among them for DNS failover)."
   type        = list(string)
   default     = ["0.0.0.0/0"]
 }
 
 variable "port" {
-  description = "TCP port of the listener."
+  description = "Port of the public TLS listener."
+  type        = number
+  default     = 443
+}
+
+variable "acm_certificate_arn" {
+  description = "ACM certificate (in the load balancer's region) of the TLS listener. Required unless enable_plain_listener."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.acm_certificate_arn == null || can(regex("^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[A-Za-z0-9-]+$", var.acm_certificate_arn))
+    error_message = "acm_certificate_arn must be an ACM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID), or null."
+  }
+}
+
+variable "ssl_policy" {
+  description = "Security policy of the TLS listener (TLS 1.3 and 1.2 with forward secrecy only)."
+  type        = string
+  default     = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+}
+
+variable "enable_plain_listener" {
+  description = "Also serve plain TCP on plain_port (and allow no certificate). Off by default: the public listener is TLS."
+  type        = bool
+  default     = false
+}
+
+variable "plain_port" {
+  description = "Port of the plain TCP listener when enable_plain_listener."
   type        = number
   default     = 8080
 }
 
+variable "admin_port" {
+  description = "Port of dob-api's admin listener (DOB_ADMIN_LISTEN: /readyz, /healthz, /metrics), where the health checks go."
+  type        = number
+  default     = 8090
+}
+
+variable "access_log_bucket" {
+  description = "Access-log bucket of the region (SSE-S3, with a policy that lets log delivery write under access_log_prefix)."
+  type        = string
+}
+
+variable "access_log_prefix" {
+  description = "Key prefix of the load balancer's access logs in access_log_bucket (no slashes at the ends)."
+  type        = string
+}
+
 variable "target_port" {
-  description = "TCP port of dob-api on the hosts."
+  description = "TCP port of dob-api's public listener on the hosts (it serves /hello only)."
   type        = number
   default     = 8080
 }
