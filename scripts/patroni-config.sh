@@ -36,8 +36,21 @@
 #   DOB_PG_DATA_DIR         (default /var/lib/postgresql/15/main)
 #   DOB_PG_BIN_DIR          (default /usr/lib/postgresql/15/bin)
 #   DOB_PG_SOCKET_DIR       (default /var/run/postgresql)
-#   DOB_PG_CERT_FILE, DOB_PG_KEY_FILE  the server's TLS pair (default the host's snakeoil
-#                           pair, made per host at first boot); DOB_PG_CERT_FILE=none: no TLS
+#   DOB_PG_CERT_FILE, DOB_PG_KEY_FILE  the server's TLS pair, signed by the internal CA
+#                           (default /etc/dob/tls/server.pem, /etc/dob/tls/server.key). The
+#                           certificate must name this host's address as an IP SAN: Patroni,
+#                           pg_rewind and the replicas reach a member at its connect_address
+#                           (an IP) with sslmode=verify-full. The key: owned by DOB_PG_USER,
+#                           0600 (or by root, group DOB_PG_USER, 0640), as PostgreSQL demands.
+#                           With a certificate pg_hba refuses every plaintext TCP connection
+#                           (hostnossl ... reject, before any other TCP rule).
+#                           DOB_PG_CERT_FILE=none: no TLS at all (plaintext TCP; tests only)
+#   DOB_PG_CA_FILE          the internal CA's certificate (default /etc/dob/tls/ca.pem; "none"
+#                           for none). With a certificate it becomes ssl_ca_file, and every
+#                           connection Patroni makes to another member (replication, the DR
+#                           standby cluster's, pg_rewind's, its checks) uses
+#                           sslmode=verify-full with it as sslrootcert. Without it those
+#                           connections are encrypted (hostssl) but the peer is not verified
 #   DOB_PG_USER             the user PostgreSQL runs as (default postgres)
 # Exit 0 on success, 1 with a message otherwise.
 set -euo pipefail
@@ -85,8 +98,9 @@ secrets="${DOB_SECRETS_DIR:-/etc/dob/secrets}"
 data_dir="${DOB_PG_DATA_DIR:-/var/lib/postgresql/15/main}"
 bin_dir="${DOB_PG_BIN_DIR:-/usr/lib/postgresql/15/bin}"
 socket_dir="${DOB_PG_SOCKET_DIR:-/var/run/postgresql}"
-cert="${DOB_PG_CERT_FILE:-/etc/ssl/certs/ssl-cert-snakeoil.pem}"
-key="${DOB_PG_KEY_FILE:-/etc/ssl/private/ssl-cert-snakeoil.key}"
+cert="${DOB_PG_CERT_FILE:-/etc/dob/tls/server.pem}"
+key="${DOB_PG_KEY_FILE:-/etc/dob/tls/server.key}"
+ca="${DOB_PG_CA_FILE:-/etc/dob/tls/ca.pem}"
 pg_user="${DOB_PG_USER:-postgres}"
 
 [[ "$synchronous" == true || "$synchronous" == false ]] ||
@@ -120,6 +134,9 @@ dcs_region_part() {
 		# A standby cluster: its leader (the "standby leader") follows whichever host
 		# accepts writes (primary_slot_name makes Patroni add
 		# target_session_attrs=read-write); only dob-promote --takeover ends this.
+		# Patroni 3.0's standby_cluster takes no TLS keys: it connects (basebackup and
+		# primary_conninfo) with postgresql.authentication.replication, so the
+		# sslmode/sslrootcert there verify each of these hosts too.
 		cat <<-EOF
 			    standby_cluster:
 			      host: $(yaml_string "$standby_of")
@@ -138,6 +155,10 @@ dcs_region_part() {
 	fi
 }
 
+# Whether the members verify one another: a certificate to present and a CA to check
+# the others' against.
+verified_tls() { [[ "$cert" != none && -n "$ca" && "$ca" != none ]]; }
+
 ssl_parameters() {
 	[[ "$cert" != none ]] || return 0
 	cat <<-EOF
@@ -145,14 +166,38 @@ ssl_parameters() {
 		    ssl_cert_file: $(yaml_string "$cert")
 		    ssl_key_file: $(yaml_string "$key")
 	EOF
+	# The CA the server names to its clients (and would check client certificates
+	# against); no pg_hba rule asks for one, so a client without a certificate still
+	# connects.
+	if verified_tls; then
+		printf '    ssl_ca_file: %s\n' "$(yaml_string "$ca")"
+	fi
+}
+
+# An entry of postgresql.authentication: Patroni uses it for every connection of that
+# kind to another member (replication and basebackup, the standby cluster's upstream
+# included; pg_rewind and its checks as rewinder; the superuser's). Those reach the
+# member's connect_address over TCP, so with the CA they verify the certificate names
+# that address (verify-full). Locally Patroni uses the socket, where libpq ignores both.
+auth_entry() {
+	local kind=$1 user=$2
+	printf '    %s:\n      username: %s\n      password: %s\n' "$kind" "$user" "$(secret "$kind")"
+	if verified_tls; then
+		printf '      sslmode: verify-full\n      sslrootcert: %s\n' "$(yaml_string "$ca")"
+	fi
 }
 
 # Every TCP rule asks a password (scram-sha-256) and, with a certificate, TLS (hostssl):
-# nothing crosses the network in clear, nothing is trusted for its address.
+# nothing crosses the network in clear, nothing is trusted for its address. A plaintext
+# TCP connection meets an explicit reject first, from any address, so the refusal is
+# the same whatever DOB_PEER_CIDRS says and says why ("no encryption").
 hba_lines() {
 	local cidr type=hostssl
 	[[ "$cert" != none ]] || type=host
 	printf '    - %s\n' "local all $pg_user peer" "local all all peer"
+	if [[ "$cert" != none ]]; then
+		printf '    - %s\n' "hostnossl all all 0.0.0.0/0 reject" "hostnossl all all ::/0 reject"
+	fi
 	for cidr in ${peer_cidrs//,/ }; do
 		printf '    - %s\n' "$type replication replicator $cidr scram-sha-256" \
 			"$type all all $cidr scram-sha-256"
@@ -218,15 +263,9 @@ cat >"$tmp" <<-EOF
 	  pg_hba:
 	$(hba_lines)
 	  authentication:
-	    superuser:
-	      username: postgres
-	      password: $(secret superuser)
-	    replication:
-	      username: replicator
-	      password: $(secret replication)
-	    rewind:
-	      username: rewinder
-	      password: $(secret rewind)
+	$(auth_entry superuser postgres)
+	$(auth_entry replication replicator)
+	$(auth_entry rewind rewinder)
 	watchdog:
 	  mode: $watchdog
 	  device: /dev/watchdog

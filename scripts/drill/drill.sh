@@ -22,6 +22,11 @@
 #     the DNS stand-in and log every acknowledged write.
 # Every dob-api holds the cross-region write lease (src/fence.rs) from the fence record
 # in both buckets.
+# TLS as on the hosts: the drill makes an internal CA at start (in the work directory)
+# and a server certificate per database host whose IP SAN is its drill address. Every
+# TCP connection to PostgreSQL verifies it (sslmode=verify-full): dob-api, dob-backup,
+# dob-restore, and Patroni's own (replication, the DR standby cluster's, pg_rewind);
+# pg_hba refuses plaintext TCP outright, which the drill checks before the scenarios.
 # Scenarios, in order:
 #   rolling_deploy
 #              dob-api replaced host by host as scripts/deploy/rolling-restart.sh does
@@ -104,6 +109,10 @@ SECRETS="$WORK/secrets"
 # Group postgres: Patroni's post-bootstrap script reads the app password, as on a host.
 mkdir -m 750 "$SECRETS"
 chgrp postgres "$SECRETS"
+# The internal CA: its certificate is public (every client and server reads it), its key
+# never leaves this directory (root only).
+TLS_DIR="$WORK/tls"
+CA_FILE="$TLS_DIR/ca.pem"
 
 ns() { printf 'dobdrill-%s' "$1"; }
 in_ns() {
@@ -141,6 +150,40 @@ secret() {
 		chmod 640 "$file"
 	fi
 	cat "$file"
+}
+
+# --- TLS -----------------------------------------------------------------------------
+
+# The CA and one server certificate per database host, as the hosts get theirs: signed
+# by the internal CA, for server authentication, naming the host's address as an IP SAN
+# (clients and Patroni reach a member by IP, and verify-full checks the name). EC P-256
+# keys: quick to make, and what rustls and libpq both accept.
+make_tls() {
+	mkdir -m 755 "$TLS_DIR"
+	(umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$TLS_DIR/ca.key" 2>/dev/null)
+	openssl req -x509 -new -key "$TLS_DIR/ca.key" -sha256 -days 2 -subj "/CN=dob drill internal CA" \
+		-addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+		-addext "keyUsage=critical,keyCertSign,cRLSign" -out "$CA_FILE" 2>/dev/null
+	chmod 644 "$CA_FILE"
+	local node dir
+	for node in "${PG_NODES[@]}" dr; do
+		dir="$WORK/$node/tls"
+		mkdir -p "$dir"
+		(umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/server.key" 2>/dev/null)
+		openssl req -new -key "$dir/server.key" -subj "/CN=$node" -out "$dir/server.csr" 2>/dev/null
+		printf '%s\n' "basicConstraints=critical,CA:FALSE" \
+			"keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" \
+			"subjectAltName=IP:${IP[$node]}" >"$dir/server.ext"
+		openssl x509 -req -in "$dir/server.csr" -CA "$CA_FILE" -CAkey "$TLS_DIR/ca.key" \
+			-CAcreateserial -sha256 -days 2 -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null
+		openssl verify -CAfile "$CA_FILE" -purpose sslserver "$dir/server.pem" >/dev/null ||
+			dob_die "the drill's certificate for $node does not verify"
+		rm -f "$dir/server.csr" "$dir/server.ext"
+		# PostgreSQL refuses a key others can read: 0600, owned by the user it runs as.
+		chown -R postgres:postgres "$dir"
+		chmod 600 "$dir/server.key"
+		chmod 644 "$dir/server.pem"
+	done
 }
 
 # --- the network -----------------------------------------------------------------
@@ -276,8 +319,9 @@ write_patroni_config() {
 		DOB_PATRONI_NAME="$node" DOB_PATRONI_SCOPE="$scope" DOB_STANDBY_OF="$standby_of" \
 		DOB_PATRONI_TTL="$TTL" DOB_PATRONI_LOOP_WAIT=2 DOB_PATRONI_RETRY_TIMEOUT=4 \
 		DOB_WATCHDOG=off DOB_SECRETS_DIR="$SECRETS" DOB_PG_DATA_DIR="$dir/data" \
-		DOB_PG_BIN_DIR="$PG_BIN" DOB_PG_SOCKET_DIR="$dir/run" DOB_PG_CERT_FILE=none \
-		scripts/patroni-config.sh --out "$dir"
+		DOB_PG_BIN_DIR="$PG_BIN" DOB_PG_SOCKET_DIR="$dir/run" DOB_PG_USER=postgres \
+		DOB_PG_CERT_FILE="$dir/tls/server.pem" DOB_PG_KEY_FILE="$dir/tls/server.key" \
+		DOB_PG_CA_FILE="$CA_FILE" scripts/patroni-config.sh --out "$dir"
 	chown -R postgres:postgres "$dir"
 }
 
@@ -287,11 +331,13 @@ start_patroni() {
 }
 
 # eu-west-1's hosts follow the leader; the DR host reads its own (standby) server.
+# verify-full, as on the hosts: each server's certificate must chain to the drill's CA
+# (DOB_DATABASE_CA_FILE) and name the address it was reached at.
 api_url() {
 	if [[ $1 == dr ]]; then
-		printf 'postgresql://dob:%s@%s:5432/dob?connect_timeout=2' "$(secret app)" "${IP[dr]}"
+		printf 'postgresql://dob:%s@%s:5432/dob?sslmode=verify-full&connect_timeout=2' "$(secret app)" "${IP[dr]}"
 	else
-		printf 'postgresql://dob:%s@%s:5432,%s:5432/dob?target_session_attrs=read-write&connect_timeout=2' \
+		printf 'postgresql://dob:%s@%s:5432,%s:5432/dob?target_session_attrs=read-write&sslmode=verify-full&connect_timeout=2' \
 			"$(secret app)" "${IP[a]}" "${IP[b]}"
 	fi
 }
@@ -320,7 +366,8 @@ start_api() {
 	mapfile -t host_env <"$WORK/$node/dob.env"
 	# The URL carries the password: passed through the environment, never argv.
 	start_bg "$node" dob-api env -i DOB_DATABASE_URL="$(api_url "$node")" \
-		DOB_LISTEN="${IP[$node]}:8080" DOB_DRAIN_SECONDS=1 RUST_LOG=warn "${host_env[@]}" "$API_BIN"
+		DOB_DATABASE_CA_FILE="$CA_FILE" DOB_LISTEN="${IP[$node]}:8080" DOB_DRAIN_SECONDS=1 \
+		RUST_LOG=warn "${host_env[@]}" "$API_BIN"
 }
 
 start_host() {
@@ -522,12 +569,14 @@ dr_streaming() {
 }
 
 # dob-backup or dob-restore on `node` as the units run them: the leader's local server
-# (as the superuser, for the drill's scratch database), the drill's S3 bucket.
+# (as the superuser, for the drill's scratch database), over TCP with verify-full (the
+# CA reaches pg_dump and pg_restore too, as PGSSLROOTCERT), the drill's S3 bucket.
 job_on() {
 	local node=$1 binary=$2
 	shift 2
 	in_ns "$node" env -i PATH=/usr/bin:/bin \
-		DOB_DATABASE_URL="postgresql://postgres:$(secret superuser)@${IP[$node]}:5432/dob" \
+		DOB_DATABASE_URL="postgresql://postgres:$(secret superuser)@${IP[$node]}:5432/dob?sslmode=verify-full" \
+		DOB_DATABASE_CA_FILE="$CA_FILE" \
 		DOB_S3_BUCKET=dob-drill DOB_S3_PREFIX=dob DOB_S3_REGION=eu-west-1 \
 		DOB_S3_ENDPOINT="$S3_WEST" AWS_ACCESS_KEY_ID=drill \
 		AWS_SECRET_ACCESS_KEY=drill DOB_PG_BIN="$PG_BIN" RUST_LOG=warn \
@@ -546,6 +595,34 @@ backup_unit_on() {
 	1) echo skipped ;;
 	*) dob_die "the backup unit's condition failed on $node (exit $condition)" ;;
 	esac
+}
+
+# tcp_psql NODE SSLMODE SQL...: psql from the internet side to NODE's server over TCP as
+# the app role (password and CA through the environment, never argv).
+tcp_psql() {
+	local node=$1 mode=$2
+	shift 2
+	in_ns client env -i PATH=/usr/bin:/bin PGPASSWORD="$(secret app)" PGSSLROOTCERT="$CA_FILE" \
+		PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -XAtq \
+		"host=${IP[$node]} port=5432 dbname=dob user=dob sslmode=$mode" "$@"
+}
+
+# What the hosts promise about TLS, on every database server: a verify-full connection
+# to its address gets TLS, and a plaintext one (sslmode=disable) is refused by pg_hba's
+# reject rule (not by a network error, not by a password check).
+tls_checks() {
+	local node out
+	for node in "${PG_NODES[@]}" dr; do
+		out="$(tcp_psql "$node" verify-full -c 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()' 2>&1)" ||
+			dob_die "a verify-full connection to $node failed: $out"
+		[[ "$out" == t ]] || dob_die "a verify-full connection to $node is not TLS: $out"
+		if out="$(tcp_psql "$node" disable -c 'SELECT 1' 2>&1)"; then
+			dob_die "a plaintext connection to $node was accepted"
+		fi
+		[[ "$out" == *"pg_hba.conf rejects connection"*"no encryption"* ]] ||
+			dob_die "a plaintext connection to $node failed, but not by pg_hba's reject: $out"
+	done
+	dob_log "TLS: verify-full connections to a, b and dr get TLS; plaintext ones are refused"
 }
 
 live_timeline() {
@@ -571,6 +648,7 @@ dob_log "work directory $WORK"
 mkdir -p "$WORK/load"
 chmod 777 "$WORK/load"
 net_up
+make_tls
 for node in "${PG_NODES[@]}" dr; do
 	write_patroni_config "$node"
 	write_host_env "$node"
@@ -591,6 +669,7 @@ wait_for "the NLB stand-in to have both hosts in service" 60 nlb_all_up
 wait_for "the DR standby cluster to stream from eu-west-1" 180 dr_streaming
 start_dns
 wait_for "the DNS stand-in to answer eu-west-1" 5 dns_answers "${IP[client]}:8080"
+tls_checks
 dob_log "cluster up after $((SECONDS - started)) s: leader $(leader), the DR region streams"
 # rolling_deploy: every host's dob-api replaced under load; no request may fail.
 load_start main dns client

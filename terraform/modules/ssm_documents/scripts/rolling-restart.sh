@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Run by SSM document <name>-rolling-restart (aws:runShellScript runs its lines with sh,
 # so they hand everything to bash). SSM substitutes the validated parameters into the
 # text before any shell sees it; their patterns admit no quote, no $ and no backquote.
