@@ -4,7 +4,8 @@
 #   scripts/install-deps.sh [COMPONENT...]
 #
 # Components:
-#   base   PostgreSQL server (+ pgbench), psql, curl, openssl, python3 with venv (default)
+#   base   PostgreSQL server (+ pgbench), psql, curl, openssl, pgBackRest, HAProxy,
+#          python3 with venv (default)
 #   venv   the project-local Python virtualenv .venv with moto[server]     (default)
 #   bench  base + wrk
 #   lint   shellcheck
@@ -119,6 +120,10 @@ install_base() {
 	# The TLS tests make their certificates with it.
 	command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 	command -v setsid >/dev/null 2>&1 || missing+=(util-linux)
+	# Point-in-time recovery: WAL archiving and physical backups; the PITR tests put the
+	# S3 server behind HAProxy, because pgBackRest speaks S3 over TLS only.
+	command -v pgbackrest >/dev/null 2>&1 || missing+=(pgbackrest)
+	command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 	if ! python_can_venv; then
 		missing+=(python3 python3-venv)
 	fi

@@ -370,17 +370,19 @@ impl BackupConfig {
 #[derive(Debug, Clone)]
 pub struct RestoreConfig {
     pub database_url: Option<String>,
-    pub s3: S3Config,
+    /// `None` for a point-in-time recovery: pgBackRest has its own repository settings.
+    pub s3: Option<S3Config>,
     /// `DOB_TIMEZONE`: "today" for the canary greeting, as the API computes it.
     pub timezone: TimeZone,
 }
 
 impl RestoreConfig {
-    pub fn from_env() -> Result<Self> {
-        Self::from_lookup(|key| std::env::var(key).ok())
+    /// `with_s3`: the run reads dob-backup's bucket (everything but `--to-time`).
+    pub fn from_env(with_s3: bool) -> Result<Self> {
+        Self::from_lookup(|key| std::env::var(key).ok(), with_s3)
     }
 
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>, with_s3: bool) -> Result<Self> {
         let get = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
         let database_url = match get("DOB_DATABASE_URL") {
             Some(_) => Some(required_url(&get, "DOB_DATABASE_URL")?),
@@ -388,7 +390,11 @@ impl RestoreConfig {
         };
         Ok(RestoreConfig {
             database_url,
-            s3: S3Config::from_lookup(&lookup)?,
+            s3: if with_s3 {
+                Some(S3Config::from_lookup(&lookup)?)
+            } else {
+                None
+            },
             timezone: timezone(get("DOB_TIMEZONE"))?.0,
         })
     }

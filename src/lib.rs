@@ -43,6 +43,8 @@ pub mod migrate;
 /// Starting and stopping local PostgreSQL servers (tests, benchmarks, local stack).
 pub mod pg;
 /// dob-promote: checks that promoting the local replica is safe, promotes, verifies.
+/// Point-in-time recovery from the pgBackRest repository (`dob-restore --to-time`).
+pub mod pitr;
 pub mod promote;
 /// Restores and drills: S3 into a fresh database, verified, then swapped in or dropped.
 pub mod restore;

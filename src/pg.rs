@@ -530,6 +530,12 @@ impl TestCerts {
     }
 }
 
+/// Gives `path` to the account PostgreSQL runs as (when we are root): a data directory
+/// or a file the server must be able to read.
+pub fn give_to_postgres_user(path: &Path) -> Result<()> {
+    hand_to_server_user(path)
+}
+
 /// Gives `path` to the account PostgreSQL runs as (when we are root), e.g. a TLS key
 /// the server must be able to read.
 fn hand_to_server_user(path: &Path) -> Result<()> {

@@ -13,7 +13,7 @@
 
 use crate::backup::{collect_stderr, count_rows, quote_ident, tool_version};
 use crate::catalog::{self, BackupEntry};
-use crate::manifest::{self, hex, BackupId, Manifest};
+use crate::manifest::{self, hex, BackupId, Manifest, TableCount};
 use crate::pg::PgBin;
 use crate::s3::ObjectStore;
 use crate::{conninfo, Error, Result};
@@ -248,7 +248,7 @@ pub fn drill(
 }
 
 /// `<base><infix><suffix>`, shortening `base` so the name fits PostgreSQL's 63 bytes.
-fn db_name(base: &str, infix: &str, suffix: &str) -> String {
+pub(crate) fn db_name(base: &str, infix: &str, suffix: &str) -> String {
     let room = 63usize.saturating_sub(infix.len() + suffix.len());
     let mut cut = base.len().min(room);
     while !base.is_char_boundary(cut) {
@@ -365,13 +365,42 @@ fn load_and_verify(
     }
 
     let mut client = connect(&conninfo::with_database(server_url, fresh))?;
+    let what = format!("backup {}", manifest.id);
+    let (rows_checked, canary) = check_contents(
+        &mut client,
+        &manifest.tables,
+        manifest.canary.as_ref(),
+        today,
+        &what,
+    )?;
+    Ok(Verified {
+        backup_id: manifest.id.clone(),
+        bytes: sink.bytes,
+        sha256,
+        tables_checked: manifest.tables.len(),
+        rows_checked,
+        canary,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Every table of `tables` must have its row count, and the canary user (if any) be
+/// back, in the database `client` is connected to; `what` names the source in errors.
+/// Returns the rows checked and the canary's greeting.
+pub(crate) fn check_contents(
+    client: &mut Client,
+    tables: &[TableCount],
+    canary: Option<&crate::manifest::Canary>,
+    today: jiff::civil::Date,
+    what: &str,
+) -> Result<(i64, Option<CanaryCheck>)> {
     let mut rows_checked = 0;
-    for table in &manifest.tables {
-        let rows = count_rows(&mut client, &table.schema, &table.table).map_err(|e| {
+    for table in tables {
+        let rows = count_rows(client, &table.schema, &table.table).map_err(|e| {
             Error::refused(
                 format!(
-                    "table {}.{} of backup {} did not come back",
-                    table.schema, table.table, manifest.id
+                    "table {}.{} of {what} did not come back",
+                    table.schema, table.table
                 ),
                 e.chain(),
             )
@@ -382,24 +411,16 @@ fn load_and_verify(
                     "table {}.{} has {rows} rows after the restore",
                     table.schema, table.table
                 ),
-                format!("the manifest of {} says {}", manifest.id, table.rows),
+                format!("{what} has {}", table.rows),
             ));
         }
         rows_checked += rows;
     }
-    let canary = match &manifest.canary {
-        Some(canary) => Some(check_canary(&mut client, canary, today)?),
+    let canary = match canary {
+        Some(canary) => Some(check_canary(client, canary, today)?),
         None => None,
     };
-    Ok(Verified {
-        backup_id: manifest.id.clone(),
-        bytes: sink.bytes,
-        sha256,
-        tables_checked: manifest.tables.len(),
-        rows_checked,
-        canary,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok((rows_checked, canary))
 }
 
 /// The canary user must be back with the same date of birth; its greeting is computed
@@ -448,7 +469,7 @@ fn check_canary(
     })
 }
 
-fn connect(url: &str) -> Result<Client> {
+pub(crate) fn connect(url: &str) -> Result<Client> {
     let (mut config, tls) = crate::dbtls::client_config(url, "database URL")?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
@@ -459,12 +480,12 @@ fn connect(url: &str) -> Result<Client> {
 }
 
 /// A connection to the server's maintenance database, for CREATE/DROP/RENAME.
-struct Admin {
+pub(crate) struct Admin {
     client: Client,
 }
 
 impl Admin {
-    fn connect(url: &str, avoid: &str) -> Result<Admin> {
+    pub(crate) fn connect(url: &str, avoid: &str) -> Result<Admin> {
         // Never the database being replaced: it cannot be renamed while we sit in it.
         let maintenance = if avoid == "postgres" {
             "template1"
@@ -495,7 +516,7 @@ impl Admin {
             .map_err(|e| Error::db(format!("looking for database {db}"), e))
     }
 
-    fn owner_of(&mut self, db: &str) -> Result<Option<String>> {
+    pub(crate) fn owner_of(&mut self, db: &str) -> Result<Option<String>> {
         self.client
             .query_opt(
                 "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
@@ -505,7 +526,12 @@ impl Admin {
             .map_err(|e| Error::db(format!("reading the owner of {db}"), e))
     }
 
-    fn create_fresh(&mut self, db: &str, encoding: &str, owner: Option<&str>) -> Result<()> {
+    pub(crate) fn create_fresh(
+        &mut self,
+        db: &str,
+        encoding: &str,
+        owner: Option<&str>,
+    ) -> Result<()> {
         if self.exists(db)? {
             // Our own naming scheme: a leftover of an interrupted run of this backup.
             log::warn!("dropping {db}, left by an interrupted restore");
@@ -533,7 +559,7 @@ impl Admin {
             .map_err(|e| Error::db(format!("dropping database {db}"), e))
     }
 
-    fn drop_quietly(&mut self, db: &str) {
+    pub(crate) fn drop_quietly(&mut self, db: &str) {
         match self.drop(db) {
             Ok(()) => log::info!("dropped {db}"),
             Err(e) => log::warn!("could not drop {db}: {}", e.chain()),
@@ -578,7 +604,7 @@ impl Admin {
 
     /// Makes `fresh` the database called `live`. Returns the previous database's new
     /// name (or `live` itself when it was dropped), `None` when there was none.
-    fn swap_in(
+    pub(crate) fn swap_in(
         &mut self,
         fresh: &str,
         live: &str,

@@ -4,6 +4,7 @@
 
 use crate::catalog::BackupEntry;
 use crate::config::{check_database_url, RestoreConfig};
+use crate::pitr::{PitrReport, PitrSettings, Target};
 use crate::restore::{DrillReport, RestoreReport, Selector};
 use crate::s3::ObjectStore;
 use crate::textfile::JobMetrics;
@@ -20,6 +21,10 @@ USAGE:
               [--allow-older-timeline] [--json] [--metrics-file PATH]
   dob-restore --drill [latest|BACKUP_ID] [--target-url URL] [--allow-older-timeline]
               [--json] [--metrics-file PATH]
+  dob-restore --to-time RFC3339|--to-lsn LSN [--target-url URL] [--drop-previous]
+              [--keep-running] [--scratch-dir DIR] [--scratch-port PORT]
+              [--stanza NAME] [--pgbackrest-config PATH] [--recovery-timeout SECONDS]
+              [--json] [--metrics-file PATH]
 
   --list               every backup: id, time, size, complete or not
   latest|BACKUP_ID     which backup (default latest: the newest complete one)
@@ -31,15 +36,34 @@ USAGE:
                        use a dump taken on an earlier timeline of the target's
                        cluster (before a failover); refused (exit 4) otherwise
   --drill              restore into a scratch database, verify, drop it, report RPO/RTO
+  --to-time T          point-in-time recovery from the pgBackRest repository: the
+                       database as it was at T (RFC 3339 with an offset), recovered in a
+                       scratch cluster, verified, then copied in and swapped in
+  --to-lsn LSN         the same, up to a WAL position (0/3000100)
+  --keep-running       leave the recovered scratch server running (socket in the scratch
+                       directory, --scratch-port) and change nothing live
+  --scratch-dir DIR    where the scratch cluster goes; must not exist or be empty
+                       (default /var/lib/postgresql/dob-pitr)
+  --scratch-port PORT  its port (default 5434; Unix socket only)
+  --stanza NAME        pgBackRest stanza (default DOB_PGBACKREST_STANZA, else dob)
+  --pgbackrest-config PATH
+                       pgBackRest configuration (default DOB_PGBACKREST_CONFIG, else
+                       pgBackRest's own default)
+  --recovery-timeout SECONDS
+                       longest the WAL replay may take (default 3600)
   --json               print a machine-readable report on stdout
   --metrics-file PATH  write a Prometheus textfile (result, duration, bytes, times)
 
 A restore goes into a fresh database first; only when the dump's size and SHA-256 match
 its manifest, pg_restore succeeded, every table has the manifest's row count and the
 canary user is back, the live database is swapped out (its connections are closed).
+A point-in-time recovery is refused (exit 4) before anything is written for a time in
+the future or before the oldest physical backup, and after the replay when the WAL
+archive does not reach the target; the live database is then unchanged.
 
 Environment: DOB_DATABASE_URL, DOB_S3_BUCKET, DOB_S3_PREFIX, DOB_S3_REGION,
-DOB_S3_ENDPOINT, DOB_TIMEZONE (for the canary greeting), DOB_PG_BIN. AWS credentials:
+DOB_S3_ENDPOINT, DOB_TIMEZONE (for the canary greeting), DOB_PG_BIN, DOB_DATABASE_CA_FILE,
+DOB_DATABASE_PASSWORD_FILE, DOB_PGBACKREST_STANZA, DOB_PGBACKREST_CONFIG. AWS credentials:
 the standard chain (environment, profile, EC2 instance profile).
 
 Exit status: 0 success (verification included); 1 failure (S3, PostgreSQL,
@@ -53,6 +77,8 @@ pub enum Mode {
     List,
     Restore,
     Drill,
+    /// Point-in-time recovery from the pgBackRest repository.
+    Pitr,
 }
 
 impl Mode {
@@ -62,6 +88,7 @@ impl Mode {
             Mode::List => "listing",
             Mode::Restore => "restore",
             Mode::Drill => "drill",
+            Mode::Pitr => "point-in-time recovery",
         }
     }
 }
@@ -77,6 +104,20 @@ pub struct Args {
     pub allow_older_timeline: bool,
     pub json: bool,
     pub metrics_file: Option<PathBuf>,
+    /// `--to-time`/`--to-lsn`.
+    pub pitr_target: Option<Target>,
+    pub pitr: PitrFlags,
+}
+
+/// The point-in-time recovery's own flags (defaults filled in by [`run`]).
+#[derive(Debug, Default, PartialEq)]
+pub struct PitrFlags {
+    pub keep_running: bool,
+    pub scratch_dir: Option<PathBuf>,
+    pub scratch_port: Option<u16>,
+    pub stanza: Option<String>,
+    pub pgbackrest_config: Option<PathBuf>,
+    pub recovery_timeout_s: Option<u64>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -97,6 +138,8 @@ pub fn parse_args(argv: &[String]) -> std::result::Result<Command, String> {
         allow_older_timeline: false,
         json: false,
         metrics_file: None,
+        pitr_target: None,
+        pitr: PitrFlags::default(),
     };
     let mut list = false;
     let mut drill = false;
@@ -123,6 +166,41 @@ pub fn parse_args(argv: &[String]) -> std::result::Result<Command, String> {
             "--allow-older-timeline" => args.allow_older_timeline = true,
             "--target-url" => args.target_url = Some(value("--target-url")?),
             "--metrics-file" => args.metrics_file = Some(PathBuf::from(value("--metrics-file")?)),
+            "--to-time" | "--to-lsn" => {
+                if args.pitr_target.is_some() {
+                    return Err("one --to-time or --to-lsn at a time".into());
+                }
+                let raw = value(flag)?;
+                args.pitr_target = Some(if flag == "--to-time" {
+                    Target::parse_time(&raw)?
+                } else {
+                    Target::parse_lsn(&raw)?
+                });
+            }
+            "--keep-running" => args.pitr.keep_running = true,
+            "--scratch-dir" => args.pitr.scratch_dir = Some(PathBuf::from(value(flag)?)),
+            "--scratch-port" => {
+                let raw = value(flag)?;
+                args.pitr.scratch_port =
+                    Some(raw.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                        format!("--scratch-port {raw:?} is not a port (1-65535)")
+                    })?);
+            }
+            "--stanza" => args.pitr.stanza = Some(value(flag)?),
+            "--pgbackrest-config" => {
+                args.pitr.pgbackrest_config = Some(PathBuf::from(value(flag)?))
+            }
+            "--recovery-timeout" => {
+                let raw = value(flag)?;
+                args.pitr.recovery_timeout_s = Some(
+                    raw.parse()
+                        .ok()
+                        .filter(|s| (1..=86_400).contains(s))
+                        .ok_or_else(|| {
+                            format!("--recovery-timeout {raw:?} is not 1 to 86400 seconds")
+                        })?,
+                );
+            }
             other if other.starts_with('-') => return Err(format!("unknown flag {other:?}")),
             other => {
                 if selector.is_some() {
@@ -134,16 +212,29 @@ pub fn parse_args(argv: &[String]) -> std::result::Result<Command, String> {
             }
         }
     }
-    args.mode = match (list, drill) {
-        (true, true) => return Err("--list and --drill do not go together".into()),
-        (true, false) => Mode::List,
-        (false, true) => Mode::Drill,
-        (false, false) => Mode::Restore,
+    args.mode = match (list, drill, args.pitr_target.is_some()) {
+        (true, true, _) => return Err("--list and --drill do not go together".into()),
+        (true, _, true) | (_, true, true) => {
+            return Err("--to-time/--to-lsn go with neither --list nor --drill".into())
+        }
+        (true, false, false) => Mode::List,
+        (false, true, false) => Mode::Drill,
+        (false, false, true) => Mode::Pitr,
+        (false, false, false) => Mode::Restore,
     };
+    if args.mode == Mode::Pitr && selector.is_some() {
+        return Err("--to-time/--to-lsn choose their own physical backup: no backup id".into());
+    }
+    if args.mode != Mode::Pitr && args.pitr != PitrFlags::default() {
+        return Err("--keep-running, --scratch-*, --stanza, --pgbackrest-config and --recovery-timeout go with --to-time/--to-lsn only".into());
+    }
+    if args.mode == Mode::Pitr && args.pitr.keep_running && args.drop_previous {
+        return Err("--keep-running changes nothing live: no --drop-previous".into());
+    }
     if args.mode == Mode::List && (selector.is_some() || args.target_url.is_some()) {
         return Err("--list takes no backup id and no --target-url".into());
     }
-    if args.drop_previous && args.mode != Mode::Restore {
+    if args.drop_previous && !matches!(args.mode, Mode::Restore | Mode::Pitr) {
         return Err("--drop-previous applies to a restore only".into());
     }
     if let Some(selector) = selector {
@@ -157,12 +248,13 @@ pub enum Done {
     List(Vec<BackupEntry>),
     Restore(Box<RestoreReport>),
     Drill(Box<DrillReport>),
+    Pitr(Box<PitrReport>),
 }
 
 /// Runs `args` with the configuration from the environment, `now` being the time the run
 /// started (a drill's RPO is measured from it).
 pub fn run(args: &Args, now: jiff::Timestamp) -> Result<Done> {
-    let config = RestoreConfig::from_env()?;
+    let config = RestoreConfig::from_env(args.mode != Mode::Pitr)?;
     let target_url = match (&args.target_url, &config.database_url) {
         (Some(url), _) => {
             check_database_url("--target-url", url)?;
@@ -175,9 +267,46 @@ pub fn run(args: &Args, now: jiff::Timestamp) -> Result<Done> {
             .clone()
             .ok_or_else(|| Error::config("DOB_DATABASE_URL", "is required (or pass --target-url)"))
     };
-    let store = ObjectStore::connect(&config.s3)?;
     // Today where the API computes birthdays, for the canary greeting.
     let today = config.timezone.to_datetime(now).date();
+    let Some(s3) = &config.s3 else {
+        let target = args.pitr_target.as_ref().expect("--to-time/--to-lsn");
+        let env = |key: &str| std::env::var(key).ok().filter(|v| !v.trim().is_empty());
+        let flags = &args.pitr;
+        let settings = PitrSettings {
+            pgbackrest: env("DOB_PGBACKREST").map_or_else(|| "pgbackrest".into(), PathBuf::from),
+            pgbackrest_config: flags
+                .pgbackrest_config
+                .clone()
+                .or_else(|| env("DOB_PGBACKREST_CONFIG").map(PathBuf::from)),
+            stanza: flags
+                .stanza
+                .clone()
+                .or_else(|| env("DOB_PGBACKREST_STANZA"))
+                .unwrap_or_else(|| "dob".into()),
+            scratch_dir: flags
+                .scratch_dir
+                .clone()
+                .unwrap_or_else(|| "/var/lib/postgresql/dob-pitr".into()),
+            scratch_port: flags.scratch_port.unwrap_or(5434),
+            recovery_timeout: std::time::Duration::from_secs(
+                flags.recovery_timeout_s.unwrap_or(3600),
+            ),
+        };
+        return crate::pitr::recover(
+            &settings,
+            target,
+            &need_url()?,
+            crate::pitr::PitrOptions {
+                keep_running: flags.keep_running,
+                drop_previous: args.drop_previous,
+            },
+            now,
+            today,
+        )
+        .map(|r| Done::Pitr(Box::new(r)));
+    };
+    let store = ObjectStore::connect(s3)?;
     match args.mode {
         Mode::List => crate::catalog::list(&store).map(Done::List),
         Mode::Restore => crate::restore::restore(
@@ -200,6 +329,7 @@ pub fn run(args: &Args, now: jiff::Timestamp) -> Result<Done> {
             today,
         )
         .map(|r| Done::Drill(Box::new(r))),
+        Mode::Pitr => unreachable!("a point-in-time recovery reads no S3 configuration"),
     }
 }
 
@@ -231,6 +361,7 @@ pub fn job_metrics(
         Mode::List => return None,
         Mode::Restore => "dob_restore",
         Mode::Drill => "dob_restore_drill",
+        Mode::Pitr => "dob_restore_pitr",
     };
     let (bytes, extra) = outcome
         .as_ref()
@@ -296,6 +427,28 @@ impl Done {
                     (None, false) => "did not exist".to_owned(),
                 }
             ),
+            Done::Pitr(p) => format!(
+                "recovered to {} from physical backup {} (timeline {}{}), {} table(s) / {} row(s) checked, in {:.1} s; {}",
+                p.target,
+                p.base_backup,
+                p.timeline,
+                p.stopped_at.as_ref().map_or(String::new(), |s| format!(", {s}")),
+                p.tables_checked,
+                p.rows_checked,
+                p.rto_seconds,
+                match (&p.database, &p.previous_database, p.previous_dropped) {
+                    (None, _, _) => format!(
+                        "the scratch server keeps running on port {} (socket in {})",
+                        p.scratch_port,
+                        p.scratch_dir.display()
+                    ),
+                    (Some(db), _, true) => format!("{db} swapped in, the previous one dropped"),
+                    (Some(db), Some(before), false) => {
+                        format!("{db} swapped in, the previous one kept as {before}")
+                    }
+                    (Some(db), None, false) => format!("{db} created"),
+                }
+            ),
             Done::Drill(d) => format!(
                 "drill of backup {} passed: RPO {:.0} s (backup age), RTO {:.1} s (to a verified restore), {:.1} MB at {:.1} MB/s, {} table(s) / {} row(s) checked, canary: {}",
                 d.backup_id,
@@ -327,6 +480,7 @@ impl Done {
             }),
             Done::Restore(r) => serde_json::json!({ "result": "success", "restore": r }),
             Done::Drill(d) => serde_json::json!({ "result": "success", "drill": d }),
+            Done::Pitr(p) => serde_json::json!({ "result": "success", "pitr": p }),
         }
     }
 
@@ -336,6 +490,7 @@ impl Done {
             Done::List(_) => 0,
             Done::Restore(r) => r.verified.bytes,
             Done::Drill(d) => d.bytes,
+            Done::Pitr(_) => 0,
         }
     }
 
@@ -361,6 +516,11 @@ impl Done {
                         .map_or(0.0, |t| t.as_millisecond() as f64 / 1000.0),
                 ),
             ],
+            Done::Pitr(p) => vec![(
+                "rto_seconds",
+                "Seconds from the start to a verified recovery made live.",
+                p.rto_seconds,
+            )],
             _ => vec![],
         }
     }
@@ -412,6 +572,33 @@ mod tests {
     }
 
     #[test]
+    fn a_point_in_time_recovery_takes_its_target_and_scratch_settings() {
+        let args = run_args(&[
+            "--to-time",
+            "2026-12-05T10:31:05.5+01:00",
+            "--scratch-dir=/srv/pitr",
+            "--scratch-port",
+            "6543",
+            "--stanza",
+            "main",
+            "--keep-running",
+            "--json",
+        ]);
+        assert_eq!(args.mode, Mode::Pitr);
+        assert_eq!(
+            args.pitr_target,
+            Some(Target::Time("2026-12-05T09:31:05.5Z".parse().unwrap()))
+        );
+        assert_eq!(args.pitr.scratch_dir, Some(PathBuf::from("/srv/pitr")));
+        assert_eq!(args.pitr.scratch_port, Some(6543));
+        assert_eq!(args.pitr.stanza.as_deref(), Some("main"));
+        assert!(args.pitr.keep_running && args.json);
+        let by_lsn = run_args(&["--to-lsn", "0/3000100", "--drop-previous"]);
+        assert_eq!(by_lsn.mode, Mode::Pitr);
+        assert!(by_lsn.drop_previous);
+    }
+
+    #[test]
     fn help_and_version_win_over_everything_else() {
         assert_eq!(parse(&["--list", "--help"]), Ok(Command::Help));
         assert_eq!(parse(&["-V"]), Ok(Command::Version));
@@ -430,6 +617,33 @@ mod tests {
             (&["latest", ID][..], "one backup at a time"),
             (&["--target-url"][..], "--target-url needs a value"),
             (&["--force"][..], "unknown flag"),
+            (&["--to-time", "yesterday"][..], "RFC 3339"),
+            (&["--to-lsn", "12"][..], "WAL position"),
+            (
+                &["--to-time", "2026-12-05T10:00:00Z", "--drill"][..],
+                "neither --list nor --drill",
+            ),
+            (
+                &["--to-time", "2026-12-05T10:00:00Z", ID][..],
+                "no backup id",
+            ),
+            (
+                &["--to-time", "2026-12-05T10:00:00Z", "--to-lsn", "0/1"][..],
+                "one --to-time",
+            ),
+            (&["--keep-running"][..], "with --to-time/--to-lsn only"),
+            (
+                &["--to-lsn", "0/1", "--keep-running", "--drop-previous"][..],
+                "no --drop-previous",
+            ),
+            (
+                &["--to-lsn", "0/1", "--scratch-port", "0"][..],
+                "not a port",
+            ),
+            (
+                &["--to-lsn", "0/1", "--recovery-timeout", "100000"][..],
+                "1 to 86400",
+            ),
             (&["yesterday"][..], "yesterday"),
         ] {
             match parse(args) {

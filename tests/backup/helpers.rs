@@ -29,7 +29,7 @@ pub fn shared_pg() -> &'static LocalServer {
     PG.get_or_init(|| LocalServer::start_fresh().expect("starting the test PostgreSQL"))
 }
 
-fn unique(prefix: &str) -> String {
+pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!(
         "{prefix}{}x{}",
@@ -188,7 +188,7 @@ impl TestBucket {
 
 /// Bucket set-up as bare requests (moto needs no signature for them; rust-s3's
 /// CreateBucket sends a location constraint moto refuses for us-east-1).
-fn bare_request(port: u16, request_line: &str, headers: &[(&str, &str)], body: &str) {
+pub fn bare_request(port: u16, request_line: &str, headers: &[(&str, &str)], body: &str) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let mut head = format!("{request_line} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
     for (name, value) in headers {

@@ -6,6 +6,7 @@
 mod api;
 mod fence;
 mod helpers;
+mod pitr;
 
 use helpers::*;
 use std::time::Duration;
