@@ -33,6 +33,10 @@ const LINGER: Duration = Duration::from_millis(250);
 /// (the pool's connections on top of this, migrations, logs, the listener).
 const RESERVED_FDS: usize = 32;
 
+/// How often the store checks which database the configured name means (a restore may
+/// have replaced it; see `store`).
+const DATABASE_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Connections open at once on the admin port: health checks and a scraper, never
 /// clients. Counted in the reserved descriptors above.
 const ADMIN_MAX_CONNECTIONS: usize = 16;
@@ -227,6 +231,15 @@ impl Server {
                 .name("migrations".into())
                 .spawn(move || app.store.migrate_until_done(&stop))
                 .map_err(|e| Error::io("starting the migration thread", e))?;
+        }
+        {
+            // Detached like the migrations: it stops on its own once `stop` is set.
+            let app = Arc::clone(&self.app);
+            let stop = Arc::clone(&stop);
+            thread::Builder::new()
+                .name("database-watch".into())
+                .spawn(move || app.store.watch_database(&stop, DATABASE_WATCH_INTERVAL))
+                .map_err(|e| Error::io("starting the database watch thread", e))?;
         }
         let admin_front = match self.admin {
             None => None,

@@ -16,6 +16,15 @@
 //! time to probe, so an outage costs milliseconds per request, not a pool timeout each.
 //!
 //! Connections use TLS as the URL's `sslmode` and [`crate::dbtls`] say.
+//!
+//! A database replaced by name (a restore or point-in-time recovery renames the live
+//! database away and a verified copy in) keeps its sessions: the primary's are closed by
+//! the restore, but a replica replays the rename without closing any, and a connection
+//! there would go on reading, and after a promotion writing, the renamed copy. So every
+//! connection remembers the OID of the database it reached, a watcher reads once a
+//! second which OID the configured name has now (`pg_database` is shared by the whole
+//! cluster, so any connection can ask), and a connection to any other OID is discarded
+//! when it is next checked out.
 
 use crate::breaker::{Admission, Breaker};
 use crate::coalesce::Coalescer;
@@ -26,7 +35,7 @@ use jiff::civil::Date;
 use postgres::error::SqlState;
 use postgres::{Client, Statement};
 use r2d2_postgres::PostgresConnectionManager;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -98,6 +107,8 @@ pub enum StoreError {
 pub struct Conn {
     client: Client,
     in_recovery: bool,
+    /// The OID of the database this connection reached.
+    database_oid: u32,
     get_stmt: Option<Statement>,
     get_many_stmt: Option<Statement>,
     upsert_stmt: Option<Statement>,
@@ -133,6 +144,8 @@ enum Query {
 pub struct Manager {
     inner: PostgresConnectionManager<MakeRustlsConnect>,
     role: Arc<AtomicU8>,
+    /// The OID the configured database name has now (0: not known yet).
+    database_oid: Arc<AtomicU32>,
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -141,12 +154,21 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> std::result::Result<Conn, postgres::Error> {
         let mut client = self.inner.connect()?;
-        let in_recovery: bool = client.query_one("SELECT pg_is_in_recovery()", &[])?.get(0);
+        let row = client.query_one(
+            "SELECT pg_is_in_recovery(),
+                    (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )?;
+        let in_recovery: bool = row.get(0);
+        let database_oid: u32 = row.get(1);
         self.role
             .store(Role::from_recovery(in_recovery).to_u8(), Ordering::Relaxed);
+        // Connecting by name reaches what the name means now.
+        self.database_oid.store(database_oid, Ordering::Relaxed);
         Ok(Conn {
             client,
             in_recovery,
+            database_oid,
             get_stmt: None,
             get_many_stmt: None,
             upsert_stmt: None,
@@ -196,6 +218,8 @@ impl std::fmt::Debug for RateLimitedErrorLog {
 
 pub struct Store {
     pool: r2d2::Pool<Manager>,
+    /// See the module docs: the OID the configured database name has now.
+    database_oid: Arc<AtomicU32>,
     pg_config: postgres::Config,
     tls: MakeRustlsConnect,
     role: Arc<AtomicU8>,
@@ -220,9 +244,11 @@ impl Store {
         let (pg_config, ssl_mode) = connection_config(config)?;
         let tls = crate::dbtls::connector_for(ssl_mode, config.database_ca_file.as_deref())?;
         let role = Arc::new(AtomicU8::new(Role::Unknown.to_u8()));
+        let database_oid = Arc::new(AtomicU32::new(0));
         let manager = Manager {
             inner: PostgresConnectionManager::new(pg_config.clone(), tls.clone()),
             role: Arc::clone(&role),
+            database_oid: Arc::clone(&database_oid),
         };
         let pool = r2d2::Pool::builder()
             .max_size(config.pool_size)
@@ -237,6 +263,7 @@ impl Store {
             .build_unchecked(manager);
         Ok(Store {
             pool,
+            database_oid,
             pg_config,
             tls,
             role,
@@ -282,6 +309,41 @@ impl Store {
             .connect(self.tls.clone())
             .map_err(|e| Error::db("connecting to run migrations", e))?;
         migrate::run(&mut client)
+    }
+
+    /// Reads, every `interval` until `stop` is set, which database the configured name
+    /// means now; connections to another one are discarded at their next checkout (see
+    /// the module docs). Runs on its own thread.
+    pub fn watch_database(&self, stop: &AtomicBool, interval: Duration) {
+        let name = self.pg_config.get_dbname().unwrap_or("postgres").to_owned();
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(interval);
+            let Ok(mut conn) = self.pool.get_timeout(interval) else {
+                continue;
+            };
+            match conn
+                .client
+                .query_opt("SELECT oid FROM pg_database WHERE datname = $1", &[&name])
+            {
+                Ok(Some(row)) => {
+                    let now: u32 = row.get(0);
+                    let before = self.database_oid.swap(now, Ordering::Relaxed);
+                    if before != 0 && before != now {
+                        log::warn!(
+                            "database {name} was replaced (a restore?): OID {before} -> {now}; reconnecting"
+                        );
+                    }
+                }
+                // Between a restore's two renames the name means nothing: keep the
+                // last answer, the next round will have the new one.
+                Ok(None) => {}
+                Err(err) => {
+                    if matches!(classify(&err), Failure::Connection) {
+                        conn.broken = true;
+                    }
+                }
+            }
+        }
     }
 
     /// Whether requests are failing fast because the database was found unreachable.
@@ -444,6 +506,11 @@ impl Store {
                 let reached = saturated || matches!(last, StoreError::ReadOnly);
                 return (Err(last), reached);
             };
+            if conn.database_oid != self.database_oid.load(Ordering::Relaxed) {
+                // A database since replaced by name (see the module docs).
+                conn.broken = true;
+                continue;
+            }
             let err = match op(&mut conn) {
                 Ok(value) => return (Ok(value), true),
                 Err(err) => err,

@@ -361,6 +361,73 @@ fn in_synchronous_mode_no_acknowledged_write_is_lost_when_the_primary_dies() {
 }
 
 #[test]
+fn an_api_on_a_replica_follows_a_database_replaced_by_name_and_writes_into_it_after_promotion() {
+    let mut pair = Pair::start();
+    let writer = TestApp::spawn_with(&pair.primary.url("dob"), &[]);
+    assert_eq!(writer.put_dob("Old", "1990-07-14").status, 204);
+    drop(writer);
+    pair.wait_caught_up();
+    // The DR region's API: its pool holds connections to the replica's `dob`.
+    let app = TestApp::spawn_with(&pair.replica.url("dob"), &[("DOB_POOL_SIZE", "2")]);
+    for _ in 0..8 {
+        assert_eq!(app.get("/hello/Old").status, 200);
+    }
+    // What a restore does on the primary: a verified copy swapped in by two renames.
+    // The replica replays them without closing its sessions.
+    pair.primary.create_database("dob_fresh").unwrap();
+    {
+        let mut fresh = pair.primary.connect("dob_fresh").unwrap();
+        fresh
+            .batch_execute(include_str!("../../sql/0001_create_users.sql"))
+            .unwrap();
+        fresh
+            .batch_execute(
+                "INSERT INTO users (username, date_of_birth) VALUES ('Restored', '1980-01-01')",
+            )
+            .unwrap();
+    }
+    let mut admin = pair.primary.connect("postgres").unwrap();
+    admin
+        .batch_execute(
+            "ALTER DATABASE dob RENAME TO dob_before; ALTER DATABASE dob_fresh RENAME TO dob;",
+        )
+        .unwrap();
+    pair.wait_caught_up();
+    wait_until(
+        Duration::from_secs(10),
+        "the replica's API to read the new database",
+        || app.get("/hello/Restored").status == 200,
+    );
+    assert_eq!(
+        app.get("/hello/Old").status,
+        404,
+        "still reading the renamed copy"
+    );
+
+    pair.primary.stop().unwrap();
+    let run = promote(&pair.replica, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    wait_until(Duration::from_secs(10), "PUT to be accepted", || {
+        app.put_dob("After", "1999-09-09").status == 204
+    });
+    let mut dob = pair.replica.connect("dob").unwrap();
+    let in_dob: i64 = dob
+        .query_one("SELECT count(*) FROM users WHERE username = 'After'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        in_dob, 1,
+        "the write went into the database the name means now"
+    );
+    let mut before = pair.replica.connect("dob_before").unwrap();
+    let in_before: i64 = before
+        .query_one("SELECT count(*) FROM users WHERE username = 'After'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(in_before, 0, "nothing written into the renamed copy");
+}
+
+#[test]
 fn an_api_on_a_replica_serves_get_refuses_put_and_accepts_put_after_promotion() {
     let mut pair = Pair::start();
     let writer = TestApp::spawn_with(&pair.primary.url("dob"), &[]);
