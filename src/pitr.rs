@@ -349,6 +349,171 @@ pub fn recover(
     Ok(report)
 }
 
+/// What a point-in-time recovery drill measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct PitrDrillReport {
+    /// The recorded point: after the first marker's commit, before the second's.
+    pub target: String,
+    pub base_backup: String,
+    pub timeline: i32,
+    /// Age of the newest archived WAL segment when the drill started
+    /// (`pg_stat_archiver`): what recovery from the archive alone would lose now.
+    pub rpo_seconds: f64,
+    /// Seconds from the start of the recovery to the recovered markers read back.
+    pub rto_seconds: f64,
+    pub stopped_at: Option<String>,
+}
+
+/// The table the drill's markers go into, in the maintenance database `postgres` (never
+/// the application's: its backups and row counts stay the application's own).
+const MARKER_TABLE: &str = "public.dob_pitr_drill_marker";
+
+/// The nightly point-in-time recovery drill, on the primary `primary_url` (any database
+/// of it: the markers go into `postgres`): writes marker A, records the time, writes
+/// marker B, waits until the WAL holding B is archived, recovers the cluster to the
+/// recorded time in a scratch directory, and passes only if A is there and B is not.
+/// Nothing live is changed except the two marker rows (and older markers, deleted).
+pub fn drill(
+    settings: &PitrSettings,
+    primary_url: &str,
+    now: Timestamp,
+) -> Result<PitrDrillReport> {
+    let maintenance = conninfo::with_database(primary_url, "postgres");
+    let mut client = connect_url(&maintenance)?;
+    let archiver = client
+        .query_one(
+            "SELECT pg_is_in_recovery(), extract(epoch FROM last_archived_time)::float8
+               FROM pg_stat_archiver",
+            &[],
+        )
+        .map_err(|e| Error::db("reading pg_stat_archiver", e))?;
+    if archiver.get::<_, bool>(0) {
+        return Err(Error::refused(
+            "the drill needs the primary",
+            "this server is in recovery: run the drill where writes go (the backup units' condition)",
+        ));
+    }
+    let last_archived: Option<f64> = archiver.get(1);
+    let rpo_seconds = last_archived.map_or(f64::INFINITY, |t| {
+        (now.as_millisecond() as f64 / 1000.0 - t).max(0.0)
+    });
+    let run = format!("{:08x}", crate::backup::random_u32());
+    let marker = |client: &mut postgres::Client, which: &str| -> Result<String> {
+        client
+            .query_one(
+                &format!(
+                    "INSERT INTO {MARKER_TABLE} (marker) VALUES ($1)
+                     RETURNING to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+                ),
+                &[&format!("{run}-{which}")],
+            )
+            .map(|row| row.get(0))
+            .map_err(|e| Error::db(format!("writing drill marker {which}"), e))
+    };
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {MARKER_TABLE} (marker text PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp());
+             DELETE FROM {MARKER_TABLE} WHERE at < now() - interval '7 days'"
+        ))
+        .map_err(|e| Error::db("preparing the drill's marker table", e))?;
+    // A commits, then the clock is read: recovery to that time includes A (committed
+    // before it) and stops before B (committed after it).
+    marker(&mut client, "a")?;
+    let target_raw: String = client
+        .query_one(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+            &[],
+        )
+        .map_err(|e| Error::db("reading the clock", e))?
+        .get(0);
+    std::thread::sleep(Duration::from_millis(100));
+    marker(&mut client, "b")?;
+    // The segment holding B (pg_switch_wal's own answer names where the next begins).
+    let segment: String = client
+        .query_one("SELECT pg_walfile_name(pg_current_wal_insert_lsn())", &[])
+        .map_err(|e| Error::db("reading the current WAL segment", e))?
+        .get(0);
+    client
+        .batch_execute("SELECT pg_switch_wal()")
+        .map_err(|e| Error::db("switching to a new WAL segment", e))?;
+    wait_archived(&mut client, &segment, settings.recovery_timeout)?;
+    let target = Target::parse_time(&target_raw).map_err(Error::other)?;
+    let started = Instant::now();
+    let info = parse_info(&pgbackrest_info(settings)?, &settings.stanza)?;
+    check_target(&target, &info, Timestamp::now())?;
+    let base = base_backup(&target, &info)
+        .map(|b| b.label.clone())
+        .unwrap_or_default();
+    let scratch = Scratch::create(settings)?;
+    let checked = scratch
+        .restore(settings, &target)
+        .and_then(|()| scratch.start(settings.recovery_timeout, &target, "postgres"))
+        .and_then(|stopped_at| {
+            scratch.check_controldata()?;
+            let mut recovered = scratch.connect("postgres")?;
+            let timeline: i32 = recovered
+                .query_one(crate::backup::LINEAGE_SQL, &[])
+                .map_err(|e| Error::db("reading the recovered cluster's timeline", e))?
+                .get(1);
+            let found: Vec<String> = recovered
+                .query(
+                    &format!("SELECT marker FROM {MARKER_TABLE} WHERE marker LIKE $1 ORDER BY 1"),
+                    &[&format!("{run}-%")],
+                )
+                .map_err(|e| Error::db("reading the recovered markers", e))?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            if found != [format!("{run}-a")] {
+                return Err(Error::refused(
+                    format!("the recovery to {target} is wrong"),
+                    format!(
+                        "markers found: {found:?}; expected only {run}-a (committed before the target), not {run}-b (after it)"
+                    ),
+                ));
+            }
+            Ok((stopped_at, timeline))
+        });
+    let rto_seconds = started.elapsed().as_secs_f64();
+    scratch.discard();
+    let (stopped_at, timeline) = checked?;
+    Ok(PitrDrillReport {
+        target: target_raw,
+        base_backup: base,
+        timeline,
+        rpo_seconds,
+        rto_seconds,
+        stopped_at,
+    })
+}
+
+/// Waits until `segment` is archived (`pg_stat_archiver`), within `timeout`.
+fn wait_archived(client: &mut postgres::Client, segment: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let row = client
+            .query_one(
+                "SELECT coalesce(last_archived_wal, ''), coalesce(last_failed_wal, '')
+                   FROM pg_stat_archiver",
+                &[],
+            )
+            .map_err(|e| Error::db("reading pg_stat_archiver", e))?;
+        let archived: String = row.get(0);
+        // Segment names of one timeline sort by position.
+        if archived.as_str() >= segment {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let failed: String = row.get(1);
+            return Err(Error::other(format!(
+                "WAL segment {segment} was not archived within {} s (last archived {archived:?}, last failed {failed:?}): archiving is broken or far behind",
+                timeout.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 fn pgbackrest(settings: &PitrSettings) -> Command {
     let mut cmd = Command::new(&settings.pgbackrest);
     if let Some(config) = &settings.pgbackrest_config {

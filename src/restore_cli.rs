@@ -4,7 +4,7 @@
 
 use crate::catalog::BackupEntry;
 use crate::config::{check_database_url, RestoreConfig};
-use crate::pitr::{PitrReport, PitrSettings, Target};
+use crate::pitr::{PitrDrillReport, PitrReport, PitrSettings, Target};
 use crate::restore::{DrillReport, RestoreReport, Selector};
 use crate::s3::ObjectStore;
 use crate::textfile::JobMetrics;
@@ -20,6 +20,9 @@ USAGE:
   dob-restore [latest|BACKUP_ID] [--target-url URL] [--drop-previous]
               [--allow-older-timeline] [--json] [--metrics-file PATH]
   dob-restore --drill [latest|BACKUP_ID] [--target-url URL] [--allow-older-timeline]
+              [--json] [--metrics-file PATH]
+  dob-restore --pitr-drill [--target-url URL] [--scratch-dir DIR] [--scratch-port PORT]
+              [--stanza NAME] [--pgbackrest-config PATH] [--recovery-timeout SECONDS]
               [--json] [--metrics-file PATH]
   dob-restore --to-time RFC3339|--to-lsn LSN [--target-url URL] [--drop-previous]
               [--keep-running] [--scratch-dir DIR] [--scratch-port PORT]
@@ -40,6 +43,11 @@ USAGE:
                        database as it was at T (RFC 3339 with an offset), recovered in a
                        scratch cluster, verified, then copied in and swapped in
   --to-lsn LSN         the same, up to a WAL position (0/3000100)
+  --pitr-drill         the nightly point-in-time recovery drill, on the primary: writes a
+                       marker, records the time, writes a second, waits for its WAL to
+                       be archived, recovers to the time in a scratch cluster, passes
+                       only with the first marker and without the second; reports RPO
+                       (newest archived WAL age) and RTO; changes nothing else
   --keep-running       leave the recovered scratch server running (socket in the scratch
                        directory, --scratch-port) and change nothing live
   --scratch-dir DIR    where the scratch cluster goes; must not exist or be empty
@@ -79,6 +87,8 @@ pub enum Mode {
     Drill,
     /// Point-in-time recovery from the pgBackRest repository.
     Pitr,
+    /// The point-in-time recovery drill.
+    PitrDrill,
 }
 
 impl Mode {
@@ -89,6 +99,7 @@ impl Mode {
             Mode::Restore => "restore",
             Mode::Drill => "drill",
             Mode::Pitr => "point-in-time recovery",
+            Mode::PitrDrill => "point-in-time recovery drill",
         }
     }
 }
@@ -143,6 +154,7 @@ pub fn parse_args(argv: &[String]) -> std::result::Result<Command, String> {
     };
     let mut list = false;
     let mut drill = false;
+    let mut pitr_drill = false;
     let mut selector = None;
     let mut it = argv.iter();
     while let Some(arg) = it.next() {
@@ -161,6 +173,7 @@ pub fn parse_args(argv: &[String]) -> std::result::Result<Command, String> {
             "-V" | "--version" => return Ok(Command::Version),
             "--list" => list = true,
             "--drill" => drill = true,
+            "--pitr-drill" => pitr_drill = true,
             "--json" => args.json = true,
             "--drop-previous" => args.drop_previous = true,
             "--allow-older-timeline" => args.allow_older_timeline = true,
@@ -212,6 +225,22 @@ pub fn parse_args(argv: &[String]) -> std::result::Result<Command, String> {
             }
         }
     }
+    if pitr_drill {
+        if list
+            || drill
+            || args.pitr_target.is_some()
+            || selector.is_some()
+            || args.drop_previous
+            || args.pitr.keep_running
+        {
+            return Err(
+                "--pitr-drill takes only --target-url, the scratch, pgBackRest and report flags"
+                    .into(),
+            );
+        }
+        args.mode = Mode::PitrDrill;
+        return Ok(Command::Run(args));
+    }
     args.mode = match (list, drill, args.pitr_target.is_some()) {
         (true, true, _) => return Err("--list and --drill do not go together".into()),
         (true, _, true) | (_, true, true) => {
@@ -249,12 +278,13 @@ pub enum Done {
     Restore(Box<RestoreReport>),
     Drill(Box<DrillReport>),
     Pitr(Box<PitrReport>),
+    PitrDrill(Box<PitrDrillReport>),
 }
 
 /// Runs `args` with the configuration from the environment, `now` being the time the run
 /// started (a drill's RPO is measured from it).
 pub fn run(args: &Args, now: jiff::Timestamp) -> Result<Done> {
-    let config = RestoreConfig::from_env(args.mode != Mode::Pitr)?;
+    let config = RestoreConfig::from_env(!matches!(args.mode, Mode::Pitr | Mode::PitrDrill))?;
     let target_url = match (&args.target_url, &config.database_url) {
         (Some(url), _) => {
             check_database_url("--target-url", url)?;
@@ -270,7 +300,6 @@ pub fn run(args: &Args, now: jiff::Timestamp) -> Result<Done> {
     // Today where the API computes birthdays, for the canary greeting.
     let today = config.timezone.to_datetime(now).date();
     let Some(s3) = &config.s3 else {
-        let target = args.pitr_target.as_ref().expect("--to-time/--to-lsn");
         let env = |key: &str| std::env::var(key).ok().filter(|v| !v.trim().is_empty());
         let flags = &args.pitr;
         let settings = PitrSettings {
@@ -293,6 +322,11 @@ pub fn run(args: &Args, now: jiff::Timestamp) -> Result<Done> {
                 flags.recovery_timeout_s.unwrap_or(3600),
             ),
         };
+        if args.mode == Mode::PitrDrill {
+            return crate::pitr::drill(&settings, &need_url()?, now)
+                .map(|r| Done::PitrDrill(Box::new(r)));
+        }
+        let target = args.pitr_target.as_ref().expect("--to-time/--to-lsn");
         return crate::pitr::recover(
             &settings,
             target,
@@ -329,7 +363,9 @@ pub fn run(args: &Args, now: jiff::Timestamp) -> Result<Done> {
             today,
         )
         .map(|r| Done::Drill(Box::new(r))),
-        Mode::Pitr => unreachable!("a point-in-time recovery reads no S3 configuration"),
+        Mode::Pitr | Mode::PitrDrill => {
+            unreachable!("a point-in-time recovery reads no S3 configuration")
+        }
     }
 }
 
@@ -362,6 +398,7 @@ pub fn job_metrics(
         Mode::Restore => "dob_restore",
         Mode::Drill => "dob_restore_drill",
         Mode::Pitr => "dob_restore_pitr",
+        Mode::PitrDrill => "dob_restore_pitr_drill",
     };
     let (bytes, extra) = outcome
         .as_ref()
@@ -449,6 +486,10 @@ impl Done {
                     (Some(db), None, false) => format!("{db} created"),
                 }
             ),
+            Done::PitrDrill(d) => format!(
+                "point-in-time recovery drill passed: recovered to {} from physical backup {} (timeline {}), the marker before it back and the one after it not; RPO {:.0} s (newest archived WAL age), RTO {:.1} s",
+                d.target, d.base_backup, d.timeline, d.rpo_seconds, d.rto_seconds
+            ),
             Done::Drill(d) => format!(
                 "drill of backup {} passed: RPO {:.0} s (backup age), RTO {:.1} s (to a verified restore), {:.1} MB at {:.1} MB/s, {} table(s) / {} row(s) checked, canary: {}",
                 d.backup_id,
@@ -481,6 +522,7 @@ impl Done {
             Done::Restore(r) => serde_json::json!({ "result": "success", "restore": r }),
             Done::Drill(d) => serde_json::json!({ "result": "success", "drill": d }),
             Done::Pitr(p) => serde_json::json!({ "result": "success", "pitr": p }),
+            Done::PitrDrill(d) => serde_json::json!({ "result": "success", "pitr_drill": d }),
         }
     }
 
@@ -490,7 +532,7 @@ impl Done {
             Done::List(_) => 0,
             Done::Restore(r) => r.verified.bytes,
             Done::Drill(d) => d.bytes,
-            Done::Pitr(_) => 0,
+            Done::Pitr(_) | Done::PitrDrill(_) => 0,
         }
     }
 
@@ -521,6 +563,18 @@ impl Done {
                 "Seconds from the start to a verified recovery made live.",
                 p.rto_seconds,
             )],
+            Done::PitrDrill(d) => vec![
+                (
+                    "rpo_seconds",
+                    "Age of the newest archived WAL segment when the drill started.",
+                    d.rpo_seconds,
+                ),
+                (
+                    "rto_seconds",
+                    "Seconds from the start of the recovery to the markers read back.",
+                    d.rto_seconds,
+                ),
+            ],
             _ => vec![],
         }
     }
@@ -593,6 +647,9 @@ mod tests {
         assert_eq!(args.pitr.scratch_port, Some(6543));
         assert_eq!(args.pitr.stanza.as_deref(), Some("main"));
         assert!(args.pitr.keep_running && args.json);
+        let drill = run_args(&["--pitr-drill", "--scratch-port", "5999", "--json"]);
+        assert_eq!(drill.mode, Mode::PitrDrill);
+        assert_eq!(drill.pitr.scratch_port, Some(5999));
         let by_lsn = run_args(&["--to-lsn", "0/3000100", "--drop-previous"]);
         assert_eq!(by_lsn.mode, Mode::Pitr);
         assert!(by_lsn.drop_previous);
@@ -632,6 +689,11 @@ mod tests {
                 "one --to-time",
             ),
             (&["--keep-running"][..], "with --to-time/--to-lsn only"),
+            (&["--pitr-drill", "--drill"][..], "--pitr-drill takes only"),
+            (
+                &["--pitr-drill", "--to-lsn", "0/1"][..],
+                "--pitr-drill takes only",
+            ),
             (
                 &["--to-lsn", "0/1", "--keep-running", "--drop-previous"][..],
                 "no --drop-previous",

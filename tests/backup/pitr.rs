@@ -489,3 +489,29 @@ fn stop_scratch(dir: &Path, pg: &LocalServer) {
     let _ = cmd.stdin(Stdio::null()).stdout(Stdio::null()).status();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn the_pitr_drill_recovers_the_marker_before_its_time_and_not_the_one_after() {
+    let archived = Archived::new();
+    seed(&archived, &["Ada"]);
+    let run = archived.restore(&["--pitr-drill"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let report = run.json()["pitr_drill"].clone();
+    assert!(report["rto_seconds"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["rpo_seconds"].as_f64().is_some(), "{report}");
+    assert!(
+        run.stderr.contains("the marker before it back"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !archived.scratch_dir().exists(),
+        "the scratch cluster is removed"
+    );
+    // Nothing of the application's changed; the markers live in `postgres`.
+    assert_eq!(archived.users("dob"), ["Ada"]);
+    assert_eq!(archived.databases(), ["dob"]);
+    // A second run the same night works on its own markers.
+    let again = archived.restore(&["--pitr-drill"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+}
