@@ -52,6 +52,16 @@
 #                           sslmode=verify-full with it as sslrootcert. Without it those
 #                           connections are encrypted (hostssl) but the peer is not verified
 #   DOB_PG_USER             the user PostgreSQL runs as (default postgres)
+#   DOB_PGBACKREST_CONFIG   pgBackRest's configuration (e.g. /etc/pgbackrest/pgbackrest.conf,
+#                           written by role-setup.sh): when set, every member archives its
+#                           WAL with pgBackRest (archive_mode on, archive-push, asynchronous
+#                           when the configuration says archive-async; archive_timeout 60 s,
+#                           so a quiet cluster still archives at least every minute) and
+#                           fetches what it lacks from the repository (restore_command
+#                           archive-get: a replica whose slot was dropped, or a rewound old
+#                           leader, catches up from S3 instead of needing a new copy).
+#                           Unset: no archiving (tests, the DR standby cluster)
+#   DOB_PGBACKREST_STANZA   its stanza (default dob)
 # Exit 0 on success, 1 with a message otherwise.
 set -euo pipefail
 
@@ -102,6 +112,8 @@ cert="${DOB_PG_CERT_FILE:-/etc/dob/tls/server.pem}"
 key="${DOB_PG_KEY_FILE:-/etc/dob/tls/server.key}"
 ca="${DOB_PG_CA_FILE:-/etc/dob/tls/ca.pem}"
 pg_user="${DOB_PG_USER:-postgres}"
+pgbackrest_config="${DOB_PGBACKREST_CONFIG:-}"
+pgbackrest_stanza="${DOB_PGBACKREST_STANZA:-dob}"
 
 [[ "$synchronous" == true || "$synchronous" == false ]] ||
 	die "DOB_SYNCHRONOUS_MODE=$synchronous is not true or false"
@@ -153,6 +165,30 @@ dcs_region_part() {
 			        type: physical
 		EOF
 	fi
+}
+
+# pgBackRest's command line as PostgreSQL runs it (configuration and stanza named, so
+# it never depends on the server's working directory or environment).
+pgbackrest_command() {
+	printf 'pgbackrest --config=%s --stanza=%s %s' "$pgbackrest_config" "$pgbackrest_stanza" "$1"
+}
+
+# WAL archiving to, and recovery from, the pgBackRest repository (DOB_PGBACKREST_CONFIG).
+archive_parameters() {
+	[[ -n "$pgbackrest_config" ]] || return 0
+	cat <<-EOF
+		    archive_mode: 'on'
+		    archive_command: $(yaml_string "$(pgbackrest_command 'archive-push %p')")
+		    archive_timeout: 60
+	EOF
+}
+
+recovery_conf() {
+	[[ -n "$pgbackrest_config" ]] || return 0
+	cat <<-EOF
+		  recovery_conf:
+		    restore_command: $(yaml_string "$(pgbackrest_command 'archive-get %f "%p"')")
+	EOF
 }
 
 # Whether the members verify one another: a certificate to present and a CA to check
@@ -260,6 +296,8 @@ cat >"$tmp" <<-EOF
 	  parameters:
 	    unix_socket_directories: $(yaml_string "$socket_dir")
 	$(ssl_parameters)
+	$(archive_parameters)
+	$(recovery_conf)
 	  pg_hba:
 	$(hba_lines)
 	  authentication:

@@ -46,6 +46,13 @@
 #              dob-backup run on both hosts: only the leader backs up, its manifest's
 #              timeline is the live one, and a restore drill of it passes; a backup taken
 #              before the failovers is refused by the drill (older timeline)
+#   pitr       under load, a bad DELETE FROM users at a recorded time (REPEATABLE READ:
+#              every row it deletes was committed before that time); the operator runs
+#              dob-restore --to-time that time on the leader's host: pgBackRest restores
+#              the drill-start backup plus the archived WAL (S3) into a scratch cluster,
+#              which is verified, copied in and swapped in. Every write acknowledged
+#              before the time is back; every later one is in the kept database
+#              (nothing silently lost); pgbackrest verify passes
 #   region_loss
 #              eu-west-1 is cut off from the internet side and the DR region (its
 #              hosts still see each other); once DNS answers the DR region, the
@@ -53,7 +60,11 @@
 #              through DNS; then eu-west-1 comes back, and writers sent straight to
 #              its hosts get no write acknowledged
 # S3 is moto_server (from .venv): eu-central-1's bucket on the client host, eu-west-1's
-# on a host of its own (s3west, 10.71.0.101) that is cut off with its region.
+# on a host of its own (s3west, 10.71.0.101) that is cut off with its region. a and b
+# archive their WAL with pgBackRest (asynchronous archive-push, as the hosts) into
+# eu-west-1's bucket, through a TLS endpoint on their own loopback (HAProxy with a
+# certificate of the drill's CA for "localhost": pgBackRest speaks S3 over TLS only and
+# checks the name, as it checks AWS's), the stand-in of the VPC's S3 endpoint.
 # Each scenario's result goes to target/drill/report.json and is printed as a table:
 # rto_s (fault to the first acknowledged write after it), acked_lost (acknowledged
 # writes missing at the end), failed_requests, split_brain_writes.
@@ -165,6 +176,14 @@ make_tls() {
 		-addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
 		-addext "keyUsage=critical,keyCertSign,cRLSign" -out "$CA_FILE" 2>/dev/null
 	chmod 644 "$CA_FILE"
+	# The S3 endpoint stand-in's certificate (HAProxy on each database host's loopback).
+	(umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$TLS_DIR/s3.key" 2>/dev/null)
+	openssl req -new -key "$TLS_DIR/s3.key" -subj "/CN=localhost" -out "$TLS_DIR/s3.csr" 2>/dev/null
+	printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+		"extendedKeyUsage=serverAuth" "subjectAltName=DNS:localhost" >"$TLS_DIR/s3.ext"
+	openssl x509 -req -in "$TLS_DIR/s3.csr" -CA "$CA_FILE" -CAkey "$TLS_DIR/ca.key" \
+		-CAcreateserial -sha256 -days 2 -extfile "$TLS_DIR/s3.ext" -out "$TLS_DIR/s3.pem" 2>/dev/null
+	(umask 077 && cat "$TLS_DIR/s3.pem" "$TLS_DIR/s3.key" >"$TLS_DIR/s3.bundle")
 	local node dir
 	for node in "${PG_NODES[@]}" dr; do
 		dir="$WORK/$node/tls"
@@ -304,12 +323,15 @@ start_etcd() {
 # kernel: a softdog reset would take the whole machine down).
 write_patroni_config() {
 	local node=$1 dir="$WORK/$1"
-	local etcd_hosts scope=dob standby_of="" name
+	local etcd_hosts scope=dob standby_of="" name pgbackrest_config=""
 	etcd_hosts="$(for n in "${ETCD_NODES[@]}"; do printf '%s:2379,' "${IP[$n]}"; done | sed 's/,$//')"
 	if [[ $node == dr ]]; then
 		scope=dob-dr
 		etcd_hosts="${IP[dr]}:2379"
 		standby_of="${IP[a]},${IP[b]}"
+	else
+		write_pgbackrest_config "$node"
+		pgbackrest_config="$dir/pgbackrest.conf"
 	fi
 	for name in superuser replication rewind app restapi; do
 		secret "$name" >/dev/null
@@ -321,8 +343,70 @@ write_patroni_config() {
 		DOB_WATCHDOG=off DOB_SECRETS_DIR="$SECRETS" DOB_PG_DATA_DIR="$dir/data" \
 		DOB_PG_BIN_DIR="$PG_BIN" DOB_PG_SOCKET_DIR="$dir/run" DOB_PG_USER=postgres \
 		DOB_PG_CERT_FILE="$dir/tls/server.pem" DOB_PG_KEY_FILE="$dir/tls/server.key" \
-		DOB_PG_CA_FILE="$CA_FILE" scripts/patroni-config.sh --out "$dir"
+		DOB_PG_CA_FILE="$CA_FILE" DOB_PGBACKREST_CONFIG="$pgbackrest_config" \
+		scripts/patroni-config.sh --out "$dir"
 	chown -R postgres:postgres "$dir"
+}
+
+# pgBackRest's configuration on a database host: eu-west-1's bucket through the host's
+# S3 endpoint stand-in (127.0.0.1:9443), asynchronous archive-push, the drill's paths.
+# moto's placeholder keys; the hosts use their instance profile instead.
+write_pgbackrest_config() {
+	local node=$1 dir="$WORK/$1"
+	mkdir -p "$dir/pgbackrest/spool" "$dir/pgbackrest/log" "$dir/pgbackrest/lock"
+	cat >"$dir/pgbackrest.conf" <<-EOF
+		[global]
+		repo1-type=s3
+		repo1-path=/pgbackrest
+		repo1-s3-bucket=$WEST_BUCKET
+		repo1-s3-endpoint=localhost
+		repo1-storage-port=9443
+		repo1-s3-uri-style=path
+		repo1-s3-region=$WEST_REGION
+		repo1-s3-key=drill
+		repo1-s3-key-secret=drill
+		repo1-storage-ca-file=$CA_FILE
+		repo1-retention-full-type=time
+		repo1-retention-full=7
+		archive-async=y
+		archive-push-queue-max=1GiB
+		spool-path=$dir/pgbackrest/spool
+		log-path=$dir/pgbackrest/log
+		lock-path=$dir/pgbackrest/lock
+		log-level-file=info
+		start-fast=y
+		[dob]
+		pg1-path=$dir/data
+		pg1-socket-path=$dir/run
+		pg1-port=5432
+	EOF
+	chmod 640 "$dir/pgbackrest.conf"
+}
+
+# The host's S3 endpoint stand-in: TLS on its loopback, to eu-west-1's S3 server.
+start_s3_endpoint() {
+	local node=$1
+	cat >"$WORK/$node/s3-endpoint.cfg" <<-EOF
+		defaults
+		  mode http
+		  timeout connect 2s
+		  timeout client 60s
+		  timeout server 60s
+		frontend s3
+		  bind 127.0.0.1:9443 ssl crt $TLS_DIR/s3.bundle
+		  default_backend s3west
+		backend s3west
+		  server s3west ${IP[s3west]}:5000
+	EOF
+	start_bg "$node" s3-endpoint haproxy -db -f "$WORK/$node/s3-endpoint.cfg"
+}
+
+# pgbackrest ARGS... on `node`, as the user PostgreSQL runs as.
+pgbackrest_on() {
+	local node=$1
+	shift
+	in_ns "$node" runuser -u postgres -- pgbackrest --config="$WORK/$node/pgbackrest.conf" \
+		--stanza=dob --log-level-console=warn "$@"
 }
 
 start_patroni() {
@@ -376,6 +460,7 @@ start_host() {
 		start_etcd dr "dr=http://${IP[dr]}:2380" dob-drill-dr
 	else
 		start_etcd "$node" "$(etcd_cluster)" dob-drill
+		start_s3_endpoint "$node"
 	fi
 	start_patroni "$node"
 	start_api "$node"
@@ -445,7 +530,13 @@ wait_for() {
 psql_on() {
 	local node=$1
 	shift
-	in_ns "$node" runuser -u postgres -- "$PG_BIN/psql" -h "$WORK/$node/run" -d dob -XAtq "$@"
+	psql_db "$node" dob "$@"
+}
+
+psql_db() {
+	local node=$1 db=$2
+	shift 2
+	in_ns "$node" runuser -u postgres -- "$PG_BIN/psql" -h "$WORK/$node/run" -d "$db" -XAtq "$@"
 }
 
 users_checksum() {
@@ -576,7 +667,7 @@ job_on() {
 	shift 2
 	in_ns "$node" env -i PATH=/usr/bin:/bin \
 		DOB_DATABASE_URL="postgresql://postgres:$(secret superuser)@${IP[$node]}:5432/dob?sslmode=verify-full" \
-		DOB_DATABASE_CA_FILE="$CA_FILE" \
+		DOB_DATABASE_CA_FILE="$CA_FILE" DOB_PGBACKREST_CONFIG="$WORK/$node/pgbackrest.conf" \
 		DOB_S3_BUCKET=dob-drill DOB_S3_PREFIX=dob DOB_S3_REGION=eu-west-1 \
 		DOB_S3_ENDPOINT="$S3_WEST" AWS_ACCESS_KEY_ID=drill \
 		AWS_SECRET_ACCESS_KEY=drill DOB_PG_BIN="$PG_BIN" RUST_LOG=warn \
@@ -670,6 +761,16 @@ wait_for "the DR standby cluster to stream from eu-west-1" 180 dr_streaming
 start_dns
 wait_for "the DNS stand-in to answer eu-west-1" 5 dns_answers "${IP[client]}:8080"
 tls_checks
+# The repository: its stanza and a full backup, on the leader, before any fault (the
+# hosts' weekly full backup); from here on every WAL segment is archived to S3.
+first="$(leader)"
+pgbackrest_on "$first" stanza-create >>"$WORK/$first/pgbackrest.log" 2>&1 ||
+	dob_die "pgbackrest stanza-create failed on $first (see $WORK/$first/pgbackrest.log)"
+pgbackrest_on "$first" check >>"$WORK/$first/pgbackrest.log" 2>&1 ||
+	dob_die "pgbackrest check failed on $first: WAL does not reach S3"
+pgbackrest_on "$first" --type=full backup >>"$WORK/$first/pgbackrest.log" 2>&1 ||
+	dob_die "pgbackrest backup failed on $first"
+dob_log "pgBackRest: stanza dob created and a full backup taken on $first"
 dob_log "cluster up after $((SECONDS - started)) s: leader $(leader), the DR region streams"
 # rolling_deploy: every host's dob-api replaced under load; no request may fail.
 load_start main dns client
@@ -795,6 +896,46 @@ job_on "$final" dob-restore --drill "$old_backup" >>"$WORK/restore-drill.log" 2>
 printf '{"scenario":"backup_after_failover","backups":"%s","manifest_timeline":%s,"live_timeline":%s,"drill_exit":%s,"old_backup_drill_exit":%s,"end":%s}\n' \
 	"${backups[*]}" "$manifest_timeline" "$(live_timeline "$final")" "$drill_new" "$drill_old" "$(now)" >>"$events"
 
+# pitr: a bad DELETE under load, rewound with dob-restore --to-time on the leader's host.
+pitr_on="$(leader)"
+load_start pitr dns client
+sleep 5
+# REPEATABLE READ: the snapshot is taken by the SELECT, before it reads the clock, so
+# every row the DELETE removes was committed before the recorded time (recovery to that
+# time brings it back), and a write committed after it was invisible to the DELETE (it
+# stays in the database the recovery replaces, which is kept).
+bad="$(psql_on "$pitr_on" -c "BEGIN ISOLATION LEVEL REPEATABLE READ" \
+	-c "SELECT extract(epoch FROM t) || ' ' || to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM (SELECT clock_timestamp() AS t) s" \
+	-c "DELETE FROM users" -c "COMMIT")" || dob_die "the bad DELETE failed on $pitr_on"
+fault="${bad%% *}"
+target="${bad##* }"
+dob_log "pitr: DELETE FROM users on $pitr_on after $target"
+sleep 5
+load_stop pitr
+sleep 3
+# The operator's steps: make sure the archive holds WAL past the mistake (a switch,
+# archived), check the repository, rewind.
+pgbackrest_on "$pitr_on" check >>"$WORK/$pitr_on/pgbackrest.log" 2>&1 ||
+	dob_die "pgbackrest check failed on $pitr_on"
+verify_exit=0
+pgbackrest_on "$pitr_on" verify >>"$WORK/$pitr_on/pgbackrest.log" 2>&1 || verify_exit=$?
+restore_exit=0
+job_on "$pitr_on" dob-restore --to-time "$target" --scratch-dir "$WORK/$pitr_on/pitr" \
+	--scratch-port 5434 --json >"$WORK/pitr.json" 2>>"$WORK/pitr.log" || restore_exit=$?
+restored="$(now)"
+dob_log "pitr: dob-restore --to-time exited $restore_exit: $(tail -n 1 "$WORK/pitr.log")"
+wait_for "the API through the NLB stand-in" 60 api_ready
+psql_on "$pitr_on" -c "COPY (SELECT username, date_of_birth FROM users) TO STDOUT" >"$WORK/pitr-users.tsv"
+kept="$(python3 -c 'import json, sys; print((json.load(open(sys.argv[1])).get("pitr") or {}).get("previous_database") or "")' "$WORK/pitr.json" 2>/dev/null || true)"
+: >"$WORK/pitr-kept.tsv"
+if [[ -n "$kept" ]]; then
+	psql_db "$pitr_on" "$kept" -c "COPY (SELECT username, date_of_birth FROM users) TO STDOUT" >"$WORK/pitr-kept.tsv"
+fi
+pitr_json="$(cat "$WORK/pitr.json" 2>/dev/null)"
+[[ -n "$pitr_json" ]] || pitr_json=null
+printf '{"scenario":"pitr","fault":%s,"target":"%s","restore_exit":%s,"verify_exit":%s,"restored":%s,"result":%s,"end":%s}\n' \
+	"$fault" "$target" "$restore_exit" "$verify_exit" "$restored" "$pitr_json" "$(now)" >>"$events"
+
 # region_loss: all of eu-west-1 cut off from the internet side and from the DR region
 # (its hosts still see one another, so its leader keeps leading), under load through
 # DNS. The operator step once DNS answers the DR region: dob-promote --takeover there.
@@ -860,5 +1001,6 @@ printf '{"scenario":"region_loss","fault":%s,"dns_switched":%s,"takeover_exit":%
 
 python3 scripts/drill/report.py --events "$events" --load "$WORK/load" \
 	--users "$WORK/final-users.tsv" --dr-users "$WORK/dr-users.tsv" --ttl "$TTL" \
+	--pitr-users "$WORK/pitr-users.tsv" --pitr-kept "$WORK/pitr-kept.tsv" \
 	--west-nlb "${IP[client]}:8080" --out "$REPORT_DIR/report.json"
 dob_log "done in $((SECONDS - started)) s; report in $REPORT_DIR/report.json"

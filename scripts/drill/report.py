@@ -2,6 +2,7 @@
 """Drill report: per scenario, from the drill's events, the load logs and the final table.
 
     report.py --events EVENTS.jsonl --load DIR --users FINAL.tsv --dr-users DR.tsv
+              --pitr-users PITR.tsv --pitr-kept KEPT.tsv
               --west-nlb HOST:PORT --ttl S --out REPORT.json
 
 Writes REPORT.json ({"scenarios": [...], "ok": bool}) and prints the same as a table.
@@ -19,7 +20,14 @@ Exits 1 when any scenario is not ok.
   sent straight to its hosts, or through DNS to its NLB): after the takeover only the
   DR region may acknowledge a write.
 
-FINAL.tsv is eu-west-1's `users` before region_loss; DR.tsv the DR region's at the end.
+In pitr: acked_lost counts writes acknowledged before the recorded time of the bad
+DELETE that are not in `users` after dob-restore --to-time (every writer's, the whole
+run), plus writes acknowledged after it that are in neither `users` nor the database the
+recovery replaced (kept): nothing may be silently lost. rto_s is dob-restore's own time
+to a verified recovery swapped in.
+
+FINAL.tsv is eu-west-1's `users` before pitr; PITR.tsv after it, KEPT.tsv the replaced
+database's; DR.tsv the DR region's at the end.
 """
 
 import argparse
@@ -41,6 +49,8 @@ def main() -> int:
     parser.add_argument("--load", required=True)
     parser.add_argument("--users", required=True)
     parser.add_argument("--dr-users", required=True)
+    parser.add_argument("--pitr-users", required=True)
+    parser.add_argument("--pitr-kept", required=True)
     parser.add_argument("--west-nlb", required=True)
     parser.add_argument("--ttl", type=float, required=True)
     parser.add_argument("--out", required=True)
@@ -191,6 +201,43 @@ def main() -> int:
                 f"{len(west_after_return)} acknowledged there; the takeover run again then: exit "
                 f"{event.get('again_exit')}, record in {again.get('fenced_buckets')}; cross-region RPO: "
                 f"{len(rpo_lost)} writes acknowledged before the cut did not reach the DR region"
+            )
+        elif name == "pitr":
+            after_pitr = table(args.pitr_users)
+            kept = table(args.pitr_kept)
+            pitr_acked = read_jsonl(os.path.join(args.load, "pitr.acked.jsonl"))
+            everyone = main_acked + inaz_acked + pitr_acked
+            target = event["fault"]
+            before = [a for a in everyone if a["acked_at"] < target]
+            later = [a for a in pitr_acked if a["acked_at"] >= target]
+            lost_before = [a for a in before if after_pitr.get(a["user"]) != a["date"]]
+            lost_later = [
+                a for a in later if after_pitr.get(a["user"]) != a["date"] and kept.get(a["user"]) != a["date"]
+            ]
+            rewound = [a for a in later if after_pitr.get(a["user"]) != a["date"]]
+            pitr = event.get("result") or {}
+            report_pitr = pitr.get("pitr") or {}
+            result["acked_lost"] = len(lost_before) + len(lost_later)
+            result["failed_requests"] = len(
+                [f for f in read_jsonl(os.path.join(args.load, "pitr.failed.jsonl")) if f["t"] >= target]
+            )
+            result["rto_s"] = round(report_pitr["rto_seconds"], 2) if "rto_seconds" in report_pitr else None
+            result["ok"] = (
+                event["restore_exit"] == 0
+                and event["verify_exit"] == 0
+                and bool(before)
+                and not lost_before
+                and not lost_later
+                and len(after_pitr) >= len(final)
+            )
+            result["detail"] = (
+                f"DELETE FROM users after {event['target']}; dob-restore --to-time exited {event['restore_exit']} "
+                f"(base backup {report_pitr.get('base_backup')}, timeline {report_pitr.get('timeline')}, "
+                f"{report_pitr.get('rows_checked')} rows checked, {report_pitr.get('stopped_at')}); "
+                f"pgbackrest verify exited {event['verify_exit']}; {len(before)} writes acknowledged before the "
+                f"DELETE, {len(lost_before)} missing after the recovery; {len(later)} acknowledged after it, "
+                f"{len(rewound)} rewound into {report_pitr.get('previous_database')}, {len(lost_later)} in neither; "
+                f"{len(after_pitr)} users after the recovery ({len(final)} before the scenario)"
             )
         elif name == "backup_after_failover":
             leaders = [b for b in event["backups"].split() if not b.endswith("=skipped")]
