@@ -108,6 +108,7 @@ build {
       "scripts/make-replica.sh",
       "scripts/primary-allow-replica.sh",
       "scripts/patroni-config.sh",
+      "scripts/publish-metrics.sh",
     ]
     destination = "${local.stage}/lib/"
   }

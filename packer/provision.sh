@@ -27,7 +27,8 @@
 #     them; etcd's package-made default member is removed; the softdog watchdog module
 #     loaded at boot, /dev/watchdog owned by postgres (Patroni opens it)
 #   prometheus-node-exporter, reading textfiles from /var/lib/node_exporter/textfile_collector
-#   awscli (role-setup.sh fetches the replication password from SSM Parameter Store)
+#   awscli (role-setup.sh fetches the replication password from SSM Parameter Store;
+#     publish-metrics.sh publishes the alarms' figures to CloudWatch)
 #   the system user and group dob (no login, no home)
 #   /usr/local/bin/<binaries> (0755), /usr/local/lib/dob/<helpers> (0755),
 #   /etc/systemd/system/<units> (0644), /etc/dob/ (0750 root:dob) with dob.env.example
@@ -38,7 +39,7 @@
 # obey policy-rc.d (CI forbids them). Idempotent: running it twice changes nothing more.
 set -euo pipefail
 
-HELPERS=(role-setup.sh pg-is-primary.sh make-replica.sh primary-allow-replica.sh patroni-config.sh)
+HELPERS=(role-setup.sh pg-is-primary.sh make-replica.sh primary-allow-replica.sh patroni-config.sh publish-metrics.sh)
 # What the drill proves (scripts/drill/drill.sh runs these same packages on Debian 12).
 PATRONI_VERSION=3.0.2-1
 ETCD_VERSION=3.4.23-4+b4
@@ -136,7 +137,8 @@ apt() {
 }
 log "apt-get update"
 apt update >/dev/null
-# awscli: role-setup.sh reads the replication password from SSM Parameter Store.
+# awscli: role-setup.sh reads the replication password from SSM Parameter Store, and
+# publish-metrics.sh (dob-metrics.timer) publishes the alarms' figures.
 log "installing PostgreSQL $PG_MAJOR, prometheus-node-exporter and awscli"
 apt install --no-install-recommends "postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" \
 	ssl-cert prometheus-node-exporter awscli curl ca-certificates \

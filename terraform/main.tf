@@ -646,6 +646,8 @@ module "github_ci" {
   release_kms_key_arns   = [module.primary_release_bucket.kms_key_arn, module.dr_release_bucket.kms_key_arn]
   ssm_parameter_prefixes = [var.patroni_secrets_parameter_prefix, var.tls_parameter_prefix, var.replication_password_parameter]
   ssm_document_arns      = concat(module.primary_ssm_documents.document_arns, module.dr_ssm_documents.document_arns)
+  drill_environment      = var.github_drill_environment
+  drill_document_arns    = [module.primary_ssm_documents.restore_drill_document_arn, module.dr_ssm_documents.restore_drill_document_arn]
   terraform_state_bucket = var.terraform_state_bucket
   route53_zone_id        = var.route53_zone_id
 }

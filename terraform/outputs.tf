@@ -128,10 +128,11 @@ output "host_role_arns" {
 }
 
 output "github_ci_role_arns" {
-  description = "Roles for GitHub Actions through OIDC (deploy: packer + terraform, repository variable AWS_DEPLOY_ROLE_ARN; operate: rolling restarts, restore drills, AWS_OPERATE_ROLE_ARN); null without github_repository."
+  description = "Roles for GitHub Actions through OIDC (deploy: packer + terraform, repository variable AWS_DEPLOY_ROLE_ARN; operate: rolling restarts, restore drills, AWS_OPERATE_ROLE_ARN; drill: the nightly scheduled restore drill only, AWS_DRILL_ROLE_ARN); null without github_repository."
   value = var.github_repository == null ? null : {
     deploy  = module.github_ci[0].deploy_role_arn
     operate = module.github_ci[0].operate_role_arn
+    drill   = module.github_ci[0].drill_role_arn
   }
 }
 
@@ -140,5 +141,14 @@ output "release_buckets" {
   value = {
     (var.primary_region) = module.primary_release_bucket.bucket_name
     (var.dr_region)      = module.dr_release_bucket.bucket_name
+  }
+}
+
+output "alarm_topic_arns" {
+  description = "SNS topics the alarms notify, by region (primary, DR, and us-east-1 for the Route53 health checks): subscribe pagers or chat here (alarm_email_endpoints are subscribed already)."
+  value = {
+    (var.primary_region) = module.primary_alarm_topic.topic_arn
+    (var.dr_region)      = module.dr_alarm_topic.topic_arn
+    "us-east-1"          = module.global_alarm_topic.topic_arn
   }
 }

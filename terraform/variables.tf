@@ -10,15 +10,25 @@ variable "name" {
 }
 
 variable "primary_region" {
-  description = "Region of the primary database, its hot standby and the backups."
+  description = "Region of the primary database, its hot standby and the backups (not us-east-1: the Route53 alarms' region has a topic of its own)."
   type        = string
   default     = "eu-west-1"
+
+  validation {
+    condition     = var.primary_region != "us-east-1"
+    error_message = "primary_region must not be us-east-1 (the Route53 alarms and their topic live there)."
+  }
 }
 
 variable "dr_region" {
-  description = "Disaster-recovery region: the cascading replica and the replica bucket."
+  description = "Disaster-recovery region: the cascading replica and the replica bucket (not us-east-1, as primary_region)."
   type        = string
   default     = "eu-central-1"
+
+  validation {
+    condition     = var.dr_region != "us-east-1"
+    error_message = "dr_region must not be us-east-1 (the Route53 alarms and their topic live there)."
+  }
 }
 
 variable "primary_azs" {
@@ -332,6 +342,12 @@ variable "github_environment" {
   default     = "production"
 }
 
+variable "github_drill_environment" {
+  description = "GitHub environment of the scheduled (nightly) restore-drill workflow: no required reviewers, deployment branches limited to the default branch; its role (github_ci_role_arns.drill) can only start the restore drill."
+  type        = string
+  default     = "restore-drill"
+}
+
 variable "terraform_state_bucket" {
   description = "Bucket of the Terraform state (backend.hcl): the deploy role may read and write it. null: grant that elsewhere."
   type        = string
@@ -342,4 +358,70 @@ variable "create_github_oidc_provider" {
   description = "Create the account's GitHub OIDC provider; false when the account already has one."
   type        = bool
   default     = true
+}
+
+variable "alarm_email_endpoints" {
+  description = "Email addresses subscribed to the alarm topics (one per region with alarms: primary_region, dr_region, us-east-1 for Route53); each address confirms each subscription by the link AWS mails. Empty: subscribe another endpoint (pager, chat) to the alarm_topic_arns outputs."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for e in var.alarm_email_endpoints : can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", e))])
+    error_message = "alarm_email_endpoints must be email addresses."
+  }
+}
+
+variable "alarm_backup_max_age_hours" {
+  description = "Alarm when the newest logical (dob-backup) or physical (pgBackRest) backup is older than this, hours."
+  type        = number
+  default     = 26
+
+  validation {
+    condition     = var.alarm_backup_max_age_hours >= 1
+    error_message = "alarm_backup_max_age_hours must be at least 1."
+  }
+}
+
+variable "alarm_drill_max_age_hours" {
+  description = "Alarm when the last successful restore drill (DR host) or point-in-time recovery drill (primary region) is older than this, hours."
+  type        = number
+  default     = 26
+
+  validation {
+    condition     = var.alarm_drill_max_age_hours >= 1
+    error_message = "alarm_drill_max_age_hours must be at least 1."
+  }
+}
+
+variable "alarm_wal_archive_max_age_minutes" {
+  description = "Alarm when a completed WAL segment has waited longer than this for the archive (pgBackRest archive-push), minutes."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.alarm_wal_archive_max_age_minutes >= 1
+    error_message = "alarm_wal_archive_max_age_minutes must be at least 1."
+  }
+}
+
+variable "alarm_replication_lag_seconds" {
+  description = "Alarm when a standby replays more than this many seconds behind its upstream for 5 minutes."
+  type        = number
+  default     = 120
+
+  validation {
+    condition     = var.alarm_replication_lag_seconds > 0
+    error_message = "alarm_replication_lag_seconds must be positive."
+  }
+}
+
+variable "alarm_replication_lag_bytes" {
+  description = "Alarm when a standby has more than this many bytes of its upstream's WAL left to replay for 5 minutes (default 256 MiB; the DR slot keeps at most max_slot_wal_keep_size, 20 GB)."
+  type        = number
+  default     = 268435456
+
+  validation {
+    condition     = var.alarm_replication_lag_bytes > 0
+    error_message = "alarm_replication_lag_bytes must be positive."
+  }
 }

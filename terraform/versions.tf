@@ -43,3 +43,14 @@ provider "aws" {
     tags = local.tags
   }
 }
+
+# us-east-1: where Route53 publishes its health checks' metrics, so the alarms on them
+# (alarms.tf) and the topic they notify live there. Nothing else is made in this region.
+provider "aws" {
+  alias  = "us_east_1"
+  region = "us-east-1"
+
+  default_tags {
+    tags = local.tags
+  }
+}

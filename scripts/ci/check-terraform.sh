@@ -11,8 +11,9 @@
 #                secure defaults, each rule self-tested: no pg_hba `trust` for TCP in any
 #                template or script, the NLB's public listener TLS (TCP only behind
 #                enable_plain_listener), no host-role grant that destroys a backup,
-#                Object Lock with a default retention on every backup bucket
-#                (scripts/ci/terraform_static.py)
+#                Object Lock with a default retention on every backup bucket, every
+#                alarm of terraform/alarms.tf present and notifying its region's SNS
+#                topic (scripts/ci/terraform_static.py)
 #   2. userdata  the host user data, rendered for each role, passes bash -n and shellcheck
 #   3. boot      ... and runs for real, three boots per role, against a loop device in a
 #                private mount namespace (scripts/ci/user-data-boot-test.sh; needs root,

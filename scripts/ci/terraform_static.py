@@ -36,7 +36,15 @@ Run by scripts/ci/check-terraform.sh with the python-hcl2 virtualenv:
       (s3:Delete*, s3:*, *);
    d. every backup bucket (each kms_bucket that modules/backup_bucket creates) has
       object_lock_enabled = true and a default retention (mode and days), and the
-      replication does not replicate delete markers.
+      replication does not replicate delete markers;
+   e. every alarm of issue 12's list exists in the root module
+      (aws_cloudwatch_metric_alarm.<address> of ALARMS: backup age, drill failed and
+      age, WAL archive age, replication lag in bytes and seconds, Route53 health checks,
+      EC2 status checks) with its namespace and metric, the heartbeat ones treat missing
+      data as breaching, and its alarm_actions and ok_actions are exactly the alarm topic
+      (a modules/alarm_topic call) of the alarm's own provider/region; that topic is
+      encrypted with a customer-managed KMS key and subscribes var.email_endpoints; the
+      metrics in namespace "dob" are ones scripts/publish-metrics.sh publishes.
 
 Exit 0 when everything holds, 1 with one line per problem otherwise.
 """
@@ -516,6 +524,118 @@ def check_backup_buckets(parsed: dict[Path, dict]) -> None:
         problem(d / "main.tf", f)
 
 
+# e. the alarms that wake someone (terraform/alarms.tf), each notifying its region's topic.
+# address: (namespace, metric_name, missing data must be breaching, why it exists)
+ALARMS: dict[str, tuple[str, str, bool, str]] = {
+    "backup_age": ("dob", "BackupAgeSeconds", True, "newest logical/physical backup older than 26 h"),
+    "restore_drill_age": ("dob", "DrillAgeSeconds", True, "restore drill older than 26 h"),
+    "restore_drill_failed": ("dob", "DrillFailed", False, "restore drill failed"),
+    "pitr_drill_age": ("dob", "DrillAgeSeconds", True, "PITR drill older than 26 h"),
+    "pitr_drill_failed": ("dob", "DrillFailed", False, "PITR drill failed"),
+    "wal_archive_age": ("dob", "WalArchiveAgeSeconds", True, "WAL archive older than 5 min"),
+    "primary_replication_lag_seconds": ("dob", "ReplicationLagSeconds", True, "replication lag, seconds"),
+    "primary_replication_lag_bytes": ("dob", "ReplicationLagBytes", False, "replication lag, bytes"),
+    "dr_replication_lag_seconds": ("dob", "ReplicationLagSeconds", True, "DR replication lag, seconds"),
+    "dr_replication_lag_bytes": ("dob", "ReplicationLagBytes", False, "DR replication lag, bytes"),
+    "route53_health_check": ("AWS/Route53", "HealthCheckStatus", False, "a Route53 health check failing"),
+    "primary_instance_status": ("AWS/EC2", "StatusCheckFailed", False, "an instance status check failing"),
+    "dr_instance_status": ("AWS/EC2", "StatusCheckFailed", False, "the DR instance status check failing"),
+}
+ALARM_TOPIC_SOURCE = "./modules/alarm_topic"
+PUBLISHER = Path("scripts/publish-metrics.sh")
+
+
+def hcl_ref(value: object) -> str:
+    """An HCL expression as python-hcl2 gives it, without ${...} and quotes."""
+    s = str(value).strip()
+    if s.startswith("${") and s.endswith("}"):
+        s = s[2:-1]
+    return unquote(s)
+
+
+def alarm_findings(root: list[dict], topic_module: dict, publisher: str,
+                   required: dict[str, tuple[str, str, bool, str]]) -> list[str]:
+    found = []
+    local_values: dict = {}
+    alarms: dict[str, dict] = {}
+    topic_calls: dict[str, str] = {}  # module name -> provider alias it is given
+    for parsed in root:
+        for item in parsed.get("locals", []):
+            local_values.update({k: v for k, v in item.items() if not k.startswith("__")})
+        alarms.update(resources_of(parsed, "aws_cloudwatch_metric_alarm"))
+        for call, body in blocks(parsed, "module").items():
+            if unquote(str(body.get("source", ""))) == ALARM_TOPIC_SOURCE:
+                providers = body.get("providers", {})
+                topic_calls[call] = hcl_ref(providers.get("aws", "")) if isinstance(providers, dict) else ""
+                if hcl_ref(body.get("email_endpoints", "")) != "var.alarm_email_endpoints":
+                    found.append(f'module "{call}" does not subscribe var.alarm_email_endpoints')
+
+    def topic_of(expr: object) -> str | None:
+        """The alarm_topic module call an action expression names (through a local map)."""
+        ref = hcl_ref(expr)
+        m = re.fullmatch(r"local\.([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*)|\[\"([^\"]+)\"\])?", ref)
+        if m:
+            value = local_values.get(m.group(1))
+            key = m.group(2) or m.group(3)
+            if isinstance(value, dict) and key is not None:
+                value = value.get(key)
+            ref = hcl_ref(value) if value is not None else ""
+        m = re.fullmatch(r"module\.([A-Za-z_][A-Za-z0-9_]*)\.topic_arn", ref)
+        return m.group(1) if m and m.group(1) in topic_calls else None
+
+    for address, (namespace, metric, breaching, why) in required.items():
+        body = alarms.get(address)
+        where = f"aws_cloudwatch_metric_alarm.{address} ({why})"
+        if body is None:
+            found.append(f"{where} is missing")
+            continue
+        ns = hcl_ref(body.get("namespace", ""))
+        if ns.startswith("local."):
+            ns = hcl_ref(local_values.get(ns[len("local."):], ""))
+        if ns != namespace or hcl_ref(body.get("metric_name", "")) != metric:
+            found.append(f"{where} watches {ns}/{hcl_ref(body.get('metric_name', ''))}, expected {namespace}/{metric}")
+        if breaching and hcl_ref(body.get("treat_missing_data", "")) != "breaching":
+            found.append(f"{where}: a heartbeat; silence must alarm (treat_missing_data = \"breaching\")")
+        provider = hcl_ref(body.get("provider", ""))
+        for attr in ("alarm_actions", "ok_actions"):
+            actions = body.get(attr)
+            if not isinstance(actions, list) or not actions:
+                found.append(f"{where} has no {attr}")
+                continue
+            for action in actions:
+                call = topic_of(action)
+                if call is None:
+                    found.append(f"{where}: {attr} {hcl_ref(action)} is not an alarm topic ({ALARM_TOPIC_SOURCE})")
+                elif topic_calls[call] != provider:
+                    found.append(f"{where} ({provider}): {attr} names module.{call}, a topic of {topic_calls[call] or 'no provider'}")
+        if namespace == "dob" and not re.search(r"\b" + re.escape(metric) + r"\b", publisher):
+            found.append(f"{where}: {PUBLISHER} never publishes {metric}")
+
+    topics = resources_of(topic_module, "aws_sns_topic")
+    if not topics:
+        found.append(f"{ALARM_TOPIC_SOURCE}: no aws_sns_topic")
+    for name, body in topics.items():
+        key = hcl_ref(body.get("kms_master_key_id", ""))
+        if not key or key.startswith("alias/aws/"):
+            found.append(f"{ALARM_TOPIC_SOURCE}: aws_sns_topic.{name} is not encrypted with a customer-managed key")
+    subscriptions = resources_of(topic_module, "aws_sns_topic_subscription")
+    if not any("var.email_endpoints" in str(b.get("for_each", "")) and hcl_ref(b.get("protocol", "")) == "email"
+               for b in subscriptions.values()):
+        found.append(f"{ALARM_TOPIC_SOURCE}: no email subscription for each of var.email_endpoints")
+    return found
+
+
+def check_alarms(root: Path, parsed: dict[Path, dict]) -> None:
+    root_files = [v for p, v in parsed.items() if p.parent == Path("terraform") and p.suffix == ".tf"]
+    topic_module = parsed.get(Path("terraform/modules/alarm_topic/main.tf"))
+    if topic_module is None:
+        problem("terraform/modules/alarm_topic", "main.tf missing or unparsable")
+        return
+    publisher = (root / PUBLISHER).read_text() if (root / PUBLISHER).is_file() else ""
+    for f in alarm_findings(root_files, topic_module, publisher, ALARMS):
+        problem("terraform/alarms.tf", f)
+
+
 def self_test() -> None:
     """Each rule must catch its violation and accept its compliant form."""
 
@@ -569,6 +689,36 @@ def self_test() -> None:
             '    delete_marker_replication {\n      status = "%s"\n    }\n  }\n}\n')
     expect("d", replication_findings(parse(repl % "Disabled")), False)
     expect("d", replication_findings(parse(repl % "Enabled")), True)
+
+    required = {"age": ("dob", "AgeSeconds", True, "age"), "status": ("AWS/EC2", "StatusCheckFailed", False, "status")}
+    topics = ('locals {\n  ns = "dob"\n  topics = { a = module.topic_a.topic_arn }\n}\n'
+              'module "topic_a" {\n  source = "./modules/alarm_topic"\n  providers = { aws = aws.a }\n'
+              '  email_endpoints = var.alarm_email_endpoints\n}\n'
+              'module "topic_b" {\n  source = "./modules/alarm_topic"\n  providers = { aws = aws.b }\n'
+              '  email_endpoints = var.alarm_email_endpoints\n}\n')
+    age = ('resource "aws_cloudwatch_metric_alarm" "age" {\n  provider = aws.a\n  namespace = local.ns\n'
+           '  metric_name = "AgeSeconds"\n  treat_missing_data = "breaching"\n'
+           '  alarm_actions = [local.topics.a]\n  ok_actions = [module.topic_a.topic_arn]\n}\n')
+    status = ('resource "aws_cloudwatch_metric_alarm" "status" {\n  provider = aws.b\n  namespace = "AWS/EC2"\n'
+              '  metric_name = "StatusCheckFailed"\n  alarm_actions = [module.topic_b.topic_arn]\n'
+              '  ok_actions = [module.topic_b.topic_arn]\n}\n')
+    topic_mod = parse('resource "aws_sns_topic" "this" {\n  kms_master_key_id = module.key.key_arn\n}\n'
+                      'resource "aws_sns_topic_subscription" "email" {\n  for_each = toset(var.email_endpoints)\n'
+                      '  protocol = "email"\n}\n')
+    pub = "put AgeSeconds"
+
+    def alarms(text: str, topic: dict = topic_mod, publisher: str = pub) -> list[str]:
+        return alarm_findings([parse(topics + text)], topic, publisher, required)
+
+    expect("e", alarms(age + status), False)
+    expect("e", alarms(age), True)  # an alarm missing
+    expect("e", alarms(age.replace("  ok_actions = [module.topic_a.topic_arn]\n", "") + status), True)
+    expect("e", alarms(age.replace("[local.topics.a]", '["arn:aws:sns:eu-west-1:1:other"]') + status), True)
+    expect("e", alarms(age.replace("[local.topics.a]", "[module.topic_b.topic_arn]") + status), True)  # wrong region
+    expect("e", alarms(age.replace('"breaching"', '"notBreaching"') + status), True)
+    expect("e", alarms(age.replace('"AgeSeconds"', '"Other"') + status), True)
+    expect("e", alarms(age + status, publisher="put nothing"), True)
+    expect("e", alarms(age + status, topic=parse('resource "aws_sns_topic" "this" {\n  name = "t"\n}\n')), True)
 
 
 # --- rendering the user data ------------------------------------------------------------------
@@ -639,7 +789,7 @@ def render_user_data(root: Path, render_dir: Path) -> int:
                         replica_cidrs="10.10.1.10/32,10.20.0.10/32", host_address="10.10.0.10",
                         etcd_initial_cluster=etcd, etcd_name="a", secrets_parameter_prefix="/dob/patroni/",
                         patroni_url="http://10.10.0.10:8008", data_units=patroni_data_units,
-                        units=patroni_units + ["dob-backup.timer"], **fence),
+                        units=patroni_units + ["dob-backup.timer", "dob-metrics.timer"], **fence),
         "witness": dict(database_url=url, s3_bucket="b", s3_region="eu-west-1", primary_host="",
                         replica_cidrs="", host_address="10.10.2.10", etcd_initial_cluster=etcd,
                         etcd_name="witness", units=["dob-role-setup.service", "etcd.service"]),
@@ -648,18 +798,18 @@ def render_user_data(root: Path, render_dir: Path) -> int:
                            host_address="10.20.0.10", etcd_initial_cluster="dr=http://10.20.0.10:2380",
                            etcd_name="dr", standby_of="10.10.0.10,10.10.1.10",
                            secrets_parameter_prefix="/dob/patroni/", patroni_url="http://10.20.0.10:8008",
-                           data_units=patroni_data_units, units=patroni_units + ["dob-restore-drill.timer"],
+                           data_units=patroni_data_units, units=patroni_units + ["dob-restore-drill.timer", "dob-metrics.timer"],
                            **fence),
         "primary": dict(database_url=url, s3_bucket="b", s3_region="eu-west-1", primary_host="",
                         replica_cidrs="10.10.1.10/32,10.20.0.10/32",
-                        units=["dob-role-setup.service", "postgresql@15-main.service", "dob-api.socket", "dob-backup.timer"]),
+                        units=["dob-role-setup.service", "postgresql@15-main.service", "dob-api.socket", "dob-backup.timer", "dob-metrics.timer"]),
         "replica": dict(database_url=url, s3_bucket="b", s3_region="eu-west-1", primary_host="10.10.0.10",
                         replica_cidrs="10.10.0.10/32,10.20.0.10/32",
-                        units=["dob-role-setup.service", "postgresql@15-main.service", "dob-api.socket", "dob-backup.timer"]),
+                        units=["dob-role-setup.service", "postgresql@15-main.service", "dob-api.socket", "dob-backup.timer", "dob-metrics.timer"]),
         "dr-replica": dict(database_url="postgresql://dob@127.0.0.1:5432/dob?sslmode=verify-full", s3_bucket="b-eu-central-1",
                            s3_region="eu-central-1", primary_host="10.10.1.10",
                            replica_cidrs="10.10.0.10/32,10.10.1.10/32",
-                           units=["dob-role-setup.service", "postgresql@15-main.service", "dob-api.socket", "dob-restore-drill.timer"]),
+                           units=["dob-role-setup.service", "postgresql@15-main.service", "dob-api.socket", "dob-restore-drill.timer", "dob-metrics.timer"]),
     }
     required = ["DOB_ROLE", "DOB_DATABASE_URL", "DOB_LISTEN", "DOB_S3_BUCKET", "DOB_S3_PREFIX", "DOB_S3_REGION",
                 "DOB_S3_SSE", "DOB_S3_KMS_KEY_ID", "DOB_BACKUP_KEEP", "DOB_TIMEZONE",
@@ -751,7 +901,9 @@ def main() -> int:
     check_nlb(root, parsed)
     check_host_role(parsed)
     check_backup_buckets(parsed)
-    print("checked the secure defaults: pg_hba trust, the TLS listener, host-role S3 rights, Object Lock (rules self-tested)")
+    check_alarms(root, parsed)
+    print("checked the secure defaults: pg_hba trust, the TLS listener, host-role S3 rights, Object Lock, "
+          f"the {len(ALARMS)} alarms and their topics (rules self-tested)")
 
     render_dir.mkdir(parents=True, exist_ok=True)
     if (root / "terraform/modules/db_host/templates/user-data.sh.tftpl").is_file():

@@ -31,7 +31,8 @@ locals {
 
   # Every host: role setup (replica bootstrap, replication password), PostgreSQL and the
   # API socket. Primary-region hosts get the backup timer (the unit skips itself on a
-  # replica); the DR host gets the nightly restore drill.
+  # replica); the DR host gets the nightly restore drill. Every database host publishes
+  # the alarms' figures every minute (dob-metrics.timer: terraform/alarms.tf).
   # Patroni runs PostgreSQL on these roles; the Debian cluster unit on the others.
   patroni_role  = contains(["patroni", "dr-standby"], var.role)
   postgres_unit = local.patroni_role ? "patroni.service" : "postgresql@15-main.service"
@@ -40,6 +41,7 @@ locals {
     local.patroni_role ? ["etcd.service", "patroni.service"] : ["postgresql@15-main.service"],
     ["dob-api.socket"],
     contains(["dr-replica", "dr-standby"], var.role) ? ["dob-restore-drill.timer"] : ["dob-backup.timer"],
+    ["dob-metrics.timer"],
   )
 
   user_data = templatefile("${path.module}/templates/user-data.sh.tftpl", {

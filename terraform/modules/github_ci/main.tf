@@ -6,7 +6,8 @@
 #   deploy   packer build + terraform plan/apply. An explicit policy of the services this
 #            project manages (EC2, ELB, S3 on the project's buckets, KMS keys tagged with
 #            the project, SSM parameters under its prefixes and its documents, Route53,
-#            CloudWatch Logs of its flow logs, ACM read), in the project's regions. IAM
+#            CloudWatch Logs of its flow logs, ACM read, its CloudWatch alarms and SNS
+#            alarm topics), in the project's regions (and us-east-1: Route53). IAM
 #            only on `<name>-*` roles, policies and instance profiles, and a role may be
 #            created or given a policy only when it carries the permissions boundary
 #            (modules/permissions_boundary: no IAM, no destroying backups). It cannot
@@ -14,6 +15,10 @@
 #            ssm:SendCommand: it never gets a shell on a host. The OIDC provider, these
 #            roles and the boundary are applied by a person
 #            (terraform apply -target=module.github_ci -target=module.permissions_boundary).
+#   drill    the nightly scheduled restore drill (.github/workflows/restore-drill.yml on
+#            schedule): from its own environment (drill_environment, without reviewers:
+#            a schedule cannot wait for one), and all it can do is send the restore-drill
+#            document to the project's instances and read the result.
 #   operate  rolling restarts and restore drills: ssm:SendCommand with the project's own
 #            Command documents only (modules/ssm_documents: fixed scripts, validated
 #            parameters; never AWS-RunShellScript) on the project's instances, release
@@ -31,6 +36,7 @@ locals {
   provider_arn = var.create_oidc_provider ? aws_iam_openid_connect_provider.this[0].arn : "arn:${local.partition}:iam::${local.account_id}:oidc-provider/${local.oidc_host}"
 
   environment_subject = "repo:${var.github_repository}:environment:${var.github_environment}"
+  drill_subject       = "repo:${var.github_repository}:environment:${var.drill_environment}"
 }
 
 resource "aws_iam_openid_connect_provider" "this" {
@@ -267,6 +273,33 @@ data "aws_iam_policy_document" "deploy" {
     }
   }
 
+  # The alarms (terraform/alarms.tf) and the SNS topics they notify, named <name>-*, in
+  # the project's regions and us-east-1 (Route53's metrics live there).
+  statement {
+    sid = "TheProjectsAlarms"
+    actions = [
+      "cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms", "cloudwatch:DescribeAlarms",
+      "cloudwatch:ListTagsForResource", "cloudwatch:TagResource", "cloudwatch:UntagResource",
+    ]
+    resources = ["arn:${local.partition}:cloudwatch:*:${local.account_id}:alarm:${var.name}-*"]
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestedRegion"
+      values   = concat(local.regions, ["us-east-1"])
+    }
+  }
+
+  statement {
+    sid       = "TheProjectsAlarmTopics"
+    actions   = ["sns:*"]
+    resources = ["arn:${local.partition}:sns:*:${local.account_id}:${var.name}-*"]
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestedRegion"
+      values   = concat(local.regions, ["us-east-1"])
+    }
+  }
+
   statement {
     sid       = "ReadCertificates"
     actions   = ["acm:DescribeCertificate"]
@@ -452,4 +485,67 @@ resource "aws_iam_role_policy" "operate" {
   name   = "operate-hosts"
   role   = aws_iam_role.operate.id
   policy = data.aws_iam_policy_document.operate.json
+}
+
+# --- drill -------------------------------------------------------------------------------
+
+data "aws_iam_policy_document" "drill_trust" {
+  statement {
+    actions = ["sts:AssumeRoleWithWebIdentity"]
+    principals {
+      type        = "Federated"
+      identifiers = [local.provider_arn]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "${local.oidc_host}:aud"
+      values   = ["sts.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "${local.oidc_host}:sub"
+      values   = [local.drill_subject]
+    }
+  }
+}
+
+resource "aws_iam_role" "drill" {
+  name                 = "${var.name}-github-drill"
+  description          = "GitHub Actions (${var.github_repository}, environment ${var.drill_environment}): the scheduled restore drill through SSM, nothing else"
+  assume_role_policy   = data.aws_iam_policy_document.drill_trust.json
+  max_session_duration = 3600
+
+  tags = var.tags
+}
+
+data "aws_iam_policy_document" "drill" {
+  statement {
+    sid       = "OnTheProjectsInstancesOnly"
+    actions   = ["ssm:SendCommand"]
+    resources = ["arn:${local.partition}:ec2:*:${local.account_id}:instance/*"]
+    condition {
+      test     = "StringEquals"
+      variable = "ssm:resourceTag/Project"
+      values   = [var.project_tag]
+    }
+  }
+
+  statement {
+    sid       = "TheRestoreDrillDocumentOnly"
+    actions   = ["ssm:SendCommand"]
+    resources = var.drill_document_arns
+  }
+
+  statement {
+    sid = "FollowTheCommandAndFindTheHost"
+    # These actions have no resource-level permissions.
+    actions   = ["ssm:GetCommandInvocation", "ec2:DescribeInstances"]
+    resources = ["*"]
+  }
+}
+
+resource "aws_iam_role_policy" "drill" {
+  name   = "restore-drill"
+  role   = aws_iam_role.drill.id
+  policy = data.aws_iam_policy_document.drill.json
 }

@@ -7,3 +7,8 @@ output "operate_role_arn" {
   description = "Role for rolling restarts and restore drills through SSM."
   value       = aws_iam_role.operate.arn
 }
+
+output "drill_role_arn" {
+  description = "Role for the scheduled restore drill (repository variable AWS_DRILL_ROLE_ARN): sends the restore-drill document, nothing else."
+  value       = aws_iam_role.drill.arn
+}

@@ -65,6 +65,17 @@ variable "ssm_parameter_prefixes" {
   type        = list(string)
 }
 
+variable "drill_environment" {
+  description = "GitHub environment of the scheduled restore drill (the drill role trusts it only). No required reviewers (a schedule cannot wait for one): restrict its deployment branches to the default branch; the role can only start the restore drill."
+  type        = string
+  default     = "restore-drill"
+}
+
+variable "drill_document_arns" {
+  description = "The restore-drill SSM Command documents (every region): the only documents the drill role may send."
+  type        = list(string)
+}
+
 variable "ssm_document_arns" {
   description = "The project's SSM Command documents (rolling restart, restore drill), in every region: the only documents the operate role may send."
   type        = list(string)

@@ -2,8 +2,8 @@
 # the backup objects under one prefix of one bucket (read and add in the primary region,
 # read-only in the DR region; never delete, shorten a lock or bypass one), the one KMS key
 # of that bucket, the SSM parameters Terraform made for the hosts (passwords, the CA
-# certificate, the region's host certificates and keys) and their key, and Session Manager
-# (no SSH anywhere). The role carries the project's permissions boundary.
+# certificate, the region's host certificates and keys) and their key, CloudWatch metrics
+# in the project's namespace (the alarms' figures), and Session Manager (no SSH anywhere). The role carries the project's permissions boundary.
 
 data "aws_partition" "current" {}
 
@@ -117,6 +117,20 @@ data "aws_iam_policy_document" "this" {
       test     = "StringEquals"
       variable = "kms:EncryptionContext:PARAMETER_ARN"
       values   = var.parameter_arns
+    }
+  }
+
+  # The figures the alarms watch (scripts/publish-metrics.sh: backup, drill and WAL
+  # archive ages, replication lag), into the project's own namespace only. PutMetricData
+  # has no resource-level permissions: the namespace condition is the fence.
+  statement {
+    sid       = "PublishMetrics"
+    actions   = ["cloudwatch:PutMetricData"]
+    resources = ["*"]
+    condition {
+      test     = "StringEquals"
+      variable = "cloudwatch:namespace"
+      values   = [var.metrics_namespace]
     }
   }
 

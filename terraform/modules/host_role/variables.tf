@@ -88,3 +88,9 @@ variable "fence_kms_key_arns" {
   type        = list(string)
   default     = []
 }
+
+variable "metrics_namespace" {
+  description = "CloudWatch namespace the hosts publish their figures to (scripts/publish-metrics.sh); cloudwatch:PutMetricData is allowed in it only."
+  type        = string
+  default     = "dob"
+}

@@ -142,8 +142,10 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
   depends_on = [aws_s3_bucket_versioning.this]
 }
 
-# Object events go to EventBridge, where alerting rules can watch for new manifests
-# (e.g. "no backup in 26 hours") without touching the bucket again.
+# Object events go to EventBridge, for whoever wants them later, without touching the
+# bucket again. No rule consumes them: "no backup in 26 h" is the backup-age alarm's to
+# report (terraform/alarms.tf, fed by the hosts), since an event rule cannot notice an
+# event that never happens.
 resource "aws_s3_bucket_notification" "this" {
   bucket      = aws_s3_bucket.this.id
   eventbridge = true

@@ -1,7 +1,7 @@
 # A customer-managed KMS key with yearly rotation and an explicit key policy: the account
 # administers it through IAM (so roles get use rights from their own IAM policies, and
-# nothing else can use it), and CloudWatch Logs may use it for this account's log groups
-# when asked.
+# nothing else can use it), and CloudWatch Logs may use it for this account's log groups,
+# and CloudWatch alarms for this account's encrypted SNS topics, when asked.
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
@@ -39,6 +39,20 @@ locals {
       }
     }
   }
+
+  # An alarm's notification is published by CloudWatch itself: to an encrypted topic it
+  # needs a data key (and SNS decrypts with it on delivery). Only this account's alarms.
+  alarms_statement = {
+    Sid       = "CloudWatchAlarmsPublishToThisAccountsTopics"
+    Effect    = "Allow"
+    Principal = { Service = "cloudwatch.amazonaws.com" }
+    Action    = ["kms:Decrypt", "kms:GenerateDataKey*"]
+    Resource  = "*"
+    Condition = {
+      StringEquals = { "aws:SourceAccount" = data.aws_caller_identity.current.account_id }
+      ArnLike      = { "aws:SourceArn" = "arn:${data.aws_partition.current.partition}:cloudwatch:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:alarm:*" }
+    }
+  }
 }
 
 resource "aws_kms_key" "this" {
@@ -53,6 +67,7 @@ resource "aws_kms_key" "this" {
     Statement = concat(
       [local.account_statement],
       var.allow_cloudwatch_logs ? [local.logs_statement] : [],
+      var.allow_cloudwatch_alarms ? [local.alarms_statement] : [],
     )
   })
 

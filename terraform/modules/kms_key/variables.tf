@@ -19,6 +19,12 @@ variable "allow_cloudwatch_logs" {
   default     = false
 }
 
+variable "allow_cloudwatch_alarms" {
+  description = "Let CloudWatch alarms of this account in this region use the key (for an SNS topic encrypted with it that the alarms notify)."
+  type        = bool
+  default     = false
+}
+
 variable "rotation_period_in_days" {
   description = "How often KMS rotates the key material, in days (90 to 2560)."
   type        = number

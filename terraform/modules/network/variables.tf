@@ -44,9 +44,9 @@ variable "public_subnet_cidrs" {
 }
 
 variable "interface_endpoints" {
-  description = "AWS services reached through interface VPC endpoints from the private subnets (S3 always has a gateway endpoint)."
+  description = "AWS services reached through interface VPC endpoints from the private subnets (S3 always has a gateway endpoint): SSM and Session Manager, and CloudWatch metrics (monitoring: the hosts publish the alarms' figures)."
   type        = list(string)
-  default     = ["ssm", "ssmmessages", "ec2messages"]
+  default     = ["ssm", "ssmmessages", "ec2messages", "monitoring"]
 }
 
 variable "s3_peer_cidr_blocks" {

@@ -12,14 +12,16 @@ locals {
 
 data "aws_iam_policy_document" "this" {
   # The most a workload role may ever do: SSM (Session Manager, Run Command, Parameter
-  # Store), S3 and KMS (backups, fence, replication), CloudWatch Logs (flow logs). The
-  # roles' own policies narrow this to exact resources.
+  # Store), S3 and KMS (backups, fence, replication), CloudWatch Logs (flow logs),
+  # CloudWatch metrics (the hosts' figures for the alarms). The roles' own policies narrow
+  # this to exact resources.
   statement {
     sid = "WorkloadServicesOnly"
     actions = [
       "ssm:*", "ssmmessages:*", "ec2messages:*",
       "s3:*", "kms:*",
       "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams", "logs:DescribeLogGroups",
+      "cloudwatch:PutMetricData",
     ]
     resources = ["*"]
   }
