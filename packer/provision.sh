@@ -138,10 +138,11 @@ apt() {
 log "apt-get update"
 apt update >/dev/null
 # awscli: role-setup.sh reads the replication password from SSM Parameter Store, and
-# publish-metrics.sh (dob-metrics.timer) publishes the alarms' figures.
-log "installing PostgreSQL $PG_MAJOR, prometheus-node-exporter and awscli"
+# publish-metrics.sh (dob-metrics.timer) publishes the alarms' figures. pgbackrest: the
+# WAL archive and the physical backups in S3 (point-in-time recovery).
+log "installing PostgreSQL $PG_MAJOR, prometheus-node-exporter, awscli and pgBackRest"
 apt install --no-install-recommends "postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" \
-	ssl-cert prometheus-node-exporter awscli curl ca-certificates \
+	ssl-cert prometheus-node-exporter awscli curl ca-certificates pgbackrest \
 	"patroni=$PATRONI_VERSION" "etcd-server=$ETCD_VERSION" "etcd-client=$ETCD_VERSION" >/dev/null
 # An unattended upgrade must not change the consensus layer under a running cluster.
 apt-mark hold patroni etcd-server etcd-client >/dev/null

@@ -33,7 +33,9 @@ Run by scripts/ci/check-terraform.sh with the python-hcl2 virtualenv:
    c. no Allow statement of a host-role policy (modules/host_role) grants an action
       that can destroy a backup: s3:DeleteObject(Version), s3:PutObjectRetention,
       s3:PutObjectLegalHold, s3:BypassGovernanceRetention, or a wildcard covering one
-      (s3:Delete*, s3:*, *);
+      (s3:Delete*, s3:*, *). One exception: s3:DeleteObject on pgBackRest's repository
+      prefix only (its expire), where Object Lock turns a delete into a marker over
+      versions that stay locked; never on the logical backups' prefix;
    d. every backup bucket (each kms_bucket that modules/backup_bucket creates) has
       object_lock_enabled = true and a default retention (mode and days), and the
       replication does not replicate delete markers;
@@ -446,6 +448,26 @@ def granted_actions(statement: dict, local_values: dict) -> set[str]:
     return set(re.findall(r"[\"'\s\[]((?:s3:[A-Za-z*]+)|\*)[\"'\]\\]", " " + text + " "))
 
 
+# The one place a host may add a delete marker: pgBackRest's repository (its expire
+# applies the repository's retention). Under Object Lock that hides a version without
+# destroying it; every other destroying action stays refused there too.
+PGBACKREST_REPOSITORY = re.compile(r"^\$\{var\.backup_bucket_arn\}/\$\{local\.pgbackrest_prefix\}/\*$")
+
+
+def statement_resources(statement: dict) -> list[str]:
+    raw = statement.get("resources", [])
+    items = raw if isinstance(raw, list) else [raw]
+    flat = []
+    for item in items:
+        flat += item if isinstance(item, list) else [item]
+    return [unquote(str(r)) for r in flat]
+
+
+def only_pgbackrest_repository(statement: dict) -> bool:
+    resources = statement_resources(statement)
+    return bool(resources) and all(PGBACKREST_REPOSITORY.match(r) for r in resources)
+
+
 def host_role_findings(parsed: dict) -> list[str]:
     local_values: dict = {}
     for item in parsed.get("locals", []):
@@ -456,6 +478,8 @@ def host_role_findings(parsed: dict) -> list[str]:
             continue
         for action in sorted(granted_actions(st, local_values)):
             hits = [a for a in BACKUP_DESTROYING if fnmatch.fnmatchcase(a.lower(), action.lower())]
+            if hits == ["s3:DeleteObject"] and action == "s3:DeleteObject" and only_pgbackrest_repository(st):
+                continue
             if hits:
                 sid = unquote(str(st.get("sid", "?")))
                 found.append(f"statement {sid} allows {action} ({', '.join(hits)}): hosts must never destroy a backup")
@@ -678,6 +702,14 @@ def self_test() -> None:
            '    content {\n      actions = var.x ? ["s3:GetObject", "s3:DeleteObjectVersion"] : []\n'
            '      resources = ["b/*"]\n    }\n  }\n}\n')
     expect("c", host_role_findings(parse(dyn)), True)
+    repo = ('data "aws_iam_policy_document" "this" {\n  statement {\n    sid = "Repo"\n'
+            '    actions = ["s3:PutObject", %s]\n    resources = [%s]\n  }\n}\n')
+    in_repo = '"${var.backup_bucket_arn}/${local.pgbackrest_prefix}/*"'
+    expect("c", host_role_findings(parse(repo % ('"s3:DeleteObject"', in_repo))), False)
+    expect("c", host_role_findings(parse(repo % ('"s3:DeleteObject"', in_repo + ', "${var.backup_bucket_arn}/*"'))), True)
+    expect("c", host_role_findings(parse(repo % ('"s3:DeleteObject"', '"${var.backup_bucket_arn}/${local.prefix}/*"'))), True)
+    expect("c", host_role_findings(parse(repo % ('"s3:DeleteObjectVersion"', in_repo))), True)
+    expect("c", host_role_findings(parse(repo % ('"s3:Delete*"', in_repo))), True)
 
     bucket = ('resource "aws_s3_bucket" "this" {\n  bucket = "b"\n%s}\n'
               'resource "aws_s3_bucket_object_lock_configuration" "this" {\n  bucket = aws_s3_bucket.this.id\n'

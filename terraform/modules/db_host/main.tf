@@ -30,8 +30,8 @@ locals {
   ami_id = var.ami_id != null ? var.ami_id : data.aws_ami.dob[0].id
 
   # Every host: role setup (replica bootstrap, replication password), PostgreSQL and the
-  # API socket. Primary-region hosts get the backup timer (the unit skips itself on a
-  # replica); the DR host gets the nightly restore drill. Every database host publishes
+  # API socket. Primary-region hosts get the backup timers (the units skip themselves on
+  # a replica); the DR host gets the nightly restore drill. Every database host publishes
   # the alarms' figures every minute (dob-metrics.timer: terraform/alarms.tf).
   # Patroni runs PostgreSQL on these roles; the Debian cluster unit on the others.
   patroni_role  = contains(["patroni", "dr-standby"], var.role)
@@ -41,6 +41,9 @@ locals {
     local.patroni_role ? ["etcd.service", "patroni.service"] : ["postgresql@15-main.service"],
     ["dob-api.socket"],
     contains(["dr-replica", "dr-standby"], var.role) ? ["dob-restore-drill.timer"] : ["dob-backup.timer"],
+    # eu-west-1's Patroni members: pgBackRest's weekly full and daily differential
+    # backups and the nightly point-in-time recovery drill (each runs on the leader only).
+    var.role == "patroni" ? ["dob-pgbackrest-full.timer", "dob-pgbackrest-diff.timer", "dob-pitr-drill.timer"] : [],
     ["dob-metrics.timer"],
   )
 

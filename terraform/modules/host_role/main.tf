@@ -9,6 +9,8 @@ data "aws_partition" "current" {}
 
 locals {
   prefix = trimsuffix(var.backup_prefix, "/")
+  # pgBackRest's repository (WAL archive and physical backups), beside the logical ones.
+  pgbackrest_prefix = trimsuffix(var.pgbackrest_prefix, "/")
 
   object_read_actions = ["s3:GetObject", "s3:GetObjectVersion"]
   # Add, never remove: the buckets' Object Lock and lifecycle retire old backups, so a
@@ -45,8 +47,20 @@ data "aws_iam_policy_document" "this" {
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
-      values   = ["${local.prefix}/*", "${local.prefix}/"]
+      values   = ["${local.prefix}/*", "${local.prefix}/", "${local.pgbackrest_prefix}/*", "${local.pgbackrest_prefix}/"]
     }
+  }
+
+  # pgBackRest's repository: archive-push and backups add; expire (after each backup,
+  # time-based retention) removes, so the primary region's hosts may DeleteObject here and
+  # only here. In a versioned bucket under Object Lock that adds a delete marker: every
+  # version stays, locked for backup_retention_days, and an operator can bring it back by
+  # removing the marker; deleting a version, or shortening or bypassing a lock, stays
+  # denied below. The DR hosts read it (archive-get, restores) through the replica bucket.
+  statement {
+    sid       = "PgBackRestRepository"
+    actions   = var.backup_write ? concat(local.object_read_actions, local.object_write_actions, ["s3:DeleteObject"]) : local.object_read_actions
+    resources = ["${var.backup_bucket_arn}/${local.pgbackrest_prefix}/*"]
   }
 
   statement {
@@ -89,8 +103,16 @@ data "aws_iam_policy_document" "this" {
   statement {
     sid       = "NeverDestroyBackups"
     effect    = "Deny"
-    actions   = local.object_destroy_actions
+    actions   = [for a in local.object_destroy_actions : a if a != "s3:DeleteObject"]
     resources = ["${var.backup_bucket_arn}/*"]
+  }
+
+  # The logical backups and the fence record: not even a delete marker.
+  statement {
+    sid       = "NeverDeleteLogicalBackups"
+    effect    = "Deny"
+    actions   = ["s3:DeleteObject"]
+    resources = ["${var.backup_bucket_arn}/${local.prefix}/*"]
   }
 
   # The parameters Terraform made for these hosts (modules/credentials), by exact ARN.

@@ -94,3 +94,14 @@ variable "metrics_namespace" {
   type        = string
   default     = "dob"
 }
+
+variable "pgbackrest_prefix" {
+  description = "Key prefix of pgBackRest's repository in the backup bucket (WAL archive and physical backups), beside backup_prefix."
+  type        = string
+  default     = "pgbackrest/"
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9-]*/$", var.pgbackrest_prefix))
+    error_message = "pgbackrest_prefix is lowercase letters, digits and dashes, ending in /."
+  }
+}

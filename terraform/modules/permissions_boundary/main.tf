@@ -8,6 +8,9 @@
 
 locals {
   backup_objects = [for b in var.backup_bucket_arns : "${b}/*"]
+  # pgBackRest's repository is the one place a delete marker may be added (its expire);
+  # the versions stay, locked. Everything else in the buckets: not even a marker.
+  not_repository = [for b in var.backup_bucket_arns : "${b}/${trimsuffix(var.pgbackrest_prefix, "/")}/*"]
 }
 
 data "aws_iam_policy_document" "this" {
@@ -38,10 +41,17 @@ data "aws_iam_policy_document" "this" {
     sid    = "NeverDestroyBackups"
     effect = "Deny"
     actions = [
-      "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectRetention", "s3:PutObjectLegalHold",
+      "s3:DeleteObjectVersion", "s3:PutObjectRetention", "s3:PutObjectLegalHold",
       "s3:BypassGovernanceRetention", "s3:DeleteObjectTagging", "s3:DeleteObjectVersionTagging",
     ]
     resources = local.backup_objects
+  }
+
+  statement {
+    sid           = "NeverDeleteOutsideTheRepository"
+    effect        = "Deny"
+    actions       = ["s3:DeleteObject"]
+    not_resources = local.not_repository
   }
 
   statement {

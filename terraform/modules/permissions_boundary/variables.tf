@@ -13,6 +13,12 @@ variable "backup_bucket_arns" {
   }
 }
 
+variable "pgbackrest_prefix" {
+  description = "Key prefix of pgBackRest's repository in the backup buckets: the only keys a bounded role may put a delete marker on (pgBackRest's expire)."
+  type        = string
+  default     = "pgbackrest/"
+}
+
 variable "tags" {
   description = "Tags for the policy."
   type        = map(string)
