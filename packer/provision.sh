@@ -211,8 +211,10 @@ if [[ ! -f "/etc/postgresql/$PG_MAJOR/main/postgresql.conf" ]]; then
 	pg_createcluster "$PG_MAJOR" main --port 5432 >/dev/null
 fi
 # Settings of every dob host's main cluster. The replication peers and the other hosts'
-# dob-api connect over TCP (the security group and pg_hba.conf decide who may); TLS uses
-# the host's snakeoil certificate, regenerated per host at first boot by role-setup.sh.
+# dob-api connect over TCP (the security group and pg_hba.conf decide who may). TLS: the
+# image's snakeoil pair here only so the server starts; role-setup.sh replaces it at every
+# boot with the host's certificate from the internal CA (conf.d/dob-tls.conf, read after
+# this file) and refuses to go on without one.
 cat >"/etc/postgresql/$PG_MAJOR/main/conf.d/dob.conf" <<'EOF'
 # Installed by dob's provision.sh.
 listen_addresses = '*'

@@ -3,7 +3,7 @@
 #
 #   make-replica.sh --primary-host H [--primary-port 5432] [--user replicator]
 #                   [--slot NAME] --data-dir DIR [--sslmode prefer|require|verify-full]
-#                   [--password-file F] [--application-name NAME]
+#                   [--password-file F] [--application-name NAME] [--ca-file F]
 #
 # What it does, in order:
 #   1. checks DIR is empty (or absent) and creates it, mode 700, owned by postgres when root;
@@ -12,8 +12,8 @@
 #      falls behind catches up instead of needing a new base backup);
 #   3. pg_basebackup of the primary into DIR, streaming the WAL written meanwhile
 #      (-X stream), through the slot, with a fast checkpoint;
-#   4. writes primary_conninfo (host, port, user, application_name, sslmode, and the
-#      password when one is given) and primary_slot_name to DIR/postgresql.auto.conf, and
+#   4. writes primary_conninfo (host, port, user, application_name, sslmode, sslrootcert
+#      with --ca-file, and the password when one is given) and primary_slot_name to DIR/postgresql.auto.conf, and
 #      DIR/standby.signal.
 # It does NOT start the server: the caller does (systemd, scripts/local-stack.sh, or the
 # Rust test harness). If the base backup fails, a slot created by this run is dropped again
@@ -27,8 +27,13 @@
 #                           [a-z0-9_] only)
 #   --data-dir DIR          the new replica's data directory (required; empty or absent)
 #   --sslmode M             prefer (default), require, verify-full (verify-full checks the
-#                           primary's certificate against PGSSLROOTCERT, by default
-#                           ~postgres/.postgresql/root.crt, and its host name)
+#                           primary's certificate against --ca-file, else PGSSLROOTCERT,
+#                           by default ~postgres/.postgresql/root.crt, and that it names
+#                           --primary-host); the deployed hosts use verify-full
+#   --ca-file F             PEM certificate(s) of the CA that signed the primary's
+#                           certificate: used for the copy (PGSSLROOTCERT) and written to
+#                           primary_conninfo as sslrootcert, so the walreceiver verifies
+#                           the primary the same way. Must be readable by the postgres user.
 #   --password-file F       file whose first line is the replication password; without it
 #                           the connection relies on the primary's pg_hba (trust) or on
 #                           ~postgres/.pgpass. The password ends up in primary_conninfo in
@@ -59,7 +64,7 @@ die() {
 }
 usage_error() {
 	log "error: $*"
-	log "usage: make-replica.sh --primary-host H [--primary-port 5432] [--user replicator] [--slot NAME] --data-dir DIR [--sslmode prefer|require|verify-full] [--password-file F] [--application-name NAME]"
+	log "usage: make-replica.sh --primary-host H [--primary-port 5432] [--user replicator] [--slot NAME] --data-dir DIR [--sslmode prefer|require|verify-full] [--password-file F] [--application-name NAME] [--ca-file F]"
 	exit 2
 }
 
@@ -107,6 +112,7 @@ DATA_DIR=""
 SSLMODE=prefer
 PASSWORD_FILE=""
 APP_NAME=""
+CA_FILE=""
 
 need_value() {
 	[[ $# -ge 2 && -n "$2" ]] || usage_error "$1 needs a value"
@@ -122,6 +128,7 @@ while [[ $# -gt 0 ]]; do
 	--sslmode) need_value "$@"; SSLMODE="$2"; shift 2 ;;
 	--password-file) need_value "$@"; PASSWORD_FILE="$2"; shift 2 ;;
 	--application-name) need_value "$@"; APP_NAME="$2"; shift 2 ;;
+	--ca-file) need_value "$@"; CA_FILE="$2"; shift 2 ;;
 	-h | --help)
 		sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
 		exit 0
@@ -154,6 +161,16 @@ case "$DATA_DIR" in
 /*) ;;
 *) DATA_DIR="$PWD/$DATA_DIR" ;;
 esac
+if [[ -n "$CA_FILE" ]]; then
+	case "$CA_FILE" in
+	/*) ;;
+	*) CA_FILE="$PWD/$CA_FILE" ;;
+	esac
+	# The tools and the walreceiver read it as the postgres user, not as us.
+	as_pg_user test -r "$CA_FILE" ||
+		die "--ca-file $CA_FILE is not readable by the user PostgreSQL runs as ($PG_OS_USER when root)"
+	grep -q 'BEGIN CERTIFICATE' "$CA_FILE" || die "--ca-file $CA_FILE holds no PEM certificate"
+fi
 
 PASSWORD=""
 if [[ -n "$PASSWORD_FILE" ]]; then
@@ -190,6 +207,9 @@ export PGHOST="$PRIMARY_HOST" PGPORT="$PRIMARY_PORT" PGUSER="$REPL_USER"
 export PGSSLMODE="$SSLMODE" PGAPPNAME="$APP_NAME" PGCONNECT_TIMEOUT="${PGCONNECT_TIMEOUT:-10}"
 if [[ -n "$PASSWORD" ]]; then
 	export PGPASSWORD="$PASSWORD"
+fi
+if [[ -n "$CA_FILE" ]]; then
+	export PGSSLROOTCERT="$CA_FILE"
 fi
 # runuser keeps the environment: the PG* variables reach the tools.
 
@@ -228,6 +248,9 @@ fi
 
 conninfo="host=$(conninfo_quote "$PRIMARY_HOST") port=$PRIMARY_PORT user=$(conninfo_quote "$REPL_USER")"
 conninfo+=" application_name=$(conninfo_quote "$APP_NAME") sslmode=$SSLMODE"
+if [[ -n "$CA_FILE" ]]; then
+	conninfo+=" sslrootcert=$(conninfo_quote "$CA_FILE")"
+fi
 if [[ -n "$PASSWORD" ]]; then
 	conninfo+=" password=$(conninfo_quote "$PASSWORD")"
 fi

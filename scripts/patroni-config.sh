@@ -232,7 +232,9 @@ hba_lines() {
 	[[ "$cert" != none ]] || type=host
 	printf '    - %s\n' "local all $pg_user peer" "local all all peer"
 	if [[ "$cert" != none ]]; then
-		printf '    - %s\n' "hostnossl all all 0.0.0.0/0 reject" "hostnossl all all ::/0 reject"
+		# `all` does not match replication connections: they get their own.
+		printf '    - %s\n' "hostnossl all all 0.0.0.0/0 reject" "hostnossl all all ::/0 reject" \
+			"hostnossl replication all 0.0.0.0/0 reject" "hostnossl replication all ::/0 reject"
 	fi
 	for cidr in ${peer_cidrs//,/ }; do
 		printf '    - %s\n' "$type replication replicator $cidr scram-sha-256" \

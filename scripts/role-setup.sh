@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # role-setup.sh: PostgreSQL setup of a dob host, as its role says. Run at every boot by
-# dob-role-setup.service (root), installed as /usr/local/lib/dob/role-setup.sh.
+# dob-role-setup.service (root, sandboxed), installed as /usr/local/lib/dob/role-setup.sh.
 #
 #   role-setup.sh
+#
+# Secure by default: every TCP connection to PostgreSQL is TLS (plaintext is rejected by
+# pg_hba) and asks a password (scram-sha-256); the local socket keeps peer authentication.
+# Without this host's TLS files or without the app role's password it refuses to set the
+# host up (exit 1): no TLS, no start.
 #
 # Reads /etc/dob/dob.env (KEY=VALUE lines, written by user data; see dob.env.example):
 #   DOB_ROLE                            primary | replica | dr-replica: PostgreSQL run by
 #                                       its Debian unit, failover by hand; or
 #                                       patroni | witness | dr-standby: see "Patroni roles"
 #                                       below (required)
-#   DOB_PRIMARY_HOST                    replicas: the upstream to copy and stream from
+#   DOB_PRIMARY_HOST                    replicas: the upstream to copy and stream from (a
+#                                       name or address its certificate carries)
 #   DOB_PRIMARY_PORT                    replicas: its port (default 5432)
 #   DOB_REPLICATION_USER                replication role (default replicator)
 #   DOB_REPLICATION_PASSWORD_FILE       its password, one line (default
@@ -17,7 +23,9 @@
 #   DOB_REPLICATION_PASSWORD_PARAMETER  SSM SecureString parameter holding that password:
 #                                       when set, fetched into the file at every run
 #                                       (aws cli, instance profile, AWS_REGION)
-#   DOB_REPLICATION_SSLMODE             replicas: prefer | require | verify-full (default require)
+#   DOB_REPLICATION_SSLMODE             replicas: verify-full (default: the upstream's
+#                                       certificate must chain to /etc/dob/tls/ca.pem and
+#                                       name DOB_PRIMARY_HOST) | require | prefer
 #   DOB_REPLICATION_SLOT                replicas: slot on the upstream (default dob_<short host name>)
 #   DOB_REPLICA_CIDRS                   who may replicate from this host (comma/space list);
 #                                       on a replica too (the DR host cascades from one)
@@ -25,32 +33,48 @@
 #                                       TCP (default: 127.0.0.1/32 and each host named in
 #                                       DOB_DATABASE_URL, as /32: in this topology every host's
 #                                       dob-api connects to the database hosts it lists)
-#   DOB_APP_PASSWORD_FILE               password of role dob (then it must be in
-#                                       DOB_DATABASE_URL, and pg_hba asks for it); without
-#                                       it, DOB_APP_CIDRS are trusted for role dob only, so
-#                                       keep them to the peers' /32s (the security group
-#                                       admits nobody else to 5432 either)
 #   DOB_ROLE_SETUP_WAIT                 replicas: seconds to keep retrying the copy while the
 #                                       upstream is not ready yet (default 1800)
+# The password of role dob (primary, replica, dr-replica: required; the first of):
+#   DOB_APP_PASSWORD_FILE               a file an operator wrote (first line)
+#   DOB_APP_PASSWORD_PARAMETER          an SSM SecureString parameter holding it
+#   DOB_SECRETS_PARAMETER_PREFIX        then the parameter <prefix>app
+# It is written to /etc/dob/app-password (0640 root:dob), the file dob-api, dob-backup and
+# dob-restore read (DOB_DATABASE_PASSWORD_FILE=/etc/dob/app-password); a primary sets it
+# as role dob's password at every run.
+# This host's TLS files, in /etc/dob/tls (every role that runs PostgreSQL: required):
+#   DOB_TLS_CA_PARAMETER                SSM parameter: the internal CA's certificate -> ca.pem
+#                                       (0644): what clients and replicas verify servers by
+#   DOB_TLS_CERT_PARAMETER              SSM parameter: this host's certificate -> server.pem (0644)
+#   DOB_TLS_KEY_PARAMETER               SSM SecureString: its private key -> server.key
+#                                       (0640 root:postgres)
+#                                       Each is fetched at every run when set (a failed
+#                                       fetch keeps the file there, with a warning); when
+#                                       not set, the file must already be there (written by
+#                                       an operator).
 #
 # Once, at first boot (then /var/lib/dob/role-setup.done exists):
-#   every role: a TLS key pair of the host's own (the image's snakeoil one is shared)
 #   primary: initialises the data directory if it is empty
 #   replica, dr-replica: if the data directory is empty or the image's freshly initialised
 #     cluster, stops the cluster, wipes it, copies the upstream with make-replica.sh
-#     (retried until the upstream answers) and starts the cluster. A data directory that
-#     holds databases of its own is never wiped.
+#     (verified TLS, retried until the upstream answers) and starts the cluster. A data
+#     directory that holds databases of its own is never wiped.
 #   dr-replica: role dob (CREATEDB) and database dob in the restore-drill cluster 15/drill
-# At every run (idempotent, so a rotated password or a changed CIDR list is applied by
-# `systemctl restart dob-role-setup`):
-#   the replication password file from SSM; a managed block at the top of pg_hba.conf for
-#   DOB_APP_CIDRS and DOB_REPLICA_CIDRS; on a primary (not in recovery): role and database
-#   dob, and primary-allow-replica.sh for each DOB_REPLICA_CIDRS network.
+# At every run (idempotent, so a rotated password, certificate or a changed CIDR list is
+# applied by `systemctl restart dob-role-setup`):
+#   the passwords and TLS files from SSM; conf.d/dob-tls.conf (ssl on, this host's
+#   certificate and key, the CA); a managed block at the top of pg_hba.conf: plaintext
+#   TCP rejected (hostnossl ... reject, normal and replication connections), then
+#   hostssl scram-sha-256 for role dob from DOB_APP_CIDRS and for replication from
+#   DOB_REPLICA_CIDRS; a reload, failing on any error PostgreSQL reports in its
+#   configuration files; on a primary (not in recovery): role and database dob, role
+#   dob's password, and primary-allow-replica.sh for each DOB_REPLICA_CIDRS network.
 #
 # Patroni roles (eu-west-1's database hosts, its witness, the DR host):
 #   patroni     an etcd member and a Patroni member of cluster DOB_PATRONI_SCOPE (dob);
 #               Patroni decides which member leads and starts PostgreSQL itself
-#   witness     an etcd member only: the third vote, in a third AZ
+#   witness     an etcd member only: the third vote, in a third AZ (TLS files fetched
+#               when configured, not required: it runs no PostgreSQL)
 #   dr-standby  a one-member etcd of its own and a Patroni standby cluster (dob-dr)
 #               following whichever DOB_STANDBY_OF host leads; dob-promote --takeover
 #               promotes it; also the restore-drill cluster, as dr-replica
@@ -66,12 +90,18 @@
 #                                       without it those files must exist. The app password
 #                                       is also copied to /etc/dob/app-password (0640
 #                                       root:dob) for DOB_DATABASE_PASSWORD_FILE
+#   DOB_TLS_*                           as above; passed to patroni-config.sh as
+#                                       DOB_PG_CERT_FILE, DOB_PG_KEY_FILE, DOB_PG_CA_FILE
+#                                       (ssl on, verify-full for Patroni's own connections)
 #   DOB_PATRONI_SCOPE, DOB_SYNCHRONOUS_MODE, DOB_PATRONI_TTL, DOB_WATCHDOG, ...
 #                                       passed to patroni-config.sh (see its --help)
 # First boot: the image's own cluster 15/main is retired (start.conf disabled, data
 # directory emptied if it holds nothing of value) so that Patroni initialises or copies
 # the data directory itself. Every run: /etc/default/etcd and /etc/patroni/config.yml
 # rewritten from the variables. etcd.service and patroni.service are enabled by user data.
+#
+# Secrets never reach a command line, a log line or the server log: they are read from
+# files and sent on standard input, and ALTER ROLE runs with statement logging off.
 # Exit 0 on success, 1 with a message otherwise.
 set -euo pipefail
 
@@ -83,6 +113,12 @@ PG_MAJOR=15
 DATA_DIR="/var/lib/postgresql/$PG_MAJOR/main"
 PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
 HBA="/etc/postgresql/$PG_MAJOR/main/pg_hba.conf"
+TLS_CONF="/etc/postgresql/$PG_MAJOR/main/conf.d/dob-tls.conf"
+TLS_DIR=/etc/dob/tls
+TLS_CA="$TLS_DIR/ca.pem"
+TLS_CERT="$TLS_DIR/server.pem"
+TLS_KEY="$TLS_DIR/server.key"
+APP_PASSWORD=/etc/dob/app-password
 
 log() { printf 'role-setup: %s\n' "$*" >&2; }
 die() {
@@ -193,37 +229,137 @@ SELECT 'CREATE DATABASE dob OWNER dob' WHERE NOT EXISTS (SELECT FROM pg_database
 SQL
 }
 
-# --- every run: the replication password and pg_hba.conf -----------------------------------
+# --- every run: secrets, TLS files and pg_hba.conf ----------------------------------------
 
-fetch_replication_password() {
-	local parameter="${DOB_REPLICATION_PASSWORD_PARAMETER:-}" value
-	[[ -n "$parameter" ]] || return 0
-	if value="$(aws ssm get-parameter ${AWS_REGION:+--region "$AWS_REGION"} --name "$parameter" \
-		--with-decryption --query Parameter.Value --output text 2>&1)" && [[ -n "$value" ]]; then
-		install -d -m 0755 "$(dirname "$REPL_PASSWORD_FILE")"
-		printf '%s\n' "$value" >"$REPL_PASSWORD_FILE.tmp"
-		chmod 0600 "$REPL_PASSWORD_FILE.tmp"
-		mv "$REPL_PASSWORD_FILE.tmp" "$REPL_PASSWORD_FILE"
-		log "replication password fetched from SSM parameter $parameter"
-	elif [[ -s "$REPL_PASSWORD_FILE" ]]; then
-		log "warning: cannot read SSM parameter $parameter (keeping $REPL_PASSWORD_FILE): $value"
+# fetch_parameter NAME FILE MODE OWNER:GROUP: the decrypted value of SSM parameter NAME
+# written to FILE (atomically, then MODE and OWNER:GROUP). When SSM cannot be read, an
+# existing FILE is kept with a warning (a reboot during an SSM outage still starts on what
+# the host had); without one it is fatal. The value is never logged: the aws cli's
+# messages go to a file of their own, so a warning cannot end up in FILE either.
+fetch_parameter() {
+	local name="$1" file="$2" mode="$3" owner="$4" error
+	if aws ssm get-parameter ${AWS_REGION:+--region "$AWS_REGION"} --name "$name" \
+		--with-decryption --query Parameter.Value --output text >"$file.tmp" 2>"$file.err" &&
+		[[ -s "$file.tmp" ]]; then
+		chown "$owner" "$file.tmp"
+		chmod "$mode" "$file.tmp"
+		mv -f "$file.tmp" "$file"
+		rm -f "$file.err"
+		log "$file fetched from SSM parameter $name"
+		return 0
+	fi
+	error="$(tr '\n' ' ' <"$file.err")"
+	rm -f "$file.tmp" "$file.err"
+	if [[ -s "$file" ]]; then
+		log "warning: cannot read SSM parameter $name (keeping $file): ${error:-empty value}"
 	else
-		die "cannot read SSM parameter $parameter: $value"
+		die "cannot read SSM parameter $name: ${error:-empty value}"
 	fi
 }
 
-# write_hba_block: dob's lines at the top of pg_hba.conf (first match wins, and Debian's
-# default asks a password from 127.0.0.1), between markers, rewritten at every run.
+fetch_replication_password() {
+	local parameter="${DOB_REPLICATION_PASSWORD_PARAMETER:-}"
+	[[ -n "$parameter" ]] || return 0
+	install -d -m 0755 "$(dirname "$REPL_PASSWORD_FILE")"
+	fetch_parameter "$parameter" "$REPL_PASSWORD_FILE" 0600 root:root
+}
+
+# setup_app_password: role dob's password in /etc/dob/app-password (0640 root:dob, for
+# DOB_DATABASE_PASSWORD_FILE), from the operator's DOB_APP_PASSWORD_FILE or SSM. Required:
+# pg_hba asks every TCP connection for a password, so without one nothing could connect.
+setup_app_password() {
+	local parameter="${DOB_APP_PASSWORD_PARAMETER:-}"
+	if [[ -z "$parameter" && -n "${DOB_SECRETS_PARAMETER_PREFIX:-}" ]]; then
+		parameter="${DOB_SECRETS_PARAMETER_PREFIX}app"
+	fi
+	if [[ -n "${DOB_APP_PASSWORD_FILE:-}" ]]; then
+		# The operator's file wins over SSM: it was set on purpose. Copied unless it is
+		# the target itself, so the tools always read the same path.
+		if [[ "$(realpath "$DOB_APP_PASSWORD_FILE")" != "$(realpath -m "$APP_PASSWORD")" ]]; then
+			install -m 0640 -o root -g dob "$DOB_APP_PASSWORD_FILE" "$APP_PASSWORD.tmp"
+			mv -f "$APP_PASSWORD.tmp" "$APP_PASSWORD"
+		fi
+	elif [[ -n "$parameter" ]]; then
+		fetch_parameter "$parameter" "$APP_PASSWORD" 0640 root:dob
+	else
+		die "no password for role dob: set DOB_APP_PASSWORD_PARAMETER or DOB_SECRETS_PARAMETER_PREFIX (SSM), or write a file and name it in DOB_APP_PASSWORD_FILE"
+	fi
+	chown root:dob "$APP_PASSWORD"
+	chmod 0640 "$APP_PASSWORD"
+	[[ -n "$(head -n 1 "$APP_PASSWORD")" ]] || die "$APP_PASSWORD holds no password on its first line"
+}
+
+# setup_tls REQUIRED: this host's CA certificate, certificate and key in /etc/dob/tls, from
+# SSM (DOB_TLS_*_PARAMETER) or left there by an operator. REQUIRED=1: a host that runs
+# PostgreSQL does not start without them (no plaintext fallback).
+setup_tls() {
+	local required="$1" spec parameter file mode owner missing=()
+	# PostgreSQL (as postgres) reads the certificate and the key, replicas the CA: it must
+	# be able to pass through /etc/dob (0750 root:dob in the image). Only traversal is
+	# granted (no listing); every file in /etc/dob keeps its own restrictive mode.
+	chmod o+x /etc/dob
+	install -d -m 0755 -o root -g root "$TLS_DIR"
+	for spec in "DOB_TLS_CA_PARAMETER $TLS_CA 0644 root:root" \
+		"DOB_TLS_CERT_PARAMETER $TLS_CERT 0644 root:root" \
+		"DOB_TLS_KEY_PARAMETER $TLS_KEY 0640 root:postgres"; do
+		read -r parameter file mode owner <<<"$spec"
+		if [[ -n "${!parameter:-}" ]]; then
+			fetch_parameter "${!parameter}" "$file" "$mode" "$owner"
+		fi
+		if [[ -s "$file" ]]; then
+			# An operator's file gets the same owner and mode (PostgreSQL refuses a key
+			# that others can read).
+			chown "$owner" "$file"
+			chmod "$mode" "$file"
+		else
+			missing+=("$file (or $parameter)")
+		fi
+	done
+	if ((${#missing[@]})); then
+		((!required)) || die "no TLS for PostgreSQL: missing ${missing[*]}"
+		return 0
+	fi
+	grep -q 'BEGIN CERTIFICATE' "$TLS_CA" || die "$TLS_CA holds no PEM certificate"
+	grep -q 'BEGIN CERTIFICATE' "$TLS_CERT" || die "$TLS_CERT holds no PEM certificate"
+	grep -q 'PRIVATE KEY' "$TLS_KEY" || die "$TLS_KEY holds no PEM private key"
+	log "TLS: $TLS_CERT with its key, CA $TLS_CA"
+}
+
+# write_tls_conf: the Debian cluster's TLS settings (after the image's dob.conf, which
+# conf.d orders first; they replace postgresql.conf's snakeoil pair).
+write_tls_conf() {
+	cat >"$TLS_CONF.dob-new" <<-EOF
+		# Written by dob's role-setup.sh at every run; the files come from /etc/dob/dob.env's
+		# DOB_TLS_* parameters. pg_hba.conf rejects plaintext TCP.
+		ssl = on
+		ssl_cert_file = '$TLS_CERT'
+		ssl_key_file = '$TLS_KEY'
+		ssl_ca_file = '$TLS_CA'
+		ssl_min_protocol_version = 'TLSv1.2'
+	EOF
+	chown postgres:postgres "$TLS_CONF.dob-new"
+	chmod 0644 "$TLS_CONF.dob-new"
+	mv -f "$TLS_CONF.dob-new" "$TLS_CONF"
+}
+
+# write_hba_block: dob's lines at the top of pg_hba.conf (first match wins, so they come
+# before Debian's defaults), between markers, rewritten at every run. Plaintext TCP is
+# rejected first ("all" does not match replication connections, hence their own lines);
+# then TLS with a password for the app and the replicas. The local socket keeps Debian's
+# peer rules.
 write_hba_block() {
-	local method=trust cidr block
-	[[ -n "${DOB_APP_PASSWORD_FILE:-}" ]] && method=scram-sha-256
+	local cidr block net
 	block="$(
 		echo "# BEGIN dob (managed by /usr/local/lib/dob/role-setup.sh; edit /etc/dob/dob.env instead)"
+		for net in 0.0.0.0/0 ::/0; do
+			printf 'hostnossl all          all      %-18s reject\n' "$net"
+			printf 'hostnossl replication  all      %-18s reject\n' "$net"
+		done
 		for cidr in $(app_cidrs); do
-			printf 'host    dob          dob      %-18s %s\n' "$cidr" "$method"
+			printf 'hostssl   dob          dob      %-18s scram-sha-256\n' "$cidr"
 		done
 		for cidr in $(split_list "${DOB_REPLICA_CIDRS:-}"); do
-			printf 'hostssl replication  %-8s %-18s scram-sha-256\n' "$REPL_USER" "$cidr"
+			printf 'hostssl   replication  %-8s %-18s scram-sha-256\n' "$REPL_USER" "$cidr"
 		done
 		echo "# END dob"
 	)"
@@ -238,6 +374,31 @@ write_hba_block() {
 	chown postgres:postgres "$HBA.dob-new"
 	chmod 0640 "$HBA.dob-new"
 	mv "$HBA.dob-new" "$HBA"
+}
+
+# reload_checked CLUSTER: reload, then fail on any error PostgreSQL reports in its
+# configuration or pg_hba.conf (a reload keeps the old rules and only logs the error;
+# a setting that waits for a restart is not an error), and on TLS not in force with
+# this host's certificate.
+reload_checked() {
+	local cluster="$1" errors cert
+	pg_ctlcluster "$PG_MAJOR" "$cluster" reload
+	errors="$(psql_as_postgres "$cluster" -d postgres <<-'SQL'
+		SELECT sourcefile || ':' || sourceline || ': ' || error FROM pg_file_settings
+		 WHERE error IS NOT NULL AND error <> 'setting could not be applied'
+		UNION ALL
+		SELECT 'pg_hba.conf:' || line_number || ': ' || error FROM pg_hba_file_rules WHERE error IS NOT NULL;
+	SQL
+	)" || die "reading PostgreSQL's configuration errors failed"
+	[[ -z "$errors" ]] || die "PostgreSQL rejects its configuration: $errors"
+	# Settings are applied by the postmaster shortly after the signal.
+	for _ in $(seq 1 20); do
+		cert="$(psql_as_postgres "$cluster" -d postgres -c 'SHOW ssl_cert_file')"
+		[[ "$cert" != "$TLS_CERT" ]] || break
+		sleep 0.5
+	done
+	[[ "$cert" == "$TLS_CERT" && "$(psql_as_postgres "$cluster" -d postgres -c 'SHOW ssl')" == on ]] ||
+		die "PostgreSQL does not use $TLS_CERT (ssl_cert_file is $cert)"
 }
 
 # --- first boot --------------------------------------------------------------------------------
@@ -282,7 +443,7 @@ clone_upstream() {
 		if "$LIB_DIR/make-replica.sh" --primary-host "$DOB_PRIMARY_HOST" \
 			--primary-port "${DOB_PRIMARY_PORT:-5432}" --user "$REPL_USER" \
 			--slot "$SLOT" --data-dir "$DATA_DIR" \
-			--sslmode "${DOB_REPLICATION_SSLMODE:-require}" \
+			--sslmode "${DOB_REPLICATION_SSLMODE:-verify-full}" --ca-file "$TLS_CA" \
 			--password-file "$REPL_PASSWORD_FILE" --application-name "$SLOT"; then
 			break
 		fi
@@ -312,17 +473,15 @@ configure_primary() {
 		return 0
 	fi
 	ensure_app_role main NOCREATEDB
-	if [[ -n "${DOB_APP_PASSWORD_FILE:-}" ]]; then
-		local password
-		password="$(head -n 1 "$DOB_APP_PASSWORD_FILE")"
-		# On standard input, so the password shows in no process list; with statement
-		# logging off for the session, so it reaches no server log either (not even
-		# when the statement fails).
-		printf "SET log_statement = 'none';\nSET log_min_error_statement = 'panic';\nALTER ROLE dob PASSWORD '%s';\n" \
-			"${password//\'/\'\'}" |
-			psql_as_postgres main -d postgres
-	fi
-	log "role and database dob ready"
+	local password
+	password="$(head -n 1 "$APP_PASSWORD")"
+	# On standard input (printf is a shell builtin), so the password shows in no process
+	# list; with statement logging off for the session, so it reaches no server log
+	# either (not even when the statement fails). Stored as a SCRAM verifier.
+	printf "SET log_statement = 'none';\nSET log_min_error_statement = 'panic';\nSET password_encryption = 'scram-sha-256';\nALTER ROLE dob PASSWORD '%s';\n" \
+		"${password//\'/\'\'}" |
+		psql_as_postgres main -d postgres
+	log "role and database dob ready (password from $APP_PASSWORD)"
 	local cidr
 	for cidr in $(split_list "${DOB_REPLICA_CIDRS:-}"); do
 		[[ -x "$LIB_DIR/primary-allow-replica.sh" ]] || die "$LIB_DIR/primary-allow-replica.sh is missing"
@@ -345,18 +504,11 @@ SECRETS_DIR=/etc/dob/secrets
 PATRONI_DIR=/etc/patroni
 
 fetch_patroni_secrets() {
-	local prefix="${DOB_SECRETS_PARAMETER_PREFIX:-}" name value
+	local prefix="${DOB_SECRETS_PARAMETER_PREFIX:-}" name
 	install -d -m 0750 -o root -g postgres "$SECRETS_DIR"
 	for name in superuser replication rewind app restapi; do
 		if [[ -n "$prefix" ]]; then
-			value="$(aws ssm get-parameter ${AWS_REGION:+--region "$AWS_REGION"} --name "$prefix$name" \
-				--with-decryption --query Parameter.Value --output text 2>&1)" ||
-				die "cannot read SSM parameter $prefix$name: $value"
-			[[ -n "$value" ]] || die "SSM parameter $prefix$name is empty"
-			printf '%s\n' "$value" >"$SECRETS_DIR/$name.tmp"
-			chown root:postgres "$SECRETS_DIR/$name.tmp"
-			chmod 0640 "$SECRETS_DIR/$name.tmp"
-			mv "$SECRETS_DIR/$name.tmp" "$SECRETS_DIR/$name"
+			fetch_parameter "$prefix$name" "$SECRETS_DIR/$name" 0640 root:postgres
 		fi
 		[[ -s "$SECRETS_DIR/$name" ]] ||
 			die "$SECRETS_DIR/$name is missing (set DOB_SECRETS_PARAMETER_PREFIX, or write it)"
@@ -365,8 +517,8 @@ fetch_patroni_secrets() {
 	# The application's password for dob-api, dob-backup and dob-restore (user dob):
 	# DOB_DATABASE_PASSWORD_FILE names it, pg_hba asks it of every TCP connection.
 	if getent group dob >/dev/null; then
-		install -m 0640 -o root -g dob "$SECRETS_DIR/app" /etc/dob/app-password.tmp
-		mv /etc/dob/app-password.tmp /etc/dob/app-password
+		install -m 0640 -o root -g dob "$SECRETS_DIR/app" "$APP_PASSWORD.tmp"
+		mv -f "$APP_PASSWORD.tmp" "$APP_PASSWORD"
 	fi
 }
 
@@ -434,7 +586,11 @@ setup_consensus_role() {
 		die "DOB_ETCD_INITIAL_CLUSTER does not list this member as $name=http://$address:2380"
 	token="${DOB_ETCD_CLUSTER_TOKEN:-dob-$scope}"
 	write_etcd_config "$name" "$address" "$cluster" "$token"
-	[[ "$ROLE" != witness ]] || return 0
+	if [[ "$ROLE" == witness ]]; then
+		setup_tls 0
+		return 0
+	fi
+	setup_tls 1
 
 	if [[ "$ROLE" == dr-standby ]]; then
 		[[ -n "${DOB_STANDBY_OF:-}" ]] || die "DOB_ROLE=dr-standby needs DOB_STANDBY_OF (eu-west-1's database hosts)"
@@ -450,6 +606,7 @@ setup_consensus_role() {
 	DOB_HOST_ADDRESS="$address" DOB_ETCD_HOSTS="$(etcd_client_hosts "$cluster")" \
 		DOB_PEER_CIDRS="$peers" DOB_PATRONI_NAME="$name" DOB_PATRONI_SCOPE="$scope" \
 		DOB_SECRETS_DIR="$SECRETS_DIR" DOB_PG_DATA_DIR="$DATA_DIR" \
+		DOB_PG_CERT_FILE="$TLS_CERT" DOB_PG_KEY_FILE="$TLS_KEY" DOB_PG_CA_FILE="$TLS_CA" \
 		"$LIB_DIR/patroni-config.sh" --out "$PATRONI_DIR"
 	# Debian's patroni.service reads config.yml.
 	ln -sf patroni.yml "$PATRONI_DIR/config.yml"
@@ -469,10 +626,6 @@ else
 fi
 
 if ((consensus_role)); then
-	if ((first_boot)) && command -v make-ssl-cert >/dev/null; then
-		log "generating this host's TLS key pair"
-		make-ssl-cert generate-default-snakeoil --force-overwrite
-	fi
 	setup_consensus_role
 	((!first_boot)) || write_marker
 	log "done: this host is set up as $ROLE"
@@ -480,12 +633,11 @@ if ((consensus_role)); then
 fi
 
 fetch_replication_password
+setup_app_password
+setup_tls 1
+write_tls_conf
 write_hba_block
 
-if ((first_boot)) && command -v make-ssl-cert >/dev/null; then
-	log "generating this host's TLS key pair"
-	make-ssl-cert generate-default-snakeoil --force-overwrite
-fi
 if ((first_boot)); then
 	case "$ROLE" in
 	primary) init_empty_primary ;;
@@ -495,7 +647,7 @@ fi
 
 cluster_start main
 wait_accepting main
-pg_ctlcluster "$PG_MAJOR" main reload
+reload_checked main
 if [[ "$ROLE" == primary ]]; then
 	configure_primary
 fi

@@ -2,7 +2,21 @@
 # ami-boot-test.sh: runs INSIDE the image booted by scripts/ci/check-ami.sh (systemd-nspawn),
 # as a oneshot unit after dob-role-setup and dob-api.socket. It prints KEY=VALUE results to
 # /root/ci-boot-test.out for check-ami to judge, then the journal of the dob units, and
-# powers the machine off.
+# powers the machine off. It judges nothing itself: every value is asserted by check-ami.
+#
+# Reads /etc/dob/dob.env (as check-ami wrote it: sslmode=verify-full, the CA, the password
+# file), /etc/dob/app-password (the app role's password: sent to psql in PGPASSWORD, never
+# printed) and /usr/local/share/dob-ci/other-ca.pem (a CA that signed nothing of ours).
+# Results, besides the hardening and restart ones:
+#   role_setup_*        dob-role-setup.service's result, marker and sandbox
+#   tcp_no_password_*   psql as dob over TCP with TLS and no password: exit status, error
+#   tcp_plaintext_*     psql as dob in plaintext with the password: exit status, error
+#   tcp_verified        the control: with the password over verify-full: ssl and version
+#   api_db_sslmode, api_readyz, api_db_tls
+#                       dob-api's sslmode, /readyz, and its backends in pg_stat_ssl
+#                       (count, all TLS, version)
+#   wrong_ca_*          a second dob-api (127.0.0.1:8081) trusting only the other CA:
+#                       /readyz, a PUT, its exit, the first certificate error of its log
 # Not part of the image.
 set -uo pipefail
 
@@ -16,6 +30,86 @@ done
 echo "put=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/json' \
 	-d '{"dateOfBirth":"1990-07-14"}' "$api/hello/Boot")"
 echo "get=$(curl -s "$api/hello/Boot")"
+
+# --- dob-role-setup, sandboxed -------------------------------------------------------------
+
+echo "role_setup_result=$(systemctl show -P Result dob-role-setup.service)"
+echo "role_setup_marker=$(test -f /var/lib/dob/role-setup.done && echo yes || echo no)"
+echo "role_setup_protect_system=$(systemctl show -P ProtectSystem dob-role-setup.service)"
+# Its process is gone (oneshot): NoNewPrivileges as systemd applied it.
+echo "role_setup_nonewprivs=$([[ "$(systemctl show -P NoNewPrivileges dob-role-setup.service)" == yes ]] && echo 1 || echo 0)"
+echo "role_setup_exposure=$(systemd-analyze security dob-role-setup.service 2>/dev/null |
+	awk '/Overall exposure level/ {print $(NF-2), $(NF-1)}')"
+
+# --- the secure defaults -------------------------------------------------------------------
+
+# psql_dob CONNINFO [PASSWORD]: psql as role dob (its session's ssl and TLS version),
+# or the error's first line; its exit status. No password file, no service file: only
+# what is given here reaches the server, and the password only in the environment.
+psql_dob() (
+	unset PGPASSWORD
+	[[ -z "${2:-}" ]] || export PGPASSWORD="$2"
+	# Files that do not exist: libpq skips them silently (/dev/null draws a warning).
+	export PGPASSFILE=/nonexistent/pgpass PGSERVICEFILE=/nonexistent/pg_service.conf
+	psql -X -w -At "$1 connect_timeout=10" \
+		-c "SELECT ssl || ' ' || version FROM pg_stat_ssl WHERE pid = pg_backend_pid()" 2>&1 |
+		grep -v '^$' | head -n 1
+	return "${PIPESTATUS[0]}"
+)
+password="$(head -n 1 /etc/dob/app-password)"
+base="host=127.0.0.1 port=5432 dbname=dob user=dob"
+# (a) TLS, but no password.
+status=0
+out="$(psql_dob "$base sslmode=require")" || status=$?
+echo "tcp_no_password_status=$status"
+echo "tcp_no_password_error=$out"
+# (b) the right password, in plaintext.
+status=0
+out="$(psql_dob "$base sslmode=disable" "$password")" || status=$?
+echo "tcp_plaintext_status=$status"
+echo "tcp_plaintext_error=$out"
+# The control: the right password over TLS verified against the CA.
+out="$(psql_dob "$base sslmode=verify-full sslrootcert=/etc/dob/tls/ca.pem" "$password")"
+echo "tcp_verified=$out"
+unset password
+
+# (c) dob-api as its unit runs it: sslmode=verify-full, ready, its backends on TLS.
+pid="$(systemctl show -P MainPID dob-api.service)"
+echo "api_db_sslmode=$(tr '\0' '\n' <"/proc/$pid/environ" |
+	sed -n 's/^DOB_DATABASE_URL=.*[?&]sslmode=\([a-z-]*\).*/\1/p')"
+echo "api_readyz=$(curl -s -o /dev/null -w '%{http_code}' "$api/readyz")"
+echo "api_db_tls=$(runuser -u postgres -- psql -X -At -d postgres -c \
+	"SELECT count(*) || ' ' || coalesce(bool_and(s.ssl), false) || ' ' || coalesce(min(s.version), '-')
+	 FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+	 WHERE a.usename = 'dob' AND a.application_name = 'dob-api'" 2>&1)"
+
+# (d) a second dob-api, its environment the unit's but for the CA (another CA's) and the
+# address; env's later assignments win. setpriv executes it in place, so $! is dob-api.
+mapfile -t env_lines < <(grep -Ev '^[[:space:]]*(#|$)' /etc/dob/dob.env)
+wrong_log=/root/ci-wrong-ca.log
+setpriv --reuid=dob --regid=dob --init-groups -- /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin \
+	"${env_lines[@]}" DOB_DATABASE_CA_FILE=/usr/local/share/dob-ci/other-ca.pem \
+	DOB_LISTEN=127.0.0.1:8081 DOB_ADMIN_LISTEN= DOB_DRAIN_SECONDS=0 \
+	/usr/local/bin/dob-api >"$wrong_log" 2>&1 &
+wrong_pid=$!
+# Until its log names the refusal (it retries the database) or it exits: 30 s at most.
+for _ in $(seq 1 60); do
+	grep -qi 'certificate' "$wrong_log" && break
+	kill -0 "$wrong_pid" 2>/dev/null || break
+	sleep 0.5
+done
+echo "wrong_ca_readyz=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 http://127.0.0.1:8081/readyz)"
+echo "wrong_ca_put=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X PUT \
+	-H 'Content-Type: application/json' -d '{"dateOfBirth":"1990-07-14"}' http://127.0.0.1:8081/hello/Mallory)"
+if kill -0 "$wrong_pid" 2>/dev/null; then
+	echo "wrong_ca_exit=running"
+	kill -TERM "$wrong_pid"
+	wait "$wrong_pid"
+else
+	wait "$wrong_pid"
+	echo "wrong_ca_exit=exited $?"
+fi
+echo "wrong_ca_error=$(grep -i -m 1 'certificate' "$wrong_log")"
 
 pid="$(systemctl show -P MainPID dob-api.service)"
 echo "api_user=$(systemctl show -P User dob-api.service)"
@@ -75,6 +169,8 @@ echo "drill_socket=$(test -S /var/run/postgresql/.s.PGSQL.5433 && echo yes || ec
 
 echo "api_exposure=$(systemd-analyze security dob-api.service 2>/dev/null |
 	awk '/Overall exposure level/ {print $(NF-2), $(NF-1)}')"
+echo "--- the second dob-api (other CA)"
+cat "$wrong_log"
 echo "--- journal"
 journalctl --no-pager -u dob-role-setup.service -u dob-api.service -u dob-backup.service \
 	-u dob-restore-drill.service -u postgresql@15-drill.service |
