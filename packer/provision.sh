@@ -194,6 +194,10 @@ install -d -m 0750 -o root -g dob /etc/dob
 install -m 0640 -o root -g dob "$source_dir/dob.env.example" /etc/dob/dob.env.example
 # First-boot marker and state of role-setup.sh (root only).
 install -d -m 0755 -o root -g root /var/lib/dob
+# pgBackRest's configuration, written at every boot by role-setup.sh (which runs with a
+# read-only /etc but for the directories it owns); the package makes its lock, log and
+# spool directories.
+install -d -m 0755 -o root -g root /etc/pgbackrest
 # dob-backup and dob-restore write their textfiles here (temp file + rename), and
 # node_exporter reads them.
 install -d -m 0755 -o root -g root /var/lib/node_exporter

@@ -60,7 +60,9 @@
 #                           fetches what it lacks from the repository (restore_command
 #                           archive-get: a replica whose slot was dropped, or a rewound old
 #                           leader, catches up from S3 instead of needing a new copy).
-#                           Unset: no archiving (tests, the DR standby cluster)
+#                           With DOB_STANDBY_OF: no archiving, only the standby
+#                           cluster's restore_command (the replicated repository).
+#                           Unset: no archiving (tests)
 #   DOB_PGBACKREST_STANZA   its stanza (default dob)
 # Exit 0 on success, 1 with a message otherwise.
 set -euo pipefail
@@ -156,6 +158,11 @@ dcs_region_part() {
 			      create_replica_methods: [basebackup]
 		EOF
 		[[ "$dr_slot" == none ]] || printf '      primary_slot_name: %s\n' "$dr_slot"
+		# WAL the upstream no longer has (a slot invalidated by max_slot_wal_keep_size,
+		# a long cut) comes from the replicated repository instead of a new copy.
+		if [[ -n "$pgbackrest_config" ]]; then
+			printf '      restore_command: %s\n' "$(yaml_string "$(pgbackrest_command 'archive-get %f "%p"')")"
+		fi
 	elif [[ "$dr_slot" != none ]]; then
 		# Kept by whichever member leads, so the DR standby cluster's WAL survives a
 		# failover in this region.
@@ -175,7 +182,8 @@ pgbackrest_command() {
 
 # WAL archiving to, and recovery from, the pgBackRest repository (DOB_PGBACKREST_CONFIG).
 archive_parameters() {
-	[[ -n "$pgbackrest_config" ]] || return 0
+	# A standby cluster never archives (its role may only read the repository).
+	[[ -n "$pgbackrest_config" && -z "$standby_of" ]] || return 0
 	cat <<-EOF
 		    archive_mode: 'on'
 		    archive_command: $(yaml_string "$(pgbackrest_command 'archive-push %p')")
@@ -184,7 +192,7 @@ archive_parameters() {
 }
 
 recovery_conf() {
-	[[ -n "$pgbackrest_config" ]] || return 0
+	[[ -n "$pgbackrest_config" && -z "$standby_of" ]] || return 0
 	cat <<-EOF
 		  recovery_conf:
 		    restore_command: $(yaml_string "$(pgbackrest_command 'archive-get %f "%p"')")

@@ -93,6 +93,18 @@
 #   DOB_TLS_*                           as above; passed to patroni-config.sh as
 #                                       DOB_PG_CERT_FILE, DOB_PG_KEY_FILE, DOB_PG_CA_FILE
 #                                       (ssl on, verify-full for Patroni's own connections)
+#   DOB_S3_BUCKET, DOB_S3_REGION, DOB_S3_KMS_KEY_ID
+#                                       patroni, dr-standby: pgBackRest's repository, prefix
+#                                       pgbackrest/ of the region's backup bucket (SSE-KMS
+#                                       with that key, the instance profile's credentials),
+#                                       written to /etc/pgbackrest/pgbackrest.conf (0640
+#                                       root:postgres), passed to patroni-config.sh as
+#                                       DOB_PGBACKREST_CONFIG: patroni archives WAL
+#                                       (asynchronous archive-push) and fetches it back
+#                                       (restore_command); dr-standby only fetches, from
+#                                       the replicated repository. Without a bucket: no
+#                                       archiving, with a warning
+#   DOB_PGBACKREST_RETENTION_DAYS       full backups kept by pgBackRest's expire (default 14)
 #   DOB_PATRONI_SCOPE, DOB_SYNCHRONOUS_MODE, DOB_PATRONI_TTL, DOB_WATCHDOG, ...
 #                                       passed to patroni-config.sh (see its --help)
 # First boot: the image's own cluster 15/main is retired (start.conf disabled, data
@@ -603,16 +615,75 @@ setup_consensus_role() {
 		app_cidrs
 	) | tr ' ' '\n' | grep -v '^$' | sort -u | paste -sd, -)"
 	install -d -m 0750 -o postgres -g postgres "$PATRONI_DIR"
+	# Only the primary region archives (patroni-config.sh gives a standby cluster only a
+	# restore_command): the DR host's role may not write the repository, and an
+	# archive_command that always fails would fill pg_wal there after a takeover. The DR
+	# host reads the replicated repository (restore_command; pgbackrest info and
+	# dob-restore --to-time by an operator).
+	local pgbackrest_config=""
+	pgbackrest_config="$(write_pgbackrest_config)"
 	DOB_HOST_ADDRESS="$address" DOB_ETCD_HOSTS="$(etcd_client_hosts "$cluster")" \
 		DOB_PEER_CIDRS="$peers" DOB_PATRONI_NAME="$name" DOB_PATRONI_SCOPE="$scope" \
 		DOB_SECRETS_DIR="$SECRETS_DIR" DOB_PG_DATA_DIR="$DATA_DIR" \
 		DOB_PG_CERT_FILE="$TLS_CERT" DOB_PG_KEY_FILE="$TLS_KEY" DOB_PG_CA_FILE="$TLS_CA" \
+		DOB_PGBACKREST_CONFIG="$pgbackrest_config" \
 		"$LIB_DIR/patroni-config.sh" --out "$PATRONI_DIR"
 	# Debian's patroni.service reads config.yml.
 	ln -sf patroni.yml "$PATRONI_DIR/config.yml"
 	if ((first_boot)) && [[ "$ROLE" == dr-standby ]]; then
 		setup_drill_cluster
 	fi
+}
+
+# pgBackRest on a Patroni member of the primary region: its repository in the region's
+# backup bucket. Prints the configuration's path, or nothing when there is no bucket.
+PGBACKREST_CONF=/etc/pgbackrest/pgbackrest.conf
+write_pgbackrest_config() {
+	local bucket="${DOB_S3_BUCKET:-}" region="${DOB_S3_REGION:-${AWS_REGION:-}}"
+	local retention="${DOB_PGBACKREST_RETENTION_DAYS:-14}" dir
+	if [[ -z "$bucket" || -z "$region" ]]; then
+		log "warning: no DOB_S3_BUCKET/DOB_S3_REGION: no WAL archive, no point-in-time recovery"
+		return 0
+	fi
+	[[ "$retention" =~ ^[1-9][0-9]{0,3}$ ]] ||
+		die "DOB_PGBACKREST_RETENTION_DAYS=$retention is not 1 to 9999 days"
+	for dir in /var/lib/pgbackrest /var/log/pgbackrest /var/spool/pgbackrest; do
+		install -d -m 0750 -o postgres -g postgres "$dir"
+	done
+	install -d -m 0755 -o root -g root /etc/pgbackrest
+	{
+		echo "# Written by dob's role-setup.sh at every run, from /etc/dob/dob.env."
+		echo "[global]"
+		echo "repo1-type=s3"
+		echo "repo1-path=/pgbackrest"
+		echo "repo1-s3-bucket=$bucket"
+		echo "repo1-s3-region=$region"
+		echo "repo1-s3-endpoint=s3.$region.amazonaws.com"
+		# The instance profile's credentials: no key in this file.
+		echo "repo1-s3-key-type=auto"
+		[[ -z "${DOB_S3_KMS_KEY_ID:-}" ]] || echo "repo1-s3-kms-key-id=$DOB_S3_KMS_KEY_ID"
+		echo "repo1-retention-full-type=time"
+		echo "repo1-retention-full=$retention"
+		echo "archive-async=y"
+		# If S3 is unreachable for long, drop WAL from the queue (the archive then has a
+		# gap, and the alarm on its age fires) rather than fill pg_wal and stop the primary.
+		echo "archive-push-queue-max=4GiB"
+		echo "spool-path=/var/spool/pgbackrest"
+		echo "lock-path=/var/lib/pgbackrest/lock"
+		echo "log-path=/var/log/pgbackrest"
+		echo "log-level-file=info"
+		echo "process-max=2"
+		echo "start-fast=y"
+		echo "compress-type=zst"
+		echo "[dob]"
+		echo "pg1-path=$DATA_DIR"
+		echo "pg1-socket-path=/var/run/postgresql"
+		echo "pg1-port=5432"
+	} >"$PGBACKREST_CONF.dob-new"
+	chown root:postgres "$PGBACKREST_CONF.dob-new"
+	chmod 0640 "$PGBACKREST_CONF.dob-new"
+	mv -f "$PGBACKREST_CONF.dob-new" "$PGBACKREST_CONF"
+	printf '%s\n' "$PGBACKREST_CONF"
 }
 
 # --- the run -------------------------------------------------------------------------------------

@@ -550,7 +550,8 @@ printf '%s\n' DOB_ROLE=patroni DOB_HOST_ADDRESS=10.99.0.10 DOB_ETCD_NAME=a \
 	"DOB_ETCD_INITIAL_CLUSTER=$cluster" DOB_REPLICA_CIDRS=10.99.0.10/32,10.99.1.10/32 \
 	"DOB_DATABASE_URL=postgresql://dob@10.99.0.10:5432,10.99.1.10:5432/dob?target_session_attrs=read-write&sslmode=verify-full" \
 	DOB_DATABASE_CA_FILE=/etc/dob/tls/ca.pem DOB_DATABASE_PASSWORD_FILE=/etc/dob/app-password \
-	DOB_REPLICATION_SSLMODE=verify-full >"$root/etc/dob/dob.env"
+	DOB_REPLICATION_SSLMODE=verify-full DOB_S3_BUCKET=ci-dob-backups DOB_S3_REGION=eu-west-1 \
+	DOB_S3_KMS_KEY_ID=alias/ci-backups >"$root/etc/dob/dob.env"
 rm -f "$root/var/lib/dob/role-setup.done"
 dob_log "role-setup.sh as a Patroni member"
 chroot "$root" /usr/local/lib/dob/role-setup.sh >"$work/role-setup-patroni.log" 2>&1 || {
@@ -567,6 +568,22 @@ grep -qx "ETCD_INITIAL_CLUSTER=\"$cluster\"" "$root/etc/default/etcd" ||
 	dob_die "/etc/default/etcd does not name the three members"
 grep -q "hosts: \['10.99.0.10:2379','10.99.1.10:2379','10.99.2.10:2379'\]" "$root/etc/patroni/config.yml" ||
 	dob_die "Patroni's configuration does not list the three etcd members"
+# pgBackRest: the repository in the region's bucket, the instance profile's credentials,
+# WAL archived by the members and fetched back by restore_command.
+pgbr="$root/etc/pgbackrest/pgbackrest.conf"
+[[ "$(chroot "$root" stat -c '%a %U:%G' /etc/pgbackrest/pgbackrest.conf)" == "640 root:postgres" ]] ||
+	dob_die "/etc/pgbackrest/pgbackrest.conf is not 0640 root:postgres"
+for setting in repo1-s3-bucket=ci-dob-backups repo1-s3-region=eu-west-1 repo1-s3-key-type=auto \
+	repo1-s3-kms-key-id=alias/ci-backups archive-async=y pg1-path=/var/lib/postgresql/15/main; do
+	grep -qx "$setting" "$pgbr" || dob_die "pgbackrest.conf lacks $setting"
+done
+! grep -q 'repo1-s3-key=' "$pgbr" || dob_die "pgbackrest.conf holds an S3 key"
+chroot "$root" runuser -u postgres -- pgbackrest --config=/etc/pgbackrest/pgbackrest.conf --stanza=dob \
+	help archive-push >/dev/null || dob_die "pgBackRest does not accept the configuration role-setup wrote"
+for setting in "archive_command: 'pgbackrest --config=/etc/pgbackrest/pgbackrest.conf --stanza=dob archive-push %p'" \
+	"restore_command: 'pgbackrest --config=/etc/pgbackrest/pgbackrest.conf --stanza=dob archive-get %f \"%p\"'"; do
+	grep -qF "$setting" "$root/etc/patroni/config.yml" || dob_die "Patroni's configuration lacks $setting"
+done
 for setting in "ssl_cert_file: '/etc/dob/tls/server.pem'" "ssl_key_file: '/etc/dob/tls/server.key'"; do
 	grep -qF "$setting" "$root/etc/patroni/config.yml" || dob_die "Patroni's configuration lacks $setting"
 done
