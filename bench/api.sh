@@ -9,7 +9,9 @@
 #   API GET         wrk GET /hello/<random seeded user>
 #   API PUT         wrk PUT /hello/<random seeded user> with a JSON body
 #   pgbench lookup  the same primary-key lookup straight in SQL (pgbench -M prepared)
-# and prints req/s, p50 and p99 for each, the API GET / pgbench ratio, and dob-api's
+#   pgbench upsert  the API's single-row upsert straight in SQL, one per transaction
+# and prints req/s, p50 and p99 for each, the API GET / pgbench lookup and API PUT /
+# pgbench upsert ratios (same run, same server, fsync on), and dob-api's
 # memory (VmRSS, VmHWM). Fails when a wrk run saw a response status >= 400.
 # Everything it starts is stopped and its temporary directory deleted on exit.
 #
@@ -156,14 +158,21 @@ run_wrk GET "$DURATION" "$WORK/wrk-get.txt"
 dob_log "API PUT: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s"
 run_wrk PUT "$DURATION" "$WORK/wrk-put.txt"
 
-dob_log "pgbench lookup: -M prepared -c$CONNECTIONS -j$THREADS -T$DURATION"
-mkdir -p "$WORK/pgbench-log"
-# --log-prefix is a path: the per-transaction logs go to tx.PID and tx.PID.THREAD there.
-run_load "$WORK/pgbench.txt" \
-	"$PGBENCH" --no-vacuum --protocol=prepared --client="$CONNECTIONS" --jobs="$THREADS" \
-	--time="$DURATION" --file="$BENCH_DIR/lookup.sql" --log \
-	--log-prefix="$WORK/pgbench-log/tx" \
-	--host=127.0.0.1 --port="$PG_PORT" --username=postgres dob
+# run_pgbench NAME: pgbench with bench/NAME.sql, its output in pgbench-NAME.txt and its
+# per-transaction log in pgbench-NAME-log/.
+run_pgbench() {
+	local name=$1
+	dob_log "pgbench $name: -M prepared -c$CONNECTIONS -j$THREADS -T$DURATION"
+	mkdir -p "$WORK/pgbench-$name-log"
+	# --log-prefix is a path: the per-transaction logs go to tx.PID and tx.PID.THREAD there.
+	run_load "$WORK/pgbench-$name.txt" \
+		"$PGBENCH" --no-vacuum --protocol=prepared --client="$CONNECTIONS" --jobs="$THREADS" \
+		--time="$DURATION" --file="$BENCH_DIR/$name.sql" --log \
+		--log-prefix="$WORK/pgbench-$name-log/tx" \
+		--host=127.0.0.1 --port="$PG_PORT" --username=postgres dob
+}
+run_pgbench lookup
+run_pgbench upsert
 
 # dob-api's memory after all the load.
 kill -0 "$API_PID" 2>/dev/null || dob_die "dob-api died during the benchmark"
@@ -194,24 +203,34 @@ done
 
 get_rps="$(wrk_rps "$WORK/wrk-get.txt")"
 put_rps="$(wrk_rps "$WORK/wrk-put.txt")"
-pg_tps="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$WORK/pgbench.txt")"
-[[ -n "$pg_tps" ]] || pg_tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/pgbench.txt" | tail -n 1)"
-pg_failed="$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$WORK/pgbench.txt")"
-pg_avg_ms="$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$WORK/pgbench.txt")"
+# pgbench_stats NAME: "tps count p50_us p99_us failed avg_ms" of one pgbench run; the
+# percentiles exact, from the per-transaction log (3rd field: latency in us).
+pgbench_stats() {
+	local out="$WORK/pgbench-$1.txt" tps count p50 p99
+	tps="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$out")"
+	[[ -n "$tps" ]] || tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out" | tail -n 1)"
+	read -r count p50 p99 < <(
+		cat "$WORK/pgbench-$1-log"/tx.* | awk '{ print $3 }' | sort -n |
+			awk '{ v[NR] = $1 } END {
+				if (NR == 0) { print 0, 0, 0; exit }
+				i50 = int(NR * 0.50); if (i50 < NR * 0.50) i50++
+				i99 = int(NR * 0.99); if (i99 < NR * 0.99) i99++
+				print NR, v[i50], v[i99]
+			}'
+	)
+	((count > 0)) || dob_die "pgbench $1 logged no transactions"
+	printf '%s %s %s %s %s %s\n' "$tps" "$count" "$p50" "$p99" \
+		"$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out")" \
+		"$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$out")"
+}
+read -r pg_tps pg_count pg_p50 pg_p99 pg_failed pg_avg_ms < <(pgbench_stats lookup)
+read -r up_tps up_count up_p50 up_p99 up_failed up_avg_ms < <(pgbench_stats upsert)
 
-# Exact pgbench percentiles from the per-transaction log (3rd field: latency in us).
-read -r pg_count pg_p50 pg_p99 < <(
-	cat "$WORK"/pgbench-log/tx.* | awk '{ print $3 }' | sort -n |
-		awk '{ v[NR] = $1 } END {
-			if (NR == 0) { print 0, 0, 0; exit }
-			i50 = int(NR * 0.50); if (i50 < NR * 0.50) i50++
-			i99 = int(NR * 0.99); if (i99 < NR * 0.99) i99++
-			print NR, v[i50], v[i99]
-		}'
-)
-((pg_count > 0)) || dob_die "pgbench logged no transactions"
-
-ratio="$(awk -v a="$get_rps" -v b="$pg_tps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }')"
+ratio_of() {
+	awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'
+}
+ratio="$(ratio_of "$get_rps" "$pg_tps")"
+put_ratio="$(ratio_of "$put_rps" "$up_tps")"
 
 errors_line() { # LABEL FILE
 	printf '  %-8s non-2xx %s, socket errors: connect %s, read %s, write %s, timeout %s\n' \
@@ -237,16 +256,21 @@ report="$OUT_DIR/summary.txt"
 		"$(us_to_ms "$(wrk_field "$WORK/wrk-put.txt" p99_us)")"
 	printf '%-16s %12.1f %10s %10s\n' "pgbench lookup" "$pg_tps" \
 		"$(us_to_ms "$pg_p50")" "$(us_to_ms "$pg_p99")"
+	printf '%-16s %12.1f %10s %10s\n' "pgbench upsert" "$up_tps" \
+		"$(us_to_ms "$up_p50")" "$(us_to_ms "$up_p99")"
 	printf '\nAPI GET / pgbench lookup: %s\n' "$ratio"
+	printf 'API PUT / pgbench upsert: %s\n' "$put_ratio"
 	printf 'dob-api memory after the runs: VmRSS %s, VmHWM %s\n' "$vm_rss" "$vm_hwm"
 	printf 'wrk errors:\n'
 	errors_line GET "$WORK/wrk-get.txt"
 	errors_line PUT "$WORK/wrk-put.txt"
-	printf 'pgbench: %s transactions logged, %s failed; its own "latency average" %s ms\n' \
+	printf 'pgbench lookup: %s transactions logged, %s failed; its own "latency average" %s ms\n' \
 		"$pg_count" "${pg_failed:-n/a}" "${pg_avg_ms:-n/a}"
+	printf 'pgbench upsert: %s transactions logged, %s failed; its own "latency average" %s ms\n' \
+		"$up_count" "${up_failed:-n/a}" "${up_avg_ms:-n/a}"
 	printf '(wrk latencies: from wrk; pgbench p50/p99: exact, from its per-transaction log)\n'
 } | tee "$report"
-cp "$WORK/wrk-get.txt" "$WORK/wrk-put.txt" "$WORK/pgbench.txt" "$OUT_DIR/"
+cp "$WORK/wrk-get.txt" "$WORK/wrk-put.txt" "$WORK/pgbench-lookup.txt" "$WORK/pgbench-upsert.txt" "$OUT_DIR/"
 tail -n 50 "$WORK/dob-api.log" >"$OUT_DIR/dob-api.log.tail"
 dob_log "report and raw outputs in $OUT_DIR"
 

@@ -1,64 +1,69 @@
-//! Coalescing of concurrent GET lookups into one query.
+//! Coalescing of concurrent requests into one statement: GET lookups into one
+//! `username = ANY($1)` query, PUTs into one multi-row upsert (one transaction, one WAL
+//! flush for the whole batch).
 //!
 //! Under load, PostgreSQL's per-statement cost (a backend wake-up, executor start-up,
-//! a round trip) dominates a primary-key lookup. At most `max_leaders` lookups run at
-//! once; a lookup that arrives while all of them are busy waits in `pending`, and when
-//! a leader finishes it hands *all* pending lookups to one of them, which runs them as
-//! a single `username = ANY($1)` query and wakes the rest. A lookup that finds a free
-//! slot runs alone at once, so an idle server pays nothing for this.
+//! a round trip, and for a write its commit's WAL flush) dominates a single-row
+//! statement. At most `max_leaders` batches run at once; a request that arrives while
+//! all of them are busy waits in `pending`, and when a leader finishes it hands *all*
+//! pending requests (up to [`MAX_BATCH`]) to one of them, which runs them as a single
+//! statement and wakes the rest with their answers. A request that finds a free slot
+//! runs alone at once, so an idle server pays nothing for this: the batching adapts to
+//! the load, with no timer.
 //!
-//! Consistency is unchanged: a batch's query starts after every member arrived, so each
-//! sees every write acknowledged before its request was received.
+//! Consistency is unchanged: a batch's statement starts after every member arrived, so
+//! each lookup sees every write acknowledged before its request was received, and a
+//! write is answered only once the statement that carries it has committed; a batch
+//! that fails fails every member with the same error (nothing is acknowledged that was
+//! not committed).
 
-use jiff::civil::Date;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-/// Largest batch sent as one query; longer queues are split.
+/// Largest batch sent as one statement; longer queues are split.
 pub const MAX_BATCH: usize = 64;
 
-/// What a lookup resolves to; errors are shared by every member of a failed batch.
-pub type Outcome<E> = Result<Option<Date>, E>;
-
-pub struct Coalescer<E: Clone> {
-    state: Mutex<State<E>>,
+/// Runs batches of `I` requests, answering each with an `O` or the batch's error `E`.
+pub struct Coalescer<I, O: Clone, E: Clone> {
+    state: Mutex<State<I, O, E>>,
     max_leaders: usize,
-    /// Given to the other members of a batch whose leader panicked.
+    /// Given to the other members of a batch whose leader panicked, and to a member the
+    /// batch returned no answer for.
     abandoned: E,
 }
 
-struct State<E: Clone> {
-    pending: Vec<Arc<Waiter<E>>>,
+struct State<I, O: Clone, E: Clone> {
+    pending: Vec<Arc<Waiter<I, O, E>>>,
     leaders: usize,
 }
 
-struct Waiter<E: Clone> {
-    username: Box<str>,
-    slot: Mutex<Slot<E>>,
+struct Waiter<I, O: Clone, E: Clone> {
+    request: I,
+    slot: Mutex<Slot<I, O, E>>,
     wake: Condvar,
 }
 
-enum Slot<E: Clone> {
+enum Slot<I, O: Clone, E: Clone> {
     Waiting,
     /// This waiter must run the batch (which includes itself) and pass leadership on.
-    Lead(Vec<Arc<Waiter<E>>>),
-    Done(Outcome<E>),
+    Lead(Batch<I, O, E>),
+    Done(Result<O, E>),
 }
 
-type Batch<E> = Vec<Arc<Waiter<E>>>;
+type Batch<I, O, E> = Vec<Arc<Waiter<I, O, E>>>;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing panics while holding these locks; recover rather than cascade if it did.
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl<E: Clone> Waiter<E> {
-    fn finish(&self, outcome: Outcome<E>) {
+impl<I, O: Clone, E: Clone> Waiter<I, O, E> {
+    fn finish(&self, outcome: Result<O, E>) {
         *lock(&self.slot) = Slot::Done(outcome);
         self.wake.notify_one();
     }
 }
 
-impl<E: Clone> Coalescer<E> {
+impl<I, O: Clone, E: Clone> Coalescer<I, O, E> {
     pub fn new(max_leaders: usize, abandoned: E) -> Self {
         Coalescer {
             state: Mutex::new(State {
@@ -70,15 +75,11 @@ impl<E: Clone> Coalescer<E> {
         }
     }
 
-    /// Looks `username` up through `run`, which receives a batch of one or more
-    /// usernames and returns, for each in the same order, its date if it exists.
-    pub fn lookup(
-        &self,
-        username: &str,
-        run: impl Fn(&[&str]) -> Result<Vec<Option<Date>>, E>,
-    ) -> Outcome<E> {
+    /// Runs `request` through `run`, which receives a batch of one or more requests
+    /// (in arrival order) and returns, for each in the same order, its answer.
+    pub fn submit(&self, request: I, run: impl Fn(&[&I]) -> Result<Vec<O>, E>) -> Result<O, E> {
         let me = Arc::new(Waiter {
-            username: username.into(),
+            request,
             slot: Mutex::new(Slot::Waiting),
             wake: Condvar::new(),
         });
@@ -100,7 +101,7 @@ impl<E: Clone> Coalescer<E> {
     }
 
     /// Blocks until this waiter's result is set (`Ok`) or it is asked to lead (`Err`).
-    fn wait(me: &Waiter<E>) -> Result<Outcome<E>, Batch<E>> {
+    fn wait(me: &Waiter<I, O, E>) -> Result<Result<O, E>, Batch<I, O, E>> {
         let mut slot = lock(&me.slot);
         loop {
             match std::mem::replace(&mut *slot, Slot::Waiting) {
@@ -115,22 +116,25 @@ impl<E: Clone> Coalescer<E> {
     /// and passes leadership on. Returns `me`'s result.
     fn lead(
         &self,
-        me: &Arc<Waiter<E>>,
-        batch: Batch<E>,
-        run: impl Fn(&[&str]) -> Result<Vec<Option<Date>>, E>,
-    ) -> Outcome<E> {
+        me: &Arc<Waiter<I, O, E>>,
+        batch: Batch<I, O, E>,
+        run: impl Fn(&[&I]) -> Result<Vec<O>, E>,
+    ) -> Result<O, E> {
         let mut guard = LeaderGuard {
             coalescer: self,
             batch,
             me: Arc::clone(me),
         };
-        let names: Vec<&str> = guard.batch.iter().map(|w| &*w.username).collect();
-        let results = run(&names);
-        drop(names);
+        let requests: Vec<&I> = guard.batch.iter().map(|w| &w.request).collect();
+        let results = run(&requests);
+        drop(requests);
         let mut mine = None;
         for (i, waiter) in std::mem::take(&mut guard.batch).into_iter().enumerate() {
             let outcome = match &results {
-                Ok(dates) => Ok(dates.get(i).copied().flatten()),
+                Ok(answers) => answers
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| self.abandoned.clone()),
                 Err(err) => Err(err.clone()),
             };
             if Arc::ptr_eq(&waiter, me) {
@@ -150,7 +154,7 @@ impl<E: Clone> Coalescer<E> {
             return;
         }
         let take = state.pending.len().min(MAX_BATCH);
-        let next: Batch<E> = state.pending.drain(..take).collect();
+        let next: Batch<I, O, E> = state.pending.drain(..take).collect();
         drop(state);
         let successor = Arc::clone(&next[0]);
         *lock(&successor.slot) = Slot::Lead(next);
@@ -160,13 +164,13 @@ impl<E: Clone> Coalescer<E> {
 
 /// Passes leadership on when a leader is done, and if it unwinds mid-batch, fails the
 /// other members instead of leaving them waiting forever.
-struct LeaderGuard<'a, E: Clone> {
-    coalescer: &'a Coalescer<E>,
-    batch: Batch<E>,
-    me: Arc<Waiter<E>>,
+struct LeaderGuard<'a, I, O: Clone, E: Clone> {
+    coalescer: &'a Coalescer<I, O, E>,
+    batch: Batch<I, O, E>,
+    me: Arc<Waiter<I, O, E>>,
 }
 
-impl<E: Clone> Drop for LeaderGuard<'_, E> {
+impl<I, O: Clone, E: Clone> Drop for LeaderGuard<'_, I, O, E> {
     fn drop(&mut self) {
         for waiter in self.batch.drain(..) {
             if !Arc::ptr_eq(&waiter, &self.me) {
@@ -180,6 +184,7 @@ impl<E: Clone> Drop for LeaderGuard<'_, E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jiff::civil::Date;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
@@ -189,14 +194,14 @@ mod tests {
 
     #[test]
     fn a_lone_lookup_runs_alone() {
-        let c = Coalescer::<()>::new(2, ());
-        let got = c.lookup("abc", |names| {
-            assert_eq!(names, ["abc"]);
+        let c = Coalescer::<&str, Option<Date>, ()>::new(2, ());
+        let got = c.submit("abc", |names| {
+            assert_eq!(names, [&"abc"]);
             Ok(names.iter().map(|n| date_for(n)).collect())
         });
         assert_eq!(got, Ok(Some(Date::constant(2000, 1, 3))));
         assert_eq!(
-            c.lookup("xyz", |names| Ok(names
+            c.submit("xyz", |names| Ok(names
                 .iter()
                 .map(|n| date_for(n))
                 .collect())),
@@ -206,7 +211,10 @@ mod tests {
 
     #[test]
     fn concurrent_lookups_beyond_the_leader_limit_are_batched_and_all_answered() {
-        let c = Arc::new(Coalescer::<String>::new(1, "abandoned".into()));
+        let c = Arc::new(Coalescer::<String, Option<Date>, String>::new(
+            1,
+            "abandoned".into(),
+        ));
         let queries = Arc::new(AtomicUsize::new(0));
         let largest = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..16)
@@ -216,7 +224,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for j in 0..50 {
                         let name = "a".repeat(1 + (i + j) % 20);
-                        let got = c.lookup(&name, |names| {
+                        let got = c.submit(name.clone(), |names| {
                             queries.fetch_add(1, Ordering::Relaxed);
                             largest.fetch_max(names.len(), Ordering::Relaxed);
                             std::thread::sleep(Duration::from_micros(200));
@@ -240,12 +248,15 @@ mod tests {
 
     #[test]
     fn a_failed_batch_fails_each_member_with_the_error() {
-        let c = Arc::new(Coalescer::<String>::new(1, "abandoned".into()));
+        let c = Arc::new(Coalescer::<String, Option<Date>, String>::new(
+            1,
+            "abandoned".into(),
+        ));
         let threads: Vec<_> = (0..8)
             .map(|_| {
                 let c = Arc::clone(&c);
                 std::thread::spawn(move || {
-                    c.lookup("abc", |_| {
+                    c.submit("abc".to_owned(), |_| {
                         std::thread::sleep(Duration::from_millis(2));
                         Err("database down".to_owned())
                     })
@@ -259,13 +270,16 @@ mod tests {
 
     #[test]
     fn a_panicking_leader_fails_its_batch_instead_of_stranding_it() {
-        let c = Arc::new(Coalescer::<String>::new(1, "abandoned".into()));
+        let c = Arc::new(Coalescer::<String, Option<Date>, String>::new(
+            1,
+            "abandoned".into(),
+        ));
         let threads: Vec<_> = (0..6)
             .map(|i| {
                 let c = Arc::clone(&c);
                 std::thread::spawn(move || {
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        c.lookup("abc", |names| {
+                        c.submit("abc".to_owned(), |names| {
                             std::thread::sleep(Duration::from_millis(5));
                             if i % 2 == 0 {
                                 panic!("boom");
@@ -281,7 +295,10 @@ mod tests {
             let _ = t.join().unwrap();
         }
         assert_eq!(
-            c.lookup("ab", |n| Ok(n.iter().map(|n| date_for(n)).collect())),
+            c.submit("ab".to_owned(), |n| Ok(n
+                .iter()
+                .map(|n| date_for(n))
+                .collect())),
             Ok(date_for("ab"))
         );
     }

@@ -24,6 +24,8 @@ pub struct ApiConfig {
     pub pool_size: u32,
     /// GET lookups running at once; more are coalesced into the next query.
     pub lookup_concurrency: usize,
+    /// PUT batches committing at once; more are coalesced into the next batch.
+    pub write_concurrency: usize,
     /// What "today" means for birthdays.
     pub timezone: TimeZone,
     /// The IANA name of `timezone`, for logs.
@@ -130,6 +132,15 @@ impl ApiConfig {
             1,
             1024,
         )?;
+        // Each commit waits for its WAL flush; PUTs arriving meanwhile share the next
+        // batch's transaction and flush instead of each paying for one.
+        let write_concurrency = parse_in_range(
+            &get,
+            "DOB_WRITE_CONCURRENCY",
+            cpus.min(pool_size as usize),
+            1,
+            1024,
+        )?;
 
         let (timezone, timezone_name) = timezone(get("DOB_TIMEZONE"))?;
 
@@ -162,6 +173,7 @@ impl ApiConfig {
             workers,
             pool_size,
             lookup_concurrency,
+            write_concurrency,
             timezone,
             timezone_name,
             client_timeout: millis("DOB_CLIENT_TIMEOUT_MS", 10_000)?,

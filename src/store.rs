@@ -44,6 +44,12 @@ const GET_SQL: &str = "SELECT date_of_birth FROM users WHERE username = $1";
 const GET_MANY_SQL: &str = "SELECT username, date_of_birth FROM users WHERE username = ANY($1)";
 const UPSERT_SQL: &str = "INSERT INTO users (username, date_of_birth) VALUES ($1, $2) \
      ON CONFLICT (username) DO UPDATE SET date_of_birth = EXCLUDED.date_of_birth, updated_at = now()";
+/// Concurrent PUTs as one statement, one transaction (see `coalesce`). The arrays hold
+/// each username once (the last write of the batch for it, in arrival order): ON
+/// CONFLICT cannot update one row twice in a statement.
+const UPSERT_MANY_SQL: &str = "INSERT INTO users (username, date_of_birth) \
+     SELECT * FROM unnest($1::text[], $2::date[]) \
+     ON CONFLICT (username) DO UPDATE SET date_of_birth = EXCLUDED.date_of_birth, updated_at = now()";
 
 /// What the database this process talks to currently is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +118,7 @@ pub struct Conn {
     get_stmt: Option<Statement>,
     get_many_stmt: Option<Statement>,
     upsert_stmt: Option<Statement>,
+    upsert_many_stmt: Option<Statement>,
     /// Set when this connection must not go back into the pool.
     broken: bool,
 }
@@ -122,6 +129,7 @@ impl Conn {
             Query::Get => (&mut self.get_stmt, GET_SQL),
             Query::GetMany => (&mut self.get_many_stmt, GET_MANY_SQL),
             Query::Upsert => (&mut self.upsert_stmt, UPSERT_SQL),
+            Query::UpsertMany => (&mut self.upsert_many_stmt, UPSERT_MANY_SQL),
         };
         if let Some(stmt) = slot {
             return Ok(stmt.clone());
@@ -137,6 +145,7 @@ enum Query {
     Get,
     GetMany,
     Upsert,
+    UpsertMany,
 }
 
 /// r2d2 manager: `r2d2_postgres` connects; this wrapper learns the server's role and
@@ -172,6 +181,7 @@ impl r2d2::ManageConnection for Manager {
             get_stmt: None,
             get_many_stmt: None,
             upsert_stmt: None,
+            upsert_many_stmt: None,
             broken: false,
         })
     }
@@ -229,7 +239,8 @@ pub struct Store {
     /// they answer 503 at once.
     schema_attempted: AtomicBool,
     pool_timeout: Duration,
-    lookups: Coalescer<StoreError>,
+    lookups: Coalescer<Box<str>, Option<Date>, StoreError>,
+    writes: Coalescer<(Box<str>, Date), (), StoreError>,
     breaker: Breaker,
     /// When readiness last succeeded, in milliseconds since `epoch` (0: never).
     last_ready_ms: AtomicU64,
@@ -271,6 +282,7 @@ impl Store {
             schema_attempted: AtomicBool::new(false),
             pool_timeout: config.pool_timeout,
             lookups: Coalescer::new(config.lookup_concurrency, StoreError::Unavailable),
+            writes: Coalescer::new(config.write_concurrency, StoreError::Unavailable),
             breaker: Breaker::new(config.breaker_cooldown, Instant::now()),
             last_ready_ms: AtomicU64::new(0),
             ready_grace: config.ready_grace,
@@ -376,17 +388,24 @@ impl Store {
         username: &str,
     ) -> std::result::Result<Option<Date>, StoreError> {
         self.lookups
-            .lookup(username, |names| self.lookup_batch(names))
+            .submit(username.into(), |names| self.lookup_batch(names))
     }
 
-    fn lookup_batch(&self, names: &[&str]) -> std::result::Result<Vec<Option<Date>>, StoreError> {
+    // The coalescer hands out its requests by reference; each request is the boxed name.
+    #[allow(clippy::borrowed_box)]
+    fn lookup_batch(
+        &self,
+        names: &[&Box<str>],
+    ) -> std::result::Result<Vec<Option<Date>>, StoreError> {
         if let [name] = names {
+            let name: &str = name;
             return self.with_conn(|conn| {
                 let stmt = conn.statement(Query::Get)?;
-                let row = conn.client.query_opt(&stmt, &[name])?;
+                let row = conn.client.query_opt(&stmt, &[&name])?;
                 Ok(vec![row.map(|row| row.get::<_, Date>(0))])
             });
         }
+        let names: Vec<&str> = names.iter().map(|n| &***n).collect();
         self.with_conn(|conn| {
             let stmt = conn.statement(Query::GetMany)?;
             let rows = conn.client.query(&stmt, &[&names])?;
@@ -401,15 +420,42 @@ impl Store {
         })
     }
 
-    /// One statement, so concurrent PUTs of the same user never duplicate it.
+    /// One upsert, so concurrent PUTs of the same user never duplicate it; PUTs that
+    /// arrive while `write_concurrency` batches are committing are coalesced into the
+    /// next one (see `coalesce`). Returns once the statement carrying this write has
+    /// committed.
     pub fn upsert_date_of_birth(
         &self,
         username: &str,
         dob: Date,
     ) -> std::result::Result<(), StoreError> {
+        self.writes
+            .submit((username.into(), dob), |batch| self.upsert_batch(batch))
+    }
+
+    fn upsert_batch(
+        &self,
+        batch: &[&(Box<str>, Date)],
+    ) -> std::result::Result<Vec<()>, StoreError> {
+        if let [(username, dob)] = batch {
+            let username: &str = username;
+            return self
+                .upsert(Query::Upsert, &[&username, dob])
+                .map(|()| vec![()]);
+        }
+        let (names, dates) = last_write_per_user(batch);
+        self.upsert(Query::UpsertMany, &[&names, &dates])
+            .map(|()| vec![(); batch.len()])
+    }
+
+    fn upsert(
+        &self,
+        query: Query,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> std::result::Result<(), StoreError> {
         self.with_conn(|conn| {
-            let stmt = conn.statement(Query::Upsert)?;
-            conn.client.execute(&stmt, &[&username, &dob])?;
+            let stmt = conn.statement(query)?;
+            conn.client.execute(&stmt, params)?;
             if conn.in_recovery {
                 // The write worked, so this server has been promoted since we connected.
                 conn.in_recovery = false;
@@ -545,6 +591,24 @@ impl Store {
     }
 }
 
+/// The batch's usernames, each once, with the date of its last write in arrival order
+/// (what applying the writes one by one would leave).
+fn last_write_per_user<'a>(batch: &[&'a (Box<str>, Date)]) -> (Vec<&'a str>, Vec<Date>) {
+    let mut names: Vec<&str> = Vec::with_capacity(batch.len());
+    let mut dates: Vec<Date> = Vec::with_capacity(batch.len());
+    for (name, date) in batch.iter().map(|w| (&*w.0, w.1)) {
+        // Batches are at most coalesce::MAX_BATCH long: a scan beats hashing.
+        match names.iter().position(|n| *n == name) {
+            Some(i) => dates[i] = date,
+            None => {
+                names.push(name);
+                dates.push(date);
+            }
+        }
+    }
+    (names, dates)
+}
+
 /// How long it has been since `last_ready`, if a readiness failure now is still within
 /// `grace` of it. Never ready before: no grace.
 pub fn within_grace(
@@ -617,6 +681,22 @@ fn connection_config(config: &ApiConfig) -> Result<(postgres::Config, crate::dbt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_writes_each_user_once_with_its_last_date_in_arrival_order() {
+        let d = |day| Date::constant(2000, 1, day);
+        let writes: Vec<(Box<str>, Date)> = vec![
+            ("Ada".into(), d(1)),
+            ("Bob".into(), d(2)),
+            ("Ada".into(), d(3)),
+            ("ada".into(), d(4)),
+            ("Bob".into(), d(5)),
+        ];
+        let batch: Vec<&(Box<str>, Date)> = writes.iter().collect();
+        let (names, dates) = last_write_per_user(&batch);
+        assert_eq!(names, ["Ada", "Bob", "ada"]);
+        assert_eq!(dates, [d(3), d(5), d(4)]);
+    }
 
     #[test]
     fn readiness_failures_are_forgiven_only_within_the_grace_after_a_success() {

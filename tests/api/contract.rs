@@ -88,6 +88,49 @@ fn concurrent_puts_for_one_user_leave_exactly_one_row() {
 }
 
 #[test]
+fn concurrent_puts_are_each_acknowledged_only_once_committed() {
+    // Sixteen writers at once: most PUTs share a batch's statement (DOB_WRITE_CONCURRENCY
+    // is the CPUs). A 204 must mean committed: the writer's next GET sees its date.
+    let app = Arc::new(TestApp::spawn_with(
+        &{
+            let pg = crate::helpers::shared_pg();
+            pg.url(&crate::helpers::fresh_database(pg))
+        },
+        &[("DOB_WRITE_CONCURRENCY", "1"), ("DOB_POOL_SIZE", "4")],
+    ));
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            let app = Arc::clone(&app);
+            std::thread::spawn(move || {
+                let name = format!("Writer{}", char::from(b'a' + i as u8));
+                for day in 1..=20 {
+                    let date = format!("1990-04-{day:02}");
+                    assert_eq!(app.put_dob(&name, &date).status, 204);
+                    let stored: String = app
+                        .sql()
+                        .query_one(
+                            "SELECT date_of_birth::text FROM users WHERE username = $1",
+                            &[&name],
+                        )
+                        .unwrap()
+                        .get(0);
+                    assert_eq!(stored, date, "{name}: acknowledged but not committed");
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let count: i64 = app
+        .sql()
+        .query_one("SELECT count(*) FROM users", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 16);
+}
+
+#[test]
 fn usernames_are_case_sensitive() {
     let app = TestApp::spawn();
     assert_eq!(app.put_dob("Dave", "1970-05-05").status, 204);
