@@ -77,37 +77,32 @@ fn slug(heading: &str) -> String {
         .collect()
 }
 
-fn anchors_of(markdown: &str) -> BTreeSet<String> {
+/// The lines of `markdown` outside fenced code blocks.
+fn prose_lines(markdown: &str) -> impl Iterator<Item = &str> {
     let mut in_code = false;
-    let mut anchors = BTreeSet::new();
-    for line in markdown.lines() {
+    markdown.lines().filter(move |line| {
         if line.starts_with("```") {
             in_code = !in_code;
-            continue;
+            return false;
         }
-        if in_code {
-            continue;
-        }
-        let hashes = line.chars().take_while(|c| *c == '#').count();
-        if (1..=6).contains(&hashes) && line[hashes..].starts_with(' ') {
-            anchors.insert(slug(&line[hashes + 1..]));
-        }
-    }
-    anchors
+        !in_code
+    })
+}
+
+fn anchors_of(markdown: &str) -> BTreeSet<String> {
+    prose_lines(markdown)
+        .filter_map(|line| {
+            let hashes = line.chars().take_while(|c| *c == '#').count();
+            ((1..=6).contains(&hashes) && line[hashes..].starts_with(' '))
+                .then(|| slug(&line[hashes + 1..]))
+        })
+        .collect()
 }
 
 /// The targets of the `[text](target)` links outside code blocks.
 fn link_targets(markdown: &str) -> Vec<String> {
-    let mut in_code = false;
     let mut targets = Vec::new();
-    for line in markdown.lines() {
-        if line.starts_with("```") {
-            in_code = !in_code;
-            continue;
-        }
-        if in_code {
-            continue;
-        }
+    for line in prose_lines(markdown) {
         for (i, _) in line.match_indices("](") {
             let rest = &line[i + 2..];
             if let Some(end) = rest.find(')') {
