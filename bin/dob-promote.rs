@@ -1,20 +1,18 @@
 //! `dob-promote`: promotes the local streaming replica to primary after checking that
-//! it is safe (see `dob::promote` and README "dob-promote").
+//! it is safe (see `dob::failover::promote`, and `dob::failover::promote_cli` for its
+//! command line).
 
-use dob::promote::{self, Command};
+use dob::cli;
+use dob::failover::promote;
+use dob::failover::promote_cli::{self, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let options = match promote::parse_args(&args, |key| std::env::var(key).ok()) {
-        Ok(Command::Help) => {
-            println!("{}", promote::HELP);
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Version) => {
-            println!("dob-promote {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
+    let command = cli::parse(&promote_cli::HELP, |parser| {
+        promote_cli::parse_args(parser, |key| std::env::var(key).ok())
+    });
+    let options = match command {
+        Err(code) => return code,
         Ok(Command::Promote(options)) => options,
         Ok(Command::Switchover(options)) => {
             dob::logging::init();
@@ -28,10 +26,6 @@ fn main() -> ExitCode {
         }) => {
             dob::logging::init();
             return takeover(patroni_config, env_file, dry_run, json);
-        }
-        Err(usage) => {
-            eprintln!("dob-promote: {usage}; see --help");
-            return ExitCode::from(2);
         }
     };
     dob::logging::init();
@@ -57,8 +51,8 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-fn switchover(options: &dob::switchover::SwitchoverOptions) -> ExitCode {
-    let outcome = dob::switchover::run(options);
+fn switchover(options: &dob::failover::switchover::SwitchoverOptions) -> ExitCode {
+    let outcome = dob::failover::switchover::run(options);
     if options.json {
         let report = match &outcome {
             Ok(plan) => serde_json::json!({
@@ -128,7 +122,7 @@ fn takeover(
         }
     }
     let lookup = |key: &str| std::env::var(key).ok();
-    let fence = match dob::fence::FenceConfig::from_lookup(&lookup) {
+    let fence = match dob::failover::fence::FenceConfig::from_lookup(&lookup) {
         Ok(Some(fence)) => fence,
         Ok(None) => {
             return fail(
@@ -139,13 +133,13 @@ fn takeover(
         }
         Err(err) => return fail(err.chain(), 2),
     };
-    let options = dob::takeover::TakeoverOptions {
+    let options = dob::failover::takeover::TakeoverOptions {
         patroni_config,
         fence,
         dry_run,
         json,
     };
-    match dob::takeover::run(&options) {
+    match dob::failover::takeover::run(&options) {
         Ok(report) => {
             for warning in &report.warnings {
                 log::warn!("{warning}");

@@ -1,27 +1,16 @@
 //! `dob-restore`: list backups, restore one (into a fresh database, verified, then
 //! swapped in), or run a restore drill. See README "dob-restore" and
-//! `dob::restore_cli`.
+//! `dob::backup::restore_cli`.
 
-use dob::restore_cli::{self, Command, Done};
+use dob::backup::restore_cli::{self, Done};
+use dob::cli;
 use std::process::ExitCode;
 use std::time::Instant;
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let args = match restore_cli::parse_args(&argv) {
-        Ok(Command::Help) => {
-            println!("{}", restore_cli::HELP);
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Version) => {
-            println!("dob-restore {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Run(args)) => args,
-        Err(usage) => {
-            eprintln!("dob-restore: {usage}; see --help");
-            return ExitCode::from(2);
-        }
+    let args = match cli::parse(&restore_cli::HELP, restore_cli::parse_args) {
+        Ok(args) => args,
+        Err(code) => return code,
     };
     dob::logging::init();
     let started = Instant::now();

@@ -63,7 +63,7 @@ pub struct ApiConfig {
     /// so the load balancer stops sending new ones before the process exits.
     pub drain: Duration,
     /// Cross-region write fencing (`DOB_FENCE_BUCKETS` and friends); `None` is off.
-    pub fence: Option<crate::fence::FenceConfig>,
+    pub fence: Option<crate::failover::fence::FenceConfig>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -80,12 +80,12 @@ impl ApiConfig {
         })?;
         let database_url = with_password_file(&get, database_url)?;
         // Check the URL now, so a typo fails at start and not at the first request.
-        let (pg_config, ssl_mode) = crate::dbtls::parse_url(&database_url, "DOB_DATABASE_URL")?;
+        let (pg_config, ssl_mode) = crate::db::dbtls::parse_url(&database_url, "DOB_DATABASE_URL")?;
         let database_ca_file = get("DOB_DATABASE_CA_FILE").map(PathBuf::from);
         let allow_insecure_db = flag(&get, "DOB_ALLOW_INSECURE_DB")?;
         check_db_security(
             ssl_mode,
-            crate::dbtls::local_only(&pg_config),
+            crate::db::dbtls::local_only(&pg_config),
             database_ca_file.is_some(),
             allow_insecure_db,
         )?;
@@ -150,7 +150,7 @@ impl ApiConfig {
         };
         let pool_timeout = millis("DOB_POOL_TIMEOUT_MS", 1_000)?;
         let statement_timeout = millis("DOB_STATEMENT_TIMEOUT_MS", 5_000)?;
-        let fence = crate::fence::FenceConfig::from_lookup(&lookup)?;
+        let fence = crate::failover::fence::FenceConfig::from_lookup(&lookup)?;
         if let Some(fence) = &fence {
             // A PUT that starts under the lease must be able to finish under it, with
             // two read rounds to spare.
@@ -436,19 +436,19 @@ pub fn with_password_file(get: &impl Fn(&str) -> Option<String>, url: String) ->
             format!("{path} holds no password on its first line"),
         ));
     }
-    Ok(crate::conninfo::with_password(&url, password))
+    Ok(crate::db::conninfo::with_password(&url, password))
 }
 
 /// dob-api's rule for its database connections: over TCP, `sslmode=verify-full` with a
 /// CA file, unless `DOB_ALLOW_INSECURE_DB=1` accepts less. A socket-only URL needs no
 /// TLS (nothing crosses a network).
 pub fn check_db_security(
-    ssl_mode: crate::dbtls::SslMode,
+    ssl_mode: crate::db::dbtls::SslMode,
     local_only: bool,
     has_ca_file: bool,
     allow_insecure_db: bool,
 ) -> Result<()> {
-    use crate::dbtls::SslMode;
+    use crate::db::dbtls::SslMode;
     if ssl_mode == SslMode::VerifyFull && !has_ca_file {
         return Err(Error::config(
             "DOB_DATABASE_CA_FILE",
@@ -482,7 +482,7 @@ pub fn flag(get: &impl Fn(&str) -> Option<String>, key: &str) -> Result<bool> {
 }
 
 pub fn check_database_url(key: &str, url: &str) -> Result<()> {
-    let config = crate::conninfo::for_driver(url)
+    let config = crate::db::conninfo::for_driver(url)
         .parse::<postgres::Config>()
         .map_err(|e| Error::config(key, format!("is not a valid PostgreSQL URL: {e}")))?;
     if config.get_dbname().is_none() {

@@ -77,7 +77,7 @@ locals {
     dr      = "${var.name}-releases-${data.aws_caller_identity.current.account_id}-${var.dr_region}"
   }
 
-  # The cross-region fence (src/fence.rs, docs/failover.md): the record in both backup
+  # The cross-region fence (src/failover/fence.rs, docs/failover.md): the record in both backup
   # buckets; each region reads the other's through that region's S3 interface endpoint,
   # across the peering.
   fence_key = "${local.backup_prefix}/fence/epoch.json"

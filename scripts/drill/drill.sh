@@ -20,7 +20,7 @@
 #     and their health checks, 10 s, 3 to change state); the S3 server with both
 #     regions' buckets; the load clients (scripts/drill/load.py), which resolve through
 #     the DNS stand-in and log every acknowledged write.
-# Every dob-api holds the cross-region write lease (src/fence.rs) from the fence record
+# Every dob-api holds the cross-region write lease (src/failover/fence.rs) from the fence record
 # in both buckets.
 # TLS as on the hosts: the drill makes an internal CA at start (in the work directory)
 # and a server certificate per database host whose IP SAN is its drill address. Every

@@ -29,7 +29,7 @@ fn a_client_that_stalls_mid_request_is_disconnected_after_the_read_timeout() {
 
 #[test]
 fn a_thousand_idle_connections_do_not_stop_a_new_client_being_served_promptly() {
-    dob::listener::raise_fd_limit();
+    dob::api::listener::raise_fd_limit();
     let app = TestApp::spawn();
     assert_eq!(app.put_dob("Rita", "1988-08-08").status, 204);
     let idle: Vec<TcpStream> = (0..1000)

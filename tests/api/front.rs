@@ -3,8 +3,8 @@
 //! thread.
 
 use crate::helpers::send_raw;
-use dob::front::{self, Body, Front, Handler, Request};
-use dob::wire::{Limits, Reply};
+use dob::api::front::{self, Body, Front, Handler, Request};
+use dob::api::wire::{Limits, Reply};
 use std::net::TcpListener;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -2,9 +2,9 @@
 //! fresh database per test, and the API served on 127.0.0.1:0. Requests go over real
 //! TCP with a minimal HTTP/1.1 client, so tests control every byte on the wire.
 
+use dob::api::server::{Server, ShutdownHandle};
 use dob::config::ApiConfig;
-use dob::pg::LocalServer;
-use dob::server::{Server, ShutdownHandle};
+use dob::testing::LocalServer;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU32, Ordering};

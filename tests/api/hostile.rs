@@ -6,7 +6,7 @@
 //! `DOB_API_BIN` runs them against another build (bench/hostile.sh: the release one).
 
 use crate::helpers::{fresh_database, send, send_raw, shared_pg, wait_until};
-use dob::pg::{free_port, LocalServer};
+use dob::testing::{free_port, LocalServer};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -240,7 +240,7 @@ fn case_1_and_2_huge_declared_bodies_are_never_read_nor_allocated() {
 
 #[test]
 fn case_3_running_out_of_descriptors_never_stops_the_listener() {
-    dob::listener::raise_fd_limit();
+    dob::api::listener::raise_fd_limit();
     let mut api = Api::start(&fresh_url(), &[]);
     let addr = api.addr;
     // Now out of descriptors for real: lower the process's limit below what it holds.

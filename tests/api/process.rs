@@ -66,7 +66,7 @@ fn sigterm(child: &Child) {
 fn sigterm_turns_readiness_503_finishes_in_flight_requests_then_exits_0() {
     let pg = shared_pg();
     let url = pg.url(&fresh_database(pg));
-    let port = dob::pg::free_port().unwrap();
+    let port = dob::testing::free_port().unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut child = api_command(&url)
         .env("DOB_LISTEN", addr.to_string())
@@ -119,10 +119,10 @@ fn sigterm_turns_readiness_503_finishes_in_flight_requests_then_exits_0() {
 fn with_an_admin_port_the_public_port_serves_only_the_api_and_the_admin_port_only_health() {
     let pg = shared_pg();
     let url = pg.url(&fresh_database(pg));
-    let public: SocketAddr = format!("127.0.0.1:{}", dob::pg::free_port().unwrap())
+    let public: SocketAddr = format!("127.0.0.1:{}", dob::testing::free_port().unwrap())
         .parse()
         .unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", dob::pg::free_port().unwrap())
+    let admin: SocketAddr = format!("127.0.0.1:{}", dob::testing::free_port().unwrap())
         .parse()
         .unwrap();
     let mut child = api_command(&url)

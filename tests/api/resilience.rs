@@ -1,7 +1,7 @@
 //! The database going away, coming back, turning read-only, and multi-host URLs.
 
 use crate::helpers::{fresh_database, shared_pg, wait_until, TestApp};
-use dob::pg::{free_port, LocalServer};
+use dob::testing::{free_port, LocalServer};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -82,7 +82,7 @@ fn concurrent_starts_apply_migrations_once() {
         .query_one("SELECT count(*) FROM schema_migrations", &[])
         .unwrap()
         .get(0);
-    assert_eq!(versions as usize, dob::migrate::MIGRATIONS.len());
+    assert_eq!(versions as usize, dob::db::migrate::MIGRATIONS.len());
 }
 
 #[test]
@@ -158,8 +158,8 @@ fn migrations_are_skipped_on_a_read_only_server() {
     set_read_only(pg, &db, true);
     let mut client = pg.connect(&db).unwrap();
     assert_eq!(
-        dob::migrate::run(&mut client).unwrap(),
-        dob::migrate::Outcome::SkippedReadOnly
+        dob::db::migrate::run(&mut client).unwrap(),
+        dob::db::migrate::Outcome::SkippedReadOnly
     );
     set_read_only(pg, &db, false);
     let mut client = pg.connect(&db).unwrap();
@@ -169,12 +169,12 @@ fn migrations_are_skipped_on_a_read_only_server() {
         .get(0);
     assert_eq!(table, None, "nothing was created while read-only");
     assert_eq!(
-        dob::migrate::run(&mut client).unwrap(),
-        dob::migrate::Outcome::Applied(dob::migrate::MIGRATIONS.len())
+        dob::db::migrate::run(&mut client).unwrap(),
+        dob::db::migrate::Outcome::Applied(dob::db::migrate::MIGRATIONS.len())
     );
     assert_eq!(
-        dob::migrate::run(&mut client).unwrap(),
-        dob::migrate::Outcome::Applied(0),
+        dob::db::migrate::run(&mut client).unwrap(),
+        dob::db::migrate::Outcome::Applied(0),
         "a second run applies nothing"
     );
 }

@@ -2,7 +2,7 @@
 //! 127.0.0.1 from a test CA (`LocalServer::start_fresh_with_tls`).
 
 use crate::helpers::{fresh_database, TestApp};
-use dob::pg::{LocalServer, TestCerts};
+use dob::testing::{LocalServer, TestCerts};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 

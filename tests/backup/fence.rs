@@ -61,7 +61,7 @@ fn spawn_api(db: &str, buckets: &str, endpoint: &str, region: &str) -> Api {
 }
 
 fn record(epoch: u64, region: &str) -> Vec<u8> {
-    serde_json::to_vec(&dob::fence::FenceRecord {
+    serde_json::to_vec(&dob::failover::fence::FenceRecord {
         epoch,
         writer_region: region.into(),
         promoted_at: "2026-12-04T00:00:00Z".into(),

@@ -9,8 +9,8 @@
 //! records the HTTP request heads it forwards.
 
 use dob::config::S3Config;
-use dob::pg::LocalServer;
 use dob::s3::ObjectStore;
+use dob::testing::LocalServer;
 use s3::creds::Credentials;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -88,13 +88,13 @@ impl S3Server {
             "{} is missing: run scripts/install-deps.sh",
             moto.display()
         );
-        let port = dob::pg::free_port().unwrap();
+        let port = dob::testing::free_port().unwrap();
         let mut cmd = Command::new(&moto);
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = dob::pg::spawn_dying_with_process(cmd, libc::SIGKILL).unwrap();
+        let child = dob::testing::spawn_dying_with_process(cmd, libc::SIGKILL).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "moto_server did not start");

@@ -65,7 +65,7 @@ fn a_restore_brings_back_every_user_and_greeting_seeded_through_the_api() {
     use sha2::Digest;
     assert_eq!(
         manifest["sha256"],
-        dob::manifest::hex(&sha2::Sha256::digest(&dump))
+        dob::backup::manifest::hex(&sha2::Sha256::digest(&dump))
     );
     assert_eq!(manifest["size_bytes"], dump.len());
 
@@ -379,12 +379,12 @@ fn retention_keeps_exactly_the_newest_complete_backups() {
     let second = job.backup_ok();
     // A failed run between them: a dump without a manifest.
     let stale = {
-        let second_started = dob::manifest::BackupId::parse(&second)
+        let second_started = dob::backup::manifest::BackupId::parse(&second)
             .unwrap()
             .started()
             .unwrap();
         let started = second_started - jiff::SignedDuration::from_millis(1);
-        dob::manifest::BackupId::new(started, 0).to_string()
+        dob::backup::manifest::BackupId::new(started, 0).to_string()
     };
     assert!(first < stale && stale < second);
     bucket.put(&format!("dob/{stale}/dump.pgcustom"), b"partial");
@@ -413,7 +413,7 @@ fn keep_zero_deletes_nothing_and_backs_up_into_an_object_locked_bucket() {
     let job = Job::new(&db, &bucket).with_env("DOB_BACKUP_KEEP", "0");
     let first = job.backup_ok();
     // What a failed run leaves: a dump without a manifest. Retention would delete it.
-    let stale = dob::manifest::BackupId::new("2020-01-01T00:00:00Z".parse().unwrap(), 0);
+    let stale = dob::backup::manifest::BackupId::new("2020-01-01T00:00:00Z".parse().unwrap(), 0);
     let stale_key = format!("dob/{stale}/dump.pgcustom");
     bucket.put(&stale_key, b"partial");
     let second = job.backup_ok();
@@ -560,7 +560,7 @@ fn bad_configuration_and_arguments_have_their_own_exit_codes() {
 
 #[test]
 fn backups_and_drills_work_over_verified_tls_and_refuse_an_untrusted_server() {
-    let (pg, certs) = dob::pg::LocalServer::start_fresh_with_tls().unwrap();
+    let (pg, certs) = dob::testing::LocalServer::start_fresh_with_tls().unwrap();
     pg.create_database("tls_backup").unwrap();
     let url = format!("{}?sslmode=require", pg.url("tls_backup"));
     let ca = certs.ca_file.display().to_string();
@@ -595,7 +595,7 @@ fn backups_and_drills_work_over_verified_tls_and_refuse_an_untrusted_server() {
 
 #[test]
 fn a_dump_from_before_a_failover_is_refused_by_the_promoted_cluster_unless_allowed() {
-    use dob::pg::LocalServer;
+    use dob::testing::LocalServer;
     let mut primary = LocalServer::start_fresh().unwrap();
     primary.create_database("dob").unwrap();
     let mut client = primary.connect("dob").unwrap();

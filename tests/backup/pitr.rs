@@ -4,7 +4,8 @@
 //! reached through HAProxy terminating TLS with a certificate of a test CA.
 
 use crate::helpers::{bare_request, finish, shared_s3, unique, Finished};
-use dob::pg::{as_postgres_user, free_port, give_to_postgres_user, LocalServer};
+use dob::db::pgbin::{as_postgres_user, give_to_postgres_user};
+use dob::testing::{free_port, LocalServer};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -118,7 +119,7 @@ impl TlsS3 {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = dob::pg::spawn_dying_with_process(cmd, libc::SIGKILL)
+        let child = dob::testing::spawn_dying_with_process(cmd, libc::SIGKILL)
             .expect("starting haproxy (scripts/install-deps.sh installs it)");
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {

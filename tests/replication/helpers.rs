@@ -3,7 +3,7 @@
 //! PUT/GET through the API (served in-process, as in `tests/api`).
 
 use crate::api::{send, wait_until, TestApp};
-use dob::pg::LocalServer;
+use dob::testing::LocalServer;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -94,7 +94,7 @@ impl Pair {
 }
 
 pub fn lsn(text: &str) -> u64 {
-    dob::promote::Lsn::parse(text)
+    dob::failover::promote::Lsn::parse(text)
         .unwrap_or_else(|| panic!("not an LSN: {text}"))
         .0
 }

@@ -470,7 +470,7 @@ fn an_api_on_a_replica_serves_get_refuses_put_and_accepts_put_after_promotion() 
 
 #[test]
 fn primary_allow_replica_creates_a_replication_only_role_and_hba_lines_for_the_given_addresses() {
-    let pg = dob::pg::LocalServer::start_fresh().unwrap();
+    let pg = dob::testing::LocalServer::start_fresh().unwrap();
     let dir = std::env::temp_dir().join(format!("dob-allow-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let password_file = dir.join("password");

@@ -22,7 +22,7 @@ data "aws_region" "replica" {
 locals {
   account_id = data.aws_caller_identity.current.account_id
 
-  # Backup ids start with their UTC start year (src/manifest.rs: YYYYMMDDTHHMMSS...), so
+  # Backup ids start with their UTC start year (src/backup/manifest.rs: YYYYMMDDTHHMMSS...), so
   # "<prefix>/<digit>" covers every backup and never the fence record (<prefix>/fence/).
   backup_prefix          = trimsuffix(var.backup_prefix, "/")
   backup_expiry_prefixes = [for d in range(10) : "${local.backup_prefix}/${d}"]

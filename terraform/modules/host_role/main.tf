@@ -75,7 +75,7 @@ data "aws_iam_policy_document" "this" {
     resources = [var.backup_kms_key_arn]
   }
 
-  # The cross-region fence record (src/fence.rs) in every region's bucket: every host
+  # The cross-region fence record (src/failover/fence.rs) in every region's bucket: every host
   # reads them all; the DR hosts also write them (dob-promote --takeover).
   dynamic "statement" {
     for_each = length(var.fence_object_arns) > 0 ? [1] : []

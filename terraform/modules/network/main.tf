@@ -120,7 +120,7 @@ resource "aws_vpc_security_group_ingress_rule" "endpoints_https" {
 
 # S3 for the peered region: its hosts cannot use this region's gateway endpoint (gateway
 # endpoints serve their own VPC only), so an interface endpoint, reached across the
-# peering, carries their requests for the cross-region fence record (src/fence.rs).
+# peering, carries their requests for the cross-region fence record (src/failover/fence.rs).
 resource "aws_security_group" "s3_peer" {
   count = length(var.s3_peer_cidr_blocks) > 0 ? 1 : 0
 

@@ -110,7 +110,7 @@ pub fn ssl_mode(url: &str) -> Option<String> {
 }
 
 /// `url` as the driver (`postgres`) parses it: it knows `sslmode` only up to `require`,
-/// so `verify-full` is passed as `require` (the connector of [`crate::dbtls`] does the
+/// so `verify-full` is passed as `require` (the connector of [`crate::db::dbtls`] does the
 /// verifying). Everything else is unchanged.
 pub fn for_driver(url: &str) -> std::borrow::Cow<'_, str> {
     match ssl_mode(url).as_deref() {

@@ -11,13 +11,13 @@
 //! socket (a small front of its own) and answer 404 on the public one; it stops last,
 //! so the load balancer's health checks see the drain's 503 to the end.
 
+use crate::api::front::{self, Front, Request};
+use crate::api::http::{self, App, Surface};
+use crate::api::listener;
+use crate::api::metrics::{Metrics, RouteLabel};
+use crate::api::store::Store;
+use crate::api::wire::{self, Reply};
 use crate::config::ApiConfig;
-use crate::front::{self, Front, Request};
-use crate::http::{self, App, Surface};
-use crate::listener;
-use crate::metrics::{Metrics, RouteLabel};
-use crate::store::Store;
-use crate::wire::{self, Reply};
 use crate::{Error, Result};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -125,11 +125,14 @@ impl Server {
             write_hold: config.pool_timeout + config.statement_timeout,
             fence: match &config.fence {
                 Some(fence_config) => {
-                    let state = Arc::new(crate::fence::FenceState::new(
+                    let state = Arc::new(crate::failover::fence::FenceState::new(
                         fence_config.lease,
                         std::time::Instant::now(),
                     ));
-                    crate::fence::spawn_watcher(fence_config.clone(), Arc::clone(&state))?;
+                    crate::failover::fence::spawn_watcher(
+                        fence_config.clone(),
+                        Arc::clone(&state),
+                    )?;
                     log::info!(
                         "fence: region {}, home region {}, lease {:?}, buckets {}",
                         fence_config.region,
@@ -275,10 +278,7 @@ impl Server {
 
         self.shutdown.wait();
         self.app.draining.store(true, Ordering::Relaxed);
-        log::info!(
-            "shutting down: readiness now 503, serving for {:?} more",
-            self.drain
-        );
+        log::info!("shutting down: {}", drain_message(self.drain));
         thread::sleep(self.drain);
         // No connection may be accepted that will not be answered: stop accepting first
         // (under socket activation, later connections wait in systemd's backlog for the
@@ -344,9 +344,33 @@ impl front::Handler for ApiHandler {
     }
 }
 
+/// What the shutdown log says about the drain period (`DOB_DRAIN_SECONDS`).
+fn drain_message(drain: Duration) -> String {
+    if drain.is_zero() {
+        "no drain period, readiness now 503 and accepting stops".to_owned()
+    } else {
+        format!(
+            "readiness now 503, serving for {} s more",
+            drain.as_secs_f64()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shutdown_log_names_the_drain_period_or_its_absence() {
+        assert_eq!(
+            drain_message(Duration::ZERO),
+            "no drain period, readiness now 503 and accepting stops"
+        );
+        assert_eq!(
+            drain_message(Duration::from_secs(5)),
+            "readiness now 503, serving for 5 s more"
+        );
+    }
 
     #[test]
     fn the_connection_cap_fits_the_open_files_limit() {

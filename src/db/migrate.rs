@@ -12,7 +12,7 @@ use postgres::Client;
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
     1,
     "0001_create_users",
-    include_str!("../sql/0001_create_users.sql"),
+    include_str!("../../sql/0001_create_users.sql"),
 )];
 
 /// Advisory lock key: "dob" in ASCII, so it is recognisable in `pg_locks`.

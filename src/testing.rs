@@ -1,5 +1,9 @@
-//! Local PostgreSQL servers, started and stopped from Rust: for the integration tests,
-//! and for anything else that needs a throwaway cluster on loopback.
+//! Test support, not shipped: throwaway PostgreSQL servers started and stopped from
+//! Rust, their TLS certificates, free ports, and children that die with the test run.
+//!
+//! Compiled only with the `test-support` feature, which the integration tests turn on
+//! through the crate's dev-dependency on itself; release builds of the binaries leave it
+//! out. Production code finds PostgreSQL's programs through [`crate::db::pgbin`].
 //!
 //! PostgreSQL refuses to run as root, so when this process is root the server and its
 //! tools run as the `postgres` user. A server is a child process that dies with this
@@ -7,9 +11,9 @@
 //! PostgreSQL behind; its directory is removed on drop, and directories left by dead
 //! processes are swept at the next start.
 
+use crate::db::pgbin::{as_postgres_user, give_to_postgres_user, PgBin};
 use crate::{Error, Result};
 use postgres::{Client, NoTls};
-use std::ffi::CString;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -19,41 +23,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-/// The PostgreSQL server binaries: `DOB_PG_BIN`, else the newest
-/// `/usr/lib/postgresql/<major>/bin` (Debian/Ubuntu layout).
-#[derive(Debug, Clone)]
-pub struct PgBin(PathBuf);
-
-impl PgBin {
-    pub fn locate() -> Result<PgBin> {
-        if let Some(dir) = std::env::var_os("DOB_PG_BIN") {
-            return Ok(PgBin(PathBuf::from(dir)));
-        }
-        let mut candidates: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-            .map_err(|e| Error::io("looking for PostgreSQL in /usr/lib/postgresql (install postgresql, or set DOB_PG_BIN)", e))?
-            .filter_map(|entry| {
-                let entry = entry.ok()?;
-                let major = entry.file_name().to_str()?.parse::<u32>().ok()?;
-                let bin = entry.path().join("bin");
-                bin.join("initdb").exists().then_some((major, bin))
-            })
-            .collect();
-        candidates.sort();
-        candidates
-            .pop()
-            .map(|(_, bin)| PgBin(bin))
-            .ok_or_else(|| Error::other("no PostgreSQL server found under /usr/lib/postgresql (install postgresql, or set DOB_PG_BIN)"))
-    }
-
-    pub fn tool(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.0
-    }
-}
 
 /// A PostgreSQL server in its own directory, listening on 127.0.0.1 only, trust auth.
 pub struct LocalServer {
@@ -220,9 +189,7 @@ impl LocalServer {
             .map_err(|e| Error::io("setting permissions on the cluster directory", e))?;
         fs::set_permissions(&data, fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io("setting permissions on the data directory", e))?;
-        if let Some(user) = run_as_user()? {
-            chown(&data, &user)?;
-        }
+        give_to_postgres_user(&data)?;
         let mut initdb = Command::new(self.bin.tool("initdb"));
         initdb
             .arg("-D")
@@ -413,32 +380,6 @@ fn sweep_stale_dirs() {
     }
 }
 
-/// The account PostgreSQL runs as: `postgres` when we are root, else ourselves.
-#[derive(Debug, Clone, Copy)]
-pub struct RunAs {
-    uid: libc::uid_t,
-    gid: libc::gid_t,
-}
-
-pub fn run_as_user() -> Result<Option<RunAs>> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(None);
-    }
-    let name = CString::new("postgres").expect("no NUL");
-    // SAFETY: getpwnam returns a pointer to static storage or NULL; we copy the two
-    // fields out immediately, before any other call could overwrite it.
-    let entry = unsafe { libc::getpwnam(name.as_ptr()) };
-    if entry.is_null() {
-        return Err(Error::other(
-            "running as root, but there is no `postgres` user to run PostgreSQL as (install the postgresql package)",
-        ));
-    }
-    // SAFETY: non-null pointer from getpwnam, read at once.
-    let (uid, gid) = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
-    Ok(Some(RunAs { uid, gid }))
-}
-
 /// Certificates for a TLS test server: `ca_file` issued the server's certificate (for
 /// IP 127.0.0.1); `other_ca_file` is a CA that did not.
 #[derive(Debug, Clone)]
@@ -520,7 +461,7 @@ impl TestCerts {
         // PostgreSQL refuses a key others can read, and must be able to read it itself.
         fs::set_permissions(&server_key, fs::Permissions::from_mode(0o600))
             .map_err(|e| Error::io("setting permissions on server.key", e))?;
-        hand_to_server_user(&server_key)?;
+        give_to_postgres_user(&server_key)?;
         Ok(TestCerts {
             ca_file: dir.join("ca.pem"),
             other_ca_file: dir.join("other-ca.pem"),
@@ -528,45 +469,6 @@ impl TestCerts {
             server_key,
         })
     }
-}
-
-/// Gives `path` to the account PostgreSQL runs as (when we are root): a data directory
-/// or a file the server must be able to read.
-pub fn give_to_postgres_user(path: &Path) -> Result<()> {
-    hand_to_server_user(path)
-}
-
-/// Gives `path` to the account PostgreSQL runs as (when we are root), e.g. a TLS key
-/// the server must be able to read.
-fn hand_to_server_user(path: &Path) -> Result<()> {
-    match run_as_user()? {
-        Some(user) => chown(path, &user),
-        None => Ok(()),
-    }
-}
-
-fn chown(path: &Path, user: &RunAs) -> Result<()> {
-    std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
-        .map_err(|e| Error::io(format!("giving {} to the postgres user", path.display()), e))
-}
-
-/// Makes `cmd` run as the postgres user when we are root.
-pub fn as_postgres_user(cmd: &mut Command) -> Result<()> {
-    if let Some(RunAs { uid, gid }) = run_as_user()? {
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setgid(gid) != 0
-                    || libc::setuid(uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    Ok(())
 }
 
 fn run_to_completion(mut cmd: Command, what: &str) -> Result<()> {

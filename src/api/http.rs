@@ -2,13 +2,13 @@
 //! state to a [`Reply`]; the server module turns replies into HTTP responses, times
 //! them and logs them. All of the API contract lives here.
 
+use crate::api::front::{Body, Request};
+use crate::api::metrics::{DbSnapshot, HttpSnapshot, Metrics, RouteLabel};
+use crate::api::store::{Role, Store, StoreError};
+use crate::api::wire::Reply;
+pub use crate::api::wire::JSON;
 use crate::birthday;
 use crate::domain::{DateOfBirth, Username, ValidationError};
-use crate::front::{Body, Request};
-use crate::metrics::{DbSnapshot, HttpSnapshot, Metrics, RouteLabel};
-use crate::store::{Role, Store, StoreError};
-use crate::wire::Reply;
-pub use crate::wire::JSON;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
@@ -32,10 +32,10 @@ pub struct App {
     /// Set on SIGTERM: readiness answers 503 so the load balancer drains this host.
     pub draining: AtomicBool,
     /// The HTTP front's counters, and its connection cap, for `/metrics`.
-    pub http_stats: Arc<crate::front::Stats>,
+    pub http_stats: Arc<crate::api::front::Stats>,
     pub max_connections: usize,
     /// The cross-region write lease, when fencing is on.
-    pub fence: Option<Arc<crate::fence::FenceState>>,
+    pub fence: Option<Arc<crate::failover::fence::FenceState>>,
     /// The longest a PUT can take to commit once it starts (pool wait plus statement
     /// timeout): a write goes ahead only if the lease outlasts it.
     pub write_hold: std::time::Duration,

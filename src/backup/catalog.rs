@@ -6,7 +6,7 @@
 //! written last, so a dump alone is an upload that failed or is still running. Only
 //! complete backups are restored or counted for retention.
 
-use crate::manifest::{parse_key, BackupId, DUMP_FILE, MANIFEST_FILE};
+use crate::backup::manifest::{parse_key, BackupId, DUMP_FILE, MANIFEST_FILE};
 use crate::s3::{ObjectInfo, ObjectStore, PendingUpload};
 use crate::Result;
 use serde::Serialize;
@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn the_fence_record_beside_the_backups_is_no_backup() {
         let objects = vec![ObjectInfo {
-            key: format!("dob/{}", crate::fence::RECORD_KEY),
+            key: format!("dob/{}", crate::failover::fence::RECORD_KEY),
             size: 120,
         }];
         assert!(entries("dob/", &objects).is_empty());

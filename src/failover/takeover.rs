@@ -4,7 +4,7 @@
 //!
 //! 1. `patronictl list`: the local cluster must be a standby cluster with a running
 //!    standby leader (or, on a re-run, already lead under a record naming this region).
-//! 2. Read the fence record from every region's bucket ([`crate::fence`]); this
+//! 2. Read the fence record from every region's bucket ([`crate::failover::fence`]); this
 //!    region's own bucket must answer. The next epoch is one above the highest seen.
 //! 3. Write the record: this region's bucket first (required: without it nothing else
 //!    happens), then every other bucket it can reach (an unreachable one is reported).
@@ -18,8 +18,8 @@
 //! already names this region is kept, and a cluster that already leads is left alone.
 //! The pure parts ([`plan`], [`next_record`]) are unit-tested; the drill runs the rest.
 
-use crate::fence::{self, BucketRead, FenceConfig, FenceRecord, FenceStores, Verdict};
-use crate::switchover::{parse_members, patronictl, Member};
+use crate::failover::fence::{self, BucketRead, FenceConfig, FenceRecord, FenceStores, Verdict};
+use crate::failover::switchover::{parse_members, patronictl, Member};
 use crate::{Error, Result};
 use serde::Serialize;
 use std::path::PathBuf;

@@ -19,10 +19,11 @@
 //! archive does not reach (missing WAL). Pure logic (target parsing, the repository's
 //! `info`, the checks) takes its inputs; the rest runs the tools.
 
-use crate::backup::{collect_stderr, snapshot_contents, SnapshotContents};
-use crate::pg::{as_postgres_user, PgBin};
-use crate::restore::{check_contents, connect as connect_url, db_name, Admin, CanaryCheck};
-use crate::{conninfo, Error, Result};
+use crate::backup::dump::{collect_stderr, snapshot_contents, SnapshotContents};
+use crate::backup::restore::{check_contents, connect as connect_url, db_name, Admin, CanaryCheck};
+use crate::db::conninfo;
+use crate::db::pgbin::{as_postgres_user, PgBin};
+use crate::{Error, Result};
 use jiff::Timestamp;
 use serde::Serialize;
 use std::fmt;
@@ -296,7 +297,7 @@ pub fn recover(
             let mut client = scratch.connect(&live)?;
             // The current WAL file's timeline: the checkpoint's lags a promotion.
             let timeline: i32 = client
-                .query_one(crate::backup::LINEAGE_SQL, &[])
+                .query_one(crate::backup::dump::LINEAGE_SQL, &[])
                 .map_err(|e| Error::db("reading the recovered cluster's timeline", e))?
                 .get(1);
             let contents = snapshot_contents(&mut client)?;
@@ -397,7 +398,7 @@ pub fn drill(
     let rpo_seconds = last_archived.map_or(f64::INFINITY, |t| {
         (now.as_millisecond() as f64 / 1000.0 - t).max(0.0)
     });
-    let run = format!("{:08x}", crate::backup::random_u32());
+    let run = format!("{:08x}", crate::backup::dump::random_u32());
     let marker = |client: &mut postgres::Client, which: &str| -> Result<String> {
         client
             .query_one(
@@ -452,7 +453,7 @@ pub fn drill(
             scratch.check_controldata()?;
             let mut recovered = scratch.connect("postgres")?;
             let timeline: i32 = recovered
-                .query_one(crate::backup::LINEAGE_SQL, &[])
+                .query_one(crate::backup::dump::LINEAGE_SQL, &[])
                 .map_err(|e| Error::db("reading the recovered cluster's timeline", e))?
                 .get(1);
             let found: Vec<String> = recovered
@@ -584,7 +585,7 @@ impl Scratch {
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io(format!("setting the mode of {}", dir.display()), e))?;
-        crate::pg::give_to_postgres_user(&dir)?;
+        crate::db::pgbin::give_to_postgres_user(&dir)?;
         Ok(Scratch {
             dir,
             port: settings.scratch_port,
@@ -620,7 +621,7 @@ impl Scratch {
             let path = self.dir.join(name);
             std::fs::write(&path, text)
                 .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-            crate::pg::give_to_postgres_user(&path)?;
+            crate::db::pgbin::give_to_postgres_user(&path)?;
         }
         Ok(())
     }
@@ -837,7 +838,7 @@ fn copy_database(scratch: &Scratch, db: &str, target_url: &str, fresh: &str) -> 
     if let Some(password) = password {
         restore.env("PGPASSWORD", password);
     }
-    crate::dbtls::configure_libpq(&mut restore);
+    crate::db::dbtls::configure_libpq(&mut restore);
     let restored = restore
         .output()
         .map_err(|e| Error::io("running pg_restore into the live server", e));

@@ -1,83 +1,101 @@
 //! The `dob-restore` command line: its arguments, what a run does with them, and how
 //! the result is reported (summary line, `--json`, Prometheus textfile, exit status).
-//! The restore itself is [`crate::restore`]; the binary only does the printing.
+//! The restore itself is [`crate::backup::restore`]; the binary only does the printing.
 
-use crate::catalog::BackupEntry;
+use crate::backup::catalog::BackupEntry;
+use crate::backup::pitr::{PitrDrillReport, PitrReport, PitrSettings, Target};
+use crate::backup::restore::{DrillReport, RestoreReport, Selector};
+use crate::backup::textfile::JobMetrics;
+use crate::cli::{self, Arg, Help, Parser, Stop};
 use crate::config::{check_database_url, RestoreConfig};
-use crate::pitr::{PitrDrillReport, PitrReport, PitrSettings, Target};
-use crate::restore::{DrillReport, RestoreReport, Selector};
 use crate::s3::ObjectStore;
-use crate::textfile::JobMetrics;
 use crate::{Error, Result};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-pub const HELP: &str = "\
-dob-restore: list, restore and drill the backups dob-backup wrote to S3
-
-USAGE:
-  dob-restore --list [--json]
-  dob-restore [latest|BACKUP_ID] [--target-url URL] [--drop-previous]
-              [--allow-older-timeline] [--json] [--metrics-file PATH]
-  dob-restore --drill [latest|BACKUP_ID] [--target-url URL] [--allow-older-timeline]
-              [--json] [--metrics-file PATH]
-  dob-restore --pitr-drill [--target-url URL] [--scratch-dir DIR] [--scratch-port PORT]
-              [--stanza NAME] [--pgbackrest-config PATH] [--recovery-timeout SECONDS]
-              [--json] [--metrics-file PATH]
-  dob-restore --to-time RFC3339|--to-lsn LSN [--target-url URL] [--drop-previous]
-              [--keep-running] [--scratch-dir DIR] [--scratch-port PORT]
-              [--stanza NAME] [--pgbackrest-config PATH] [--recovery-timeout SECONDS]
-              [--json] [--metrics-file PATH]
-
-  --list               every backup: id, time, size, complete or not
-  latest|BACKUP_ID     which backup (default latest: the newest complete one)
-  --target-url URL     database to restore into (default DOB_DATABASE_URL); for a drill,
-                       the server the scratch database is created on
-  --drop-previous      drop the replaced database instead of keeping it as
-                       <db>_before_<time>
-  --allow-older-timeline
-                       use a dump taken on an earlier timeline of the target's
-                       cluster (before a failover); refused (exit 4) otherwise
-  --drill              restore into a scratch database, verify, drop it, report RPO/RTO
-  --to-time T          point-in-time recovery from the pgBackRest repository: the
-                       database as it was at T (RFC 3339 with an offset), recovered in a
-                       scratch cluster, verified, then copied in and swapped in
-  --to-lsn LSN         the same, up to a WAL position (0/3000100)
-  --pitr-drill         the nightly point-in-time recovery drill, on the primary: writes a
-                       marker, records the time, writes a second, waits for its WAL to
-                       be archived, recovers to the time in a scratch cluster, passes
-                       only with the first marker and without the second; reports RPO
-                       (newest archived WAL age) and RTO; changes nothing else
-  --keep-running       leave the recovered scratch server running (socket in the scratch
-                       directory, --scratch-port) and change nothing live
-  --scratch-dir DIR    where the scratch cluster goes; must not exist or be empty
-                       (default /var/lib/postgresql/dob-pitr)
-  --scratch-port PORT  its port (default 5434; Unix socket only)
-  --stanza NAME        pgBackRest stanza (default DOB_PGBACKREST_STANZA, else dob)
-  --pgbackrest-config PATH
-                       pgBackRest configuration (default DOB_PGBACKREST_CONFIG, else
-                       pgBackRest's own default)
-  --recovery-timeout SECONDS
-                       longest the WAL replay may take (default 3600)
-  --json               print a machine-readable report on stdout
-  --metrics-file PATH  write a Prometheus textfile (result, duration, bytes, times)
+pub const HELP: Help = Help {
+    name: "dob-restore",
+    about: "list, restore and drill the backups dob-backup wrote to S3
 
 A restore goes into a fresh database first; only when the dump's size and SHA-256 match
 its manifest, pg_restore succeeded, every table has the manifest's row count and the
 canary user is back, the live database is swapped out (its connections are closed).
 A point-in-time recovery is refused (exit 4) before anything is written for a time in
 the future or before the oldest physical backup, and after the replay when the WAL
-archive does not reach the target; the live database is then unchanged.
-
-Environment: DOB_DATABASE_URL, DOB_S3_BUCKET, DOB_S3_PREFIX, DOB_S3_REGION,
-DOB_S3_ENDPOINT, DOB_TIMEZONE (for the canary greeting), DOB_PG_BIN, DOB_DATABASE_CA_FILE,
-DOB_DATABASE_PASSWORD_FILE, DOB_PGBACKREST_STANZA, DOB_PGBACKREST_CONFIG. AWS credentials:
-the standard chain (environment, profile, EC2 instance profile).
-
-Exit status: 0 success (verification included); 1 failure (S3, PostgreSQL,
-pg_restore); 2 bad command line; 3 configuration error; 4 refused: no such backup, an
-incomplete one (no manifest), or one that failed verification (corrupt, truncated,
-wrong checksum or row counts). On 1 and 4 the target database is unchanged.";
+archive does not reach the target; the live database is then unchanged.",
+    usage: "\
+dob-restore --list [--json]
+dob-restore [latest|BACKUP_ID] [--target-url URL] [--drop-previous]
+            [--allow-older-timeline] [--json] [--metrics-file PATH]
+dob-restore --drill [latest|BACKUP_ID] [--target-url URL] [--allow-older-timeline]
+            [--json] [--metrics-file PATH]
+dob-restore --pitr-drill [--target-url URL] [--scratch-dir DIR] [--scratch-port PORT]
+            [--stanza NAME] [--pgbackrest-config PATH] [--recovery-timeout SECONDS]
+            [--json] [--metrics-file PATH]
+dob-restore --to-time RFC3339|--to-lsn LSN [--target-url URL] [--drop-previous]
+            [--keep-running] [--scratch-dir DIR] [--scratch-port PORT]
+            [--stanza NAME] [--pgbackrest-config PATH] [--recovery-timeout SECONDS]
+            [--json] [--metrics-file PATH]",
+    flags: "\
+--list               every backup: id, time, size, complete or not
+latest|BACKUP_ID     which backup (default latest: the newest complete one)
+--target-url URL     database to restore into (default DOB_DATABASE_URL); for a drill,
+                     the server the scratch database is created on
+--drop-previous      drop the replaced database instead of keeping it as
+                     <db>_before_<time>
+--allow-older-timeline
+                     use a dump taken on an earlier timeline of the target's
+                     cluster (before a failover); refused (exit 4) otherwise
+--drill              restore into a scratch database, verify, drop it, report RPO/RTO
+--to-time T          point-in-time recovery from the pgBackRest repository: the
+                     database as it was at T (RFC 3339 with an offset), recovered in a
+                     scratch cluster, verified, then copied in and swapped in
+--to-lsn LSN         the same, up to a WAL position (0/3000100)
+--pitr-drill         the nightly point-in-time recovery drill, on the primary: writes a
+                     marker, records the time, writes a second, waits for its WAL to
+                     be archived, recovers to the time in a scratch cluster, passes
+                     only with the first marker and without the second; reports RPO
+                     (newest archived WAL age) and RTO; changes nothing else
+--keep-running       leave the recovered scratch server running (socket in the scratch
+                     directory, --scratch-port) and change nothing live
+--scratch-dir DIR    where the scratch cluster goes; must not exist or be empty
+                     (default /var/lib/postgresql/dob-pitr)
+--scratch-port PORT  its port (default 5434; Unix socket only)
+--stanza NAME        pgBackRest stanza (default DOB_PGBACKREST_STANZA, else dob)
+--pgbackrest-config PATH
+                     pgBackRest configuration (default DOB_PGBACKREST_CONFIG, else
+                     pgBackRest's own default)
+--recovery-timeout SECONDS
+                     longest the WAL replay may take (default 3600)
+--json               print a machine-readable report on stdout
+--metrics-file PATH  write a Prometheus textfile (result, duration, bytes, times)
+-h, --help           print this help
+-V, --version        print the version",
+    environment: "\
+Read at start (on hosts: /etc/dob/dob.env):
+DOB_DATABASE_URL            the live database (required unless --target-url is given)
+DOB_DATABASE_PASSWORD_FILE  file whose first line is the password the URL lacks
+DOB_DATABASE_CA_FILE        CA that signed the server's certificate (sslmode=verify-full)
+DOB_S3_BUCKET, DOB_S3_PREFIX, DOB_S3_REGION, DOB_S3_ENDPOINT, DOB_S3_SSE,
+DOB_S3_KMS_KEY_ID           the bucket, as for dob-backup (not for --to-time/--to-lsn
+                            and --pitr-drill)
+DOB_TIMEZONE                IANA zone of \"today\" for the canary greeting (default UTC)
+DOB_PG_BIN                  directory of pg_restore (default: newest
+                            /usr/lib/postgresql/*/bin)
+DOB_PGBACKREST              the pgbackrest program (default: pgbackrest on PATH)
+DOB_PGBACKREST_STANZA       default --stanza;  DOB_PGBACKREST_CONFIG  default
+                            --pgbackrest-config
+RUST_LOG                    log level (default info)
+AWS credentials: the standard chain (environment, profile, EC2 instance profile).",
+    exit_codes: "\
+0  success (verification included)
+1  failure (S3, PostgreSQL, pg_restore); the target database is unchanged
+2  bad command line
+3  configuration error (a DOB_* variable)
+4  refused: no such backup, an incomplete one (no manifest), or one that failed
+   verification (corrupt, truncated, wrong checksum or row counts); the target
+   database is unchanged",
+};
 
 /// What was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,16 +149,8 @@ pub struct PitrFlags {
     pub recovery_timeout_s: Option<u64>,
 }
 
-#[derive(Debug, PartialEq)]
-pub enum Command {
-    Help,
-    Version,
-    Run(Args),
-}
-
-/// Parses the arguments (without the program name). The error is a usage message
-/// (exit 2).
-pub fn parse_args(argv: &[String]) -> std::result::Result<Command, String> {
+/// Reads the command line (`--help`, `--version` and mistakes end it through [`Stop`]).
+pub fn parse_args(parser: &mut Parser) -> std::result::Result<Args, Stop> {
     let mut args = Args {
         mode: Mode::Restore,
         selector: Selector::Latest,
@@ -156,73 +166,66 @@ pub fn parse_args(argv: &[String]) -> std::result::Result<Command, String> {
     let mut drill = false;
     let mut pitr_drill = false;
     let mut selector = None;
-    let mut it = argv.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value)),
-            _ => (arg.as_str(), None),
+    while let Some(arg) = parser.next_arg()? {
+        let flag = match arg {
+            Arg::Flag(flag) => flag,
+            Arg::Positional(other) => {
+                if selector.is_some() {
+                    return Err(
+                        format!("unexpected argument {other:?}: one backup at a time").into(),
+                    );
+                }
+                selector = Some(Selector::parse(&other).map_err(|e| Stop::Usage(e.to_string()))?);
+                continue;
+            }
         };
-        let mut value = |name: &str| -> std::result::Result<String, String> {
-            inline
-                .or_else(|| it.next().map(String::as_str))
-                .map(str::to_owned)
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match flag {
-            "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
+        match flag.as_str() {
             "--list" => list = true,
             "--drill" => drill = true,
             "--pitr-drill" => pitr_drill = true,
             "--json" => args.json = true,
             "--drop-previous" => args.drop_previous = true,
             "--allow-older-timeline" => args.allow_older_timeline = true,
-            "--target-url" => args.target_url = Some(value("--target-url")?),
-            "--metrics-file" => args.metrics_file = Some(PathBuf::from(value("--metrics-file")?)),
+            "--target-url" => args.target_url = Some(parser.value()?),
+            "--metrics-file" => args.metrics_file = Some(PathBuf::from(parser.value()?)),
             "--to-time" | "--to-lsn" => {
                 if args.pitr_target.is_some() {
                     return Err("one --to-time or --to-lsn at a time".into());
                 }
-                let raw = value(flag)?;
-                args.pitr_target = Some(if flag == "--to-time" {
-                    Target::parse_time(&raw)?
+                let raw = parser.value()?;
+                args.pitr_target = Some(if flag.as_str() == "--to-time" {
+                    Target::parse_time(&raw).map_err(Stop::Usage)?
                 } else {
-                    Target::parse_lsn(&raw)?
+                    Target::parse_lsn(&raw).map_err(Stop::Usage)?
                 });
             }
             "--keep-running" => args.pitr.keep_running = true,
-            "--scratch-dir" => args.pitr.scratch_dir = Some(PathBuf::from(value(flag)?)),
+            "--scratch-dir" => args.pitr.scratch_dir = Some(PathBuf::from(parser.value()?)),
             "--scratch-port" => {
-                let raw = value(flag)?;
+                let raw = parser.value()?;
                 args.pitr.scratch_port =
                     Some(raw.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
-                        format!("--scratch-port {raw:?} is not a port (1-65535)")
+                        Stop::Usage(format!("--scratch-port {raw:?} is not a port (1-65535)"))
                     })?);
             }
-            "--stanza" => args.pitr.stanza = Some(value(flag)?),
+            "--stanza" => args.pitr.stanza = Some(parser.value()?),
             "--pgbackrest-config" => {
-                args.pitr.pgbackrest_config = Some(PathBuf::from(value(flag)?))
+                args.pitr.pgbackrest_config = Some(PathBuf::from(parser.value()?))
             }
             "--recovery-timeout" => {
-                let raw = value(flag)?;
+                let raw = parser.value()?;
                 args.pitr.recovery_timeout_s = Some(
                     raw.parse()
                         .ok()
                         .filter(|s| (1..=86_400).contains(s))
                         .ok_or_else(|| {
-                            format!("--recovery-timeout {raw:?} is not 1 to 86400 seconds")
+                            Stop::Usage(format!(
+                                "--recovery-timeout {raw:?} is not 1 to 86400 seconds"
+                            ))
                         })?,
                 );
             }
-            other if other.starts_with('-') => return Err(format!("unknown flag {other:?}")),
-            other => {
-                if selector.is_some() {
-                    return Err(format!(
-                        "unexpected argument {other:?}: one backup at a time"
-                    ));
-                }
-                selector = Some(Selector::parse(other).map_err(|e| e.to_string())?);
-            }
+            _ => return Err(cli::unknown_flag(&flag)),
         }
     }
     if pitr_drill {
@@ -239,7 +242,7 @@ pub fn parse_args(argv: &[String]) -> std::result::Result<Command, String> {
             );
         }
         args.mode = Mode::PitrDrill;
-        return Ok(Command::Run(args));
+        return Ok(args);
     }
     args.mode = match (list, drill, args.pitr_target.is_some()) {
         (true, true, _) => return Err("--list and --drill do not go together".into()),
@@ -269,7 +272,7 @@ pub fn parse_args(argv: &[String]) -> std::result::Result<Command, String> {
     if let Some(selector) = selector {
         args.selector = selector;
     }
-    Ok(Command::Run(args))
+    Ok(args)
 }
 
 /// What a successful run produced.
@@ -323,15 +326,15 @@ pub fn run(args: &Args, now: jiff::Timestamp) -> Result<Done> {
             ),
         };
         if args.mode == Mode::PitrDrill {
-            return crate::pitr::drill(&settings, &need_url()?, now)
+            return crate::backup::pitr::drill(&settings, &need_url()?, now)
                 .map(|r| Done::PitrDrill(Box::new(r)));
         }
         let target = args.pitr_target.as_ref().expect("--to-time/--to-lsn");
-        return crate::pitr::recover(
+        return crate::backup::pitr::recover(
             &settings,
             target,
             &need_url()?,
-            crate::pitr::PitrOptions {
+            crate::backup::pitr::PitrOptions {
                 keep_running: flags.keep_running,
                 drop_previous: args.drop_previous,
             },
@@ -342,19 +345,19 @@ pub fn run(args: &Args, now: jiff::Timestamp) -> Result<Done> {
     };
     let store = ObjectStore::connect(s3)?;
     match args.mode {
-        Mode::List => crate::catalog::list(&store).map(Done::List),
-        Mode::Restore => crate::restore::restore(
+        Mode::List => crate::backup::catalog::list(&store).map(Done::List),
+        Mode::Restore => crate::backup::restore::restore(
             &store,
             &args.selector,
             &need_url()?,
-            crate::restore::RestoreOptions {
+            crate::backup::restore::RestoreOptions {
                 drop_previous: args.drop_previous,
                 allow_older_timeline: args.allow_older_timeline,
             },
             today,
         )
         .map(|r| Done::Restore(Box::new(r))),
-        Mode::Drill => crate::restore::drill(
+        Mode::Drill => crate::backup::restore::drill(
             &store,
             &args.selector,
             &need_url()?,
@@ -583,16 +586,15 @@ impl Done {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::BackupId;
+    use crate::backup::manifest::BackupId;
 
-    fn parse(args: &[&str]) -> std::result::Result<Command, String> {
-        let argv: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        parse_args(&argv)
+    fn parse(args: &[&str]) -> std::result::Result<Args, Stop> {
+        parse_args(&mut Parser::new(args.iter().copied()))
     }
 
     fn run_args(args: &[&str]) -> Args {
         match parse(args) {
-            Ok(Command::Run(args)) => args,
+            Ok(args) => args,
             other => panic!("{args:?} gave {other:?}"),
         }
     }
@@ -657,8 +659,12 @@ mod tests {
 
     #[test]
     fn help_and_version_win_over_everything_else() {
-        assert_eq!(parse(&["--list", "--help"]), Ok(Command::Help));
-        assert_eq!(parse(&["-V"]), Ok(Command::Version));
+        assert_eq!(parse(&["--list", "--help"]), Err(Stop::Help));
+        assert_eq!(
+            parse(&["--bogus", "--help"]),
+            Err(Stop::Usage(r#"unknown flag "--bogus""#.into()))
+        );
+        assert_eq!(parse(&["-V"]), Err(Stop::Version));
     }
 
     #[test]
@@ -673,7 +679,8 @@ mod tests {
             (&["--drill", "--drop-previous"][..], "restore only"),
             (&["latest", ID][..], "one backup at a time"),
             (&["--target-url"][..], "--target-url needs a value"),
-            (&["--force"][..], "unknown flag"),
+            (&["--force"][..], r#"unknown flag "--force""#),
+            (&["--json=yes"][..], "--json takes no value"),
             (&["--to-time", "yesterday"][..], "RFC 3339"),
             (&["--to-lsn", "12"][..], "WAL position"),
             (
@@ -709,11 +716,11 @@ mod tests {
             (&["yesterday"][..], "yesterday"),
         ] {
             match parse(args) {
-                Err(message) => assert!(
+                Err(Stop::Usage(message)) => assert!(
                     message.contains(expected),
                     "{args:?}: {message:?} lacks {expected:?}"
                 ),
-                Ok(command) => panic!("{args:?} was accepted as {command:?}"),
+                other => panic!("{args:?} was accepted as {other:?}"),
             }
         }
     }

@@ -13,14 +13,15 @@
 //! Any failure (pg_dump exiting non-zero or killed, S3 errors, a short stream) aborts
 //! the multipart upload and writes no manifest: no complete-looking backup is left.
 
-use crate::catalog::{self, RetentionReport};
-use crate::config::BackupConfig;
-use crate::manifest::{
+use crate::backup::catalog::{self, RetentionReport};
+use crate::backup::manifest::{
     hex, BackupId, Canary, Lineage, Manifest, Source, TableCount, MANIFEST_FORMAT,
 };
-use crate::pg::PgBin;
+use crate::config::BackupConfig;
+use crate::db::conninfo;
+use crate::db::pgbin::PgBin;
 use crate::s3::ObjectStore;
-use crate::{conninfo, Error, Result};
+use crate::{Error, Result};
 use jiff::Timestamp;
 use postgres::Transaction;
 use s3::serde_types::Part;
@@ -55,7 +56,8 @@ pub fn run(config: &BackupConfig) -> Result<BackupReport> {
     let root = store.root();
     let dump_key = id.dump_key(&root);
 
-    let (pg_config, tls) = crate::dbtls::client_config(&config.database_url, "DOB_DATABASE_URL")?;
+    let (pg_config, tls) =
+        crate::db::dbtls::client_config(&config.database_url, "DOB_DATABASE_URL")?;
     let mut client = pg_config.connect(tls).map_err(|e| {
         Error::db(
             format!("connecting to {}", conninfo::redacted(&config.database_url)),
@@ -359,7 +361,7 @@ fn stream_dump(
     if let Some(password) = password {
         cmd.env("PGPASSWORD", password);
     }
-    crate::dbtls::configure_libpq(&mut cmd);
+    crate::db::dbtls::configure_libpq(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::io(format!("starting {}", pg_dump.display()), e))?;

@@ -15,7 +15,7 @@
 //! A panic while serving costs that request a 500 (or the connection a close); the
 //! thread goes back to the pool.
 
-use crate::wire::{self, ChunkError, ChunkedDecoder, Framing, Head, HeadScan, Reply};
+use crate::api::wire::{self, ChunkError, ChunkedDecoder, Framing, Head, HeadScan, Reply};
 use crate::{Error, Result};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};

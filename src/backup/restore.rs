@@ -11,12 +11,13 @@
 //!
 //! Any refusal or failure drops the fresh database; the live one is never touched.
 
-use crate::backup::{collect_stderr, count_rows, quote_ident, tool_version};
-use crate::catalog::{self, BackupEntry};
-use crate::manifest::{self, hex, BackupId, Manifest, TableCount};
-use crate::pg::PgBin;
+use crate::backup::catalog::{self, BackupEntry};
+use crate::backup::dump::{collect_stderr, count_rows, quote_ident, tool_version};
+use crate::backup::manifest::{self, hex, BackupId, Manifest, TableCount};
+use crate::db::conninfo;
+use crate::db::pgbin::PgBin;
 use crate::s3::ObjectStore;
-use crate::{conninfo, Error, Result};
+use crate::{Error, Result};
 use jiff::Timestamp;
 use postgres::Client;
 use serde::Serialize;
@@ -219,7 +220,7 @@ pub fn drill(
     let scratch = db_name(
         &manifest.database,
         "_drill_",
-        &format!("{:08x}", crate::backup::random_u32()),
+        &format!("{:08x}", crate::backup::dump::random_u32()),
     );
     let mut admin = Admin::connect(server_url, &base)?;
     admin.check_lineage(&manifest, allow_older_timeline)?;
@@ -310,7 +311,7 @@ fn load_and_verify(
     if let Some(password) = password {
         cmd.env("PGPASSWORD", password);
     }
-    crate::dbtls::configure_libpq(&mut cmd);
+    crate::db::dbtls::configure_libpq(&mut cmd);
     log::debug!("{}", tool_version(&pg_restore).unwrap_or_default());
     let mut child = cmd
         .spawn()
@@ -390,7 +391,7 @@ fn load_and_verify(
 pub(crate) fn check_contents(
     client: &mut Client,
     tables: &[TableCount],
-    canary: Option<&crate::manifest::Canary>,
+    canary: Option<&crate::backup::manifest::Canary>,
     today: jiff::civil::Date,
     what: &str,
 ) -> Result<(i64, Option<CanaryCheck>)> {
@@ -427,7 +428,7 @@ pub(crate) fn check_contents(
 /// as the API would.
 fn check_canary(
     client: &mut Client,
-    canary: &crate::manifest::Canary,
+    canary: &crate::backup::manifest::Canary,
     today: jiff::civil::Date,
 ) -> Result<CanaryCheck> {
     let row = client
@@ -470,7 +471,7 @@ fn check_canary(
 }
 
 pub(crate) fn connect(url: &str) -> Result<Client> {
-    let (mut config, tls) = crate::dbtls::client_config(url, "database URL")?;
+    let (mut config, tls) = crate::db::dbtls::client_config(url, "database URL")?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
@@ -500,7 +501,7 @@ impl Admin {
     /// Refuses, before anything is created, a dump from an earlier timeline of this
     /// server's cluster (see [`manifest::check_lineage`]).
     fn check_lineage(&mut self, manifest: &Manifest, allow_older_timeline: bool) -> Result<()> {
-        let live = crate::backup::lineage(&mut self.client)?;
+        let live = crate::backup::dump::lineage(&mut self.client)?;
         manifest::check_lineage(
             &manifest.id,
             manifest.source.lineage.as_ref(),

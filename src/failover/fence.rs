@@ -26,8 +26,8 @@
 //! takeover reports that it could not fence the old region's bucket, and the runbook
 //! says what to do (docs/failover.md).
 //!
-//! [`verdict`] and [`FenceState`] are pure (the clock is passed in); only [`read_all`],
-//! [`write_record`] and [`spawn_watcher`] talk to S3.
+//! [`verdict`] and [`FenceState`] are pure (the clock is passed in); only
+//! [`FenceStores::read_all`], [`FenceStores::write_all`] and [`spawn_watcher`] talk to S3.
 
 use crate::config::S3Config;
 use crate::s3::ObjectStore;

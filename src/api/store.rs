@@ -12,10 +12,10 @@
 //! (`tcp_user_timeout`) and statements (`statement_timeout`). So while the database is
 //! down, requests fail fast and the pool reconnects by itself when it returns. Faster
 //! still: once a request finds the database unreachable, a circuit breaker
-//! ([`crate::breaker`]) fails requests at once for a cooldown, letting one through at a
+//! ([`crate::api::breaker`]) fails requests at once for a cooldown, letting one through at a
 //! time to probe, so an outage costs milliseconds per request, not a pool timeout each.
 //!
-//! Connections use TLS as the URL's `sslmode` and [`crate::dbtls`] say.
+//! Connections use TLS as the URL's `sslmode` and [`crate::db::dbtls`] say.
 //!
 //! A database replaced by name (a restore or point-in-time recovery renames the live
 //! database away and a verified copy in) keeps its sessions: the primary's are closed by
@@ -26,10 +26,10 @@
 //! cluster, so any connection can ask), and a connection to any other OID is discarded
 //! when it is next checked out.
 
-use crate::breaker::{Admission, Breaker};
-use crate::coalesce::Coalescer;
+use crate::api::breaker::{Admission, Breaker};
+use crate::api::coalesce::Coalescer;
 use crate::config::ApiConfig;
-use crate::migrate;
+use crate::db::migrate;
 use crate::{Error, Result};
 use jiff::civil::Date;
 use postgres::error::SqlState;
@@ -253,7 +253,7 @@ impl Store {
     /// even while the database is down.
     pub fn new(config: &ApiConfig) -> Result<Store> {
         let (pg_config, ssl_mode) = connection_config(config)?;
-        let tls = crate::dbtls::connector_for(ssl_mode, config.database_ca_file.as_deref())?;
+        let tls = crate::db::dbtls::connector_for(ssl_mode, config.database_ca_file.as_deref())?;
         let role = Arc::new(AtomicU8::new(Role::Unknown.to_u8()));
         let database_oid = Arc::new(AtomicU32::new(0));
         let manager = Manager {
@@ -654,8 +654,8 @@ fn classify(err: &postgres::Error) -> Failure {
 
 /// The PostgreSQL client configuration: the URL plus the timeouts the API relies on,
 /// unless the URL sets its own.
-fn connection_config(config: &ApiConfig) -> Result<(postgres::Config, crate::dbtls::SslMode)> {
-    let (mut pg, ssl_mode) = crate::dbtls::parse_url(&config.database_url, "DOB_DATABASE_URL")?;
+fn connection_config(config: &ApiConfig) -> Result<(postgres::Config, crate::db::dbtls::SslMode)> {
+    let (mut pg, ssl_mode) = crate::db::dbtls::parse_url(&config.database_url, "DOB_DATABASE_URL")?;
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(config.connect_timeout);
     }

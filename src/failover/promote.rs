@@ -16,56 +16,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Default `--max-lag-bytes`: one WAL segment.
 pub const DEFAULT_MAX_LAG_BYTES: u64 = 16 * 1024 * 1024;
 
-pub const HELP: &str = "\
-dob-promote: turn the local streaming replica into the primary, safely
-
-USAGE: dob-promote [--database-url URL] [--primary-url URL ...] [--max-lag-bytes N]
-                   [--force] [--allow-data-loss] [--dry-run] [--json]
-                   [--replay-timeout-seconds N] [--metrics-file PATH]
-       dob-promote --switchover [--candidate NAME] [--patroni-config PATH]
-                   [--dry-run] [--json]
-       dob-promote --takeover [--patroni-config PATH] [--env-file PATH]
-                   [--dry-run] [--json]
-
-  --switchover          in the region, where Patroni manages PostgreSQL: a planned change
-                        of leader (patronictl switchover) to --candidate, else the
-                        synchronous standby; waits until it leads on a new timeline.
-                        Failover after a loss is Patroni's own; this is for maintenance
-  --takeover            in the DR region: the human-decided cross-region promotion. Records
-                        a new promotion epoch naming this region (DOB_REGION) in every
-                        bucket of DOB_FENCE_BUCKETS, waits one DOB_FENCE_LEASE_MS so the
-                        old region's dob-api stops writing, then promotes the local Patroni
-                        standby cluster (patronictl edit-config) and waits for a new
-                        timeline. Safe to re-run. See docs/failover.md
-  --env-file PATH       with --takeover: read variables the environment does not set from
-                        PATH (default /etc/dob/dob.env when it exists)
-  --patroni-config PATH Patroni's configuration (default DOB_PATRONI_CONFIG, else
-                        /etc/patroni/config.yml)
-
-  --database-url URL    the LOCAL server (default DOB_DATABASE_URL, which must then name
-                        one host), as a superuser (pg_promote, pg_control_checkpoint and
-                        primary_conninfo are superuser-only by default)
-  --primary-url URL     the old primary; repeatable, every host of a multi-host URL is
-                        checked (2 s connect timeout), with the password of the local
-                        server's URL. Default: the host in the replica's own
-                        primary_conninfo, with the credentials of --database-url.
-                        Neither URL may carry a password on the command line: give the
-                        local one, password included, in DOB_DATABASE_URL
-  --max-lag-bytes N     refuse when the replica is more than N bytes of WAL behind the
-                        newest position it knows of (default 16777216)
-  --force               promote even though an old primary still answers as primary
-  --allow-data-loss     promote even beyond --max-lag-bytes, or when replay does not
-                        catch up within the replay timeout
-  --dry-run             run every check, say what would be done, change nothing
-  --json                machine-readable report on stdout
-  --replay-timeout-seconds N  longest wait for received WAL to be replayed (default 60)
-  --metrics-file PATH   write a Prometheus textfile with the result
-
-Exit status: 0 promoted (or, with --dry-run, would promote); 1 error; 2 bad usage;
-3 the local server is not a replica; 4 an old primary still answers as primary;
-5 replication lag beyond --max-lag-bytes (or replay did not catch up);
-6 promotion did not complete or the server did not accept a write afterwards.";
-
 /// A WAL position, as PostgreSQL prints it (`16/B374D848`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Lsn(pub u64);
@@ -90,7 +40,7 @@ impl fmt::Display for Lsn {
     }
 }
 
-/// What the command line asks for.
+/// What the command line asks for (see [`crate::failover::promote_cli`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     pub database_url: String,
@@ -102,187 +52,6 @@ pub struct Options {
     pub json: bool,
     pub replay_timeout: Duration,
     pub metrics_file: Option<PathBuf>,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum Command {
-    Help,
-    Version,
-    Promote(Options),
-    /// `--switchover`: a planned in-region change of leader, through Patroni.
-    Switchover(crate::switchover::SwitchoverOptions),
-    /// `--takeover`: the cross-region promotion of the DR standby cluster. The fence
-    /// configuration is read by the caller, from the environment and `env_file`.
-    Takeover {
-        patroni_config: PathBuf,
-        env_file: Option<PathBuf>,
-        dry_run: bool,
-        json: bool,
-    },
-}
-
-/// Parses the arguments (without the program name); flags override the environment,
-/// read through `env`. The error is a usage message (exit 2).
-pub fn parse_args(
-    args: &[String],
-    env: impl Fn(&str) -> Option<String>,
-) -> std::result::Result<Command, String> {
-    let mut database_url = None;
-    let mut primary_urls = Vec::new();
-    let mut max_lag_bytes = DEFAULT_MAX_LAG_BYTES;
-    let mut replay_timeout = Duration::from_secs(60);
-    let (mut force, mut allow_data_loss, mut dry_run, mut json) = (false, false, false, false);
-    let mut metrics_file = None;
-    let (mut switchover, mut candidate, mut patroni_config) = (false, None, None);
-    let (mut takeover, mut env_file) = (false, None);
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_owned())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = |name: &str| -> std::result::Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| iter.next().cloned())
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match flag {
-            "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
-            "--database-url" | "--primary-url" => {
-                let url = value(flag)?;
-                // Arguments are readable by every user of the host (ps, /proc/*/cmdline).
-                if crate::conninfo::for_driver(&url)
-                    .parse::<postgres::Config>()
-                    .is_ok_and(|c| c.get_password().is_some())
-                {
-                    return Err(format!(
-                        "{flag} carries a password, which any user of this host could read in the process list: put the local server's URL, password included, in DOB_DATABASE_URL instead (an old primary without a password in its URL is checked with the same credentials)"
-                    ));
-                }
-                if flag == "--database-url" {
-                    database_url = Some(url);
-                } else {
-                    primary_urls.push(url);
-                }
-            }
-            "--max-lag-bytes" => {
-                let raw = value(flag)?;
-                max_lag_bytes = raw
-                    .parse()
-                    .map_err(|_| format!("--max-lag-bytes must be a whole number, not {raw:?}"))?;
-            }
-            "--replay-timeout-seconds" => {
-                let raw = value(flag)?;
-                let secs: u64 = raw
-                    .parse()
-                    .ok()
-                    .filter(|s| (1..=86_400).contains(s))
-                    .ok_or_else(|| {
-                        format!("--replay-timeout-seconds must be from 1 to 86400, not {raw:?}")
-                    })?;
-                replay_timeout = Duration::from_secs(secs);
-            }
-            "--metrics-file" => metrics_file = Some(PathBuf::from(value(flag)?)),
-            "--candidate" => candidate = Some(value(flag)?),
-            "--patroni-config" => patroni_config = Some(PathBuf::from(value(flag)?)),
-            "--env-file" => env_file = Some(PathBuf::from(value(flag)?)),
-            "--switchover" | "--takeover" if inline.is_some() => {
-                return Err(format!("{flag} takes no value"))
-            }
-            "--switchover" => switchover = true,
-            "--takeover" => takeover = true,
-            "--force" | "--allow-data-loss" | "--dry-run" | "--json" if inline.is_some() => {
-                return Err(format!("{flag} takes no value"))
-            }
-            "--force" => force = true,
-            "--allow-data-loss" => allow_data_loss = true,
-            "--dry-run" => dry_run = true,
-            "--json" => json = true,
-            other => return Err(format!("unexpected argument {other:?}")),
-        }
-    }
-    let patroni_config_or_default = |given: Option<PathBuf>| {
-        given
-            .or_else(|| {
-                env("DOB_PATRONI_CONFIG")
-                    .filter(|v| !v.trim().is_empty())
-                    .map(PathBuf::from)
-            })
-            .unwrap_or_else(|| PathBuf::from(crate::switchover::DEFAULT_PATRONI_CONFIG))
-    };
-    if takeover {
-        if switchover
-            || database_url.is_some()
-            || !primary_urls.is_empty()
-            || force
-            || allow_data_loss
-            || candidate.is_some()
-        {
-            return Err("--takeover takes only --patroni-config, --env-file, --dry-run and --json: Patroni and the fence configuration know the rest".into());
-        }
-        return Ok(Command::Takeover {
-            patroni_config: patroni_config_or_default(patroni_config),
-            env_file,
-            dry_run,
-            json,
-        });
-    }
-    if env_file.is_some() {
-        return Err("--env-file goes with --takeover".into());
-    }
-    if switchover {
-        if database_url.is_some() || !primary_urls.is_empty() || force || allow_data_loss {
-            return Err("--switchover takes only --candidate, --patroni-config, --dry-run and --json: Patroni knows the servers".into());
-        }
-        return Ok(Command::Switchover(crate::switchover::SwitchoverOptions {
-            patroni_config: patroni_config_or_default(patroni_config),
-            candidate,
-            dry_run,
-            json,
-        }));
-    }
-    if candidate.is_some() || patroni_config.is_some() {
-        return Err("--candidate and --patroni-config go with --switchover (or --takeover)".into());
-    }
-    let database_url = match database_url {
-        Some(url) => url,
-        None => {
-            let url = env("DOB_DATABASE_URL")
-                .filter(|v| !v.trim().is_empty())
-                .ok_or("no --database-url, and DOB_DATABASE_URL is not set")?;
-            if host_count(&url)? > 1 {
-                return Err("DOB_DATABASE_URL lists several hosts: pass --database-url with the local server only".into());
-            }
-            url
-        }
-    };
-    if host_count(&database_url)? != 1 {
-        return Err("--database-url must name exactly one server (the local replica)".into());
-    }
-    for url in &primary_urls {
-        host_count(url)?;
-    }
-    Ok(Command::Promote(Options {
-        database_url,
-        primary_urls,
-        max_lag_bytes,
-        force,
-        allow_data_loss,
-        dry_run,
-        json,
-        replay_timeout,
-        metrics_file,
-    }))
-}
-
-fn host_count(url: &str) -> std::result::Result<usize, String> {
-    let config: postgres::Config = crate::conninfo::for_driver(url)
-        .parse()
-        .map_err(|e| format!("{url:?} is not a valid PostgreSQL URL: {e}"))?;
-    Ok(config.get_hosts().len().max(1))
 }
 
 /// The local server, as measured before anything changes.
@@ -648,7 +417,7 @@ pub fn unix_now() -> u64 {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn connect(url: &str, what: &str) -> Result<Client> {
-    let (mut config, tls) = crate::dbtls::client_config(url, "--database-url")?;
+    let (mut config, tls) = crate::db::dbtls::client_config(url, "--database-url")?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
@@ -692,7 +461,7 @@ pub fn measure_local(client: &mut Client) -> Result<LocalState> {
 /// One `postgres::Config` per host named in `url` (a multi-host URL connects to the
 /// first that answers; here every host must be asked), with a short timeout.
 pub fn per_host_configs(url: &str) -> Result<Vec<(String, postgres::Config)>> {
-    let config: postgres::Config = crate::conninfo::for_driver(url)
+    let config: postgres::Config = crate::db::conninfo::for_driver(url)
         .parse()
         .map_err(|e| Error::config("--primary-url", format!("is not a valid URL: {e}")))?;
     let ports = config.get_ports();
@@ -730,8 +499,8 @@ pub fn per_host_configs(url: &str) -> Result<Vec<(String, postgres::Config)>> {
 pub fn primary_from_conninfo(conninfo: &str, local_url: &str) -> Option<String> {
     // Read as keywords: a conninfo with `sslrootcert` (verify-full replication) is not
     // something the driver parses.
-    let (host, port) = crate::conninfo::keyword_host_port(conninfo)?;
-    let local: postgres::Config = crate::conninfo::for_driver(local_url).parse().ok()?;
+    let (host, port) = crate::db::conninfo::keyword_host_port(conninfo)?;
+    let local: postgres::Config = crate::db::conninfo::for_driver(local_url).parse().ok()?;
     let user = local.get_user().unwrap_or("postgres");
     let db = local.get_dbname().unwrap_or("postgres");
     let host = if host.contains(':') {
@@ -745,7 +514,7 @@ pub fn primary_from_conninfo(conninfo: &str, local_url: &str) -> Option<String> 
 pub fn probe(host: String, config: &postgres::Config) -> PrimaryProbe {
     // Without certificate checks: a live primary whose certificate this host does not
     // trust must still count as live (answering "unreachable" would allow a split brain).
-    let tls = match crate::dbtls::connector(None) {
+    let tls = match crate::db::dbtls::connector(None) {
         Ok(tls) => tls,
         Err(err) => {
             let answer = ProbeAnswer::Unknown(err.chain());
@@ -836,7 +605,7 @@ fn run_into(options: &Options, report: &mut Report) -> Result<()> {
     }
     // An old primary's URL carries no password (the command line is public): it is
     // checked with the local server's, as the replica's own upstream is.
-    let local_password = crate::conninfo::for_driver(&options.database_url)
+    let local_password = crate::db::conninfo::for_driver(&options.database_url)
         .parse::<postgres::Config>()
         .ok()
         .and_then(|c| c.get_password().map(<[u8]>::to_vec));
@@ -997,15 +766,16 @@ mod tests {
     use super::*;
 
     fn options() -> Options {
-        match parse_args(
-            &[
-                "--database-url".into(),
-                "postgresql://postgres@127.0.0.1:5433/dob".into(),
-            ],
-            |_| None,
-        ) {
-            Ok(Command::Promote(o)) => o,
-            other => panic!("{other:?}"),
+        Options {
+            database_url: "postgresql://postgres@127.0.0.1:5433/dob".into(),
+            primary_urls: vec![],
+            max_lag_bytes: DEFAULT_MAX_LAG_BYTES,
+            force: false,
+            allow_data_loss: false,
+            dry_run: false,
+            json: false,
+            replay_timeout: Duration::from_secs(60),
+            metrics_file: None,
         }
     }
 
@@ -1025,10 +795,6 @@ mod tests {
             host: "10.0.1.10:5432".into(),
             answer,
         }
-    }
-
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
     }
 
     #[test]
@@ -1131,137 +897,6 @@ mod tests {
             warnings.iter().any(|w| w.contains("--allow-data-loss")),
             "{warnings:?}"
         );
-    }
-
-    #[test]
-    fn flags_override_the_environment_and_bad_usage_is_explained() {
-        let env =
-            |k: &str| (k == "DOB_DATABASE_URL").then(|| "postgresql://a@h1:5432/dob".to_string());
-        let Ok(Command::Promote(o)) = parse_args(&args(&["--json", "--max-lag-bytes=10"]), env)
-        else {
-            panic!()
-        };
-        assert_eq!(o.database_url, "postgresql://a@h1:5432/dob");
-        assert!(o.json && o.max_lag_bytes == 10 && !o.force);
-        let Ok(Command::Promote(o)) = parse_args(
-            &args(&[
-                "--database-url",
-                "postgresql://b@h2/dob",
-                "--primary-url",
-                "postgresql://b@h1,h3/dob",
-                "--primary-url",
-                "postgresql://b@h4/dob",
-                "--force",
-                "--allow-data-loss",
-                "--dry-run",
-            ]),
-            env,
-        ) else {
-            panic!()
-        };
-        assert_eq!(o.database_url, "postgresql://b@h2/dob");
-        assert_eq!(o.primary_urls.len(), 2);
-        assert!(o.force && o.allow_data_loss && o.dry_run);
-        for bad in [
-            &["--max-lag-bytes", "lots"][..],
-            &["--bogus"],
-            &["--primary-url"],
-            &["--force=yes"],
-            &["--database-url", "postgresql://b@h1,h2/dob"],
-        ] {
-            assert!(parse_args(&args(bad), env).is_err(), "{bad:?}");
-        }
-        let multi =
-            |k: &str| (k == "DOB_DATABASE_URL").then(|| "postgresql://a@h1,h2/dob".to_string());
-        assert!(parse_args(&[], multi)
-            .unwrap_err()
-            .contains("--database-url"));
-        assert!(parse_args(&[], |_| None).is_err());
-        assert_eq!(parse_args(&args(&["--help"]), |_| None), Ok(Command::Help));
-    }
-
-    #[test]
-    fn a_switchover_needs_no_database_url_and_takes_patronis_config() {
-        let env = |k: &str| (k == "DOB_PATRONI_CONFIG").then(|| "/etc/dob/patroni.yml".to_string());
-        let Ok(Command::Switchover(o)) = parse_args(&args(&["--switchover", "--json"]), env) else {
-            panic!()
-        };
-        assert_eq!(o.patroni_config, PathBuf::from("/etc/dob/patroni.yml"));
-        assert!(o.json && o.candidate.is_none());
-        let Ok(Command::Switchover(o)) = parse_args(
-            &args(&[
-                "--switchover",
-                "--candidate=b",
-                "--patroni-config",
-                "/p.yml",
-            ]),
-            |_| None,
-        ) else {
-            panic!()
-        };
-        assert_eq!(o.candidate.as_deref(), Some("b"));
-        assert_eq!(o.patroni_config, PathBuf::from("/p.yml"));
-        let Ok(Command::Switchover(o)) = parse_args(&args(&["--switchover"]), |_| None) else {
-            panic!()
-        };
-        assert_eq!(
-            o.patroni_config,
-            PathBuf::from(crate::switchover::DEFAULT_PATRONI_CONFIG)
-        );
-        for bad in [
-            &["--switchover", "--force"][..],
-            &["--switchover", "--database-url", "postgresql://h/dob"],
-            &["--candidate", "b", "--database-url", "postgresql://h/dob"],
-        ] {
-            assert!(parse_args(&args(bad), |_| None).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn a_password_on_the_command_line_is_refused() {
-        for flag in ["--database-url", "--primary-url"] {
-            let err = parse_args(
-                &args(&[
-                    "--database-url",
-                    "postgresql://postgres@127.0.0.1:5433/dob",
-                    flag,
-                    "postgresql://postgres:secret@127.0.0.1:5432/dob",
-                ]),
-                |_| None,
-            )
-            .unwrap_err();
-            assert!(err.contains("password") && !err.contains("secret"), "{err}");
-        }
-        // From the environment it is fine: the environment is the process's own.
-        let env = |k: &str| {
-            (k == "DOB_DATABASE_URL").then(|| "postgresql://postgres:pw@127.0.0.1:5433/dob".into())
-        };
-        assert!(matches!(parse_args(&[], env), Ok(Command::Promote(_))));
-    }
-
-    #[test]
-    fn a_takeover_takes_its_configuration_from_the_host_not_the_command_line() {
-        assert_eq!(
-            parse_args(
-                &args(&["--takeover", "--env-file", "/e", "--dry-run"]),
-                |_| None
-            ),
-            Ok(Command::Takeover {
-                patroni_config: PathBuf::from(crate::switchover::DEFAULT_PATRONI_CONFIG),
-                env_file: Some(PathBuf::from("/e")),
-                dry_run: true,
-                json: false,
-            })
-        );
-        for bad in [
-            &["--takeover", "--switchover"][..],
-            &["--takeover", "--database-url", "postgresql://h/dob"],
-            &["--takeover", "--candidate", "b"],
-            &["--takeover=yes"],
-            &["--env-file", "/e", "--database-url", "postgresql://h/dob"],
-        ] {
-            assert!(parse_args(&args(bad), |_| None).is_err(), "{bad:?}");
-        }
     }
 
     #[test]

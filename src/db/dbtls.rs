@@ -1,5 +1,5 @@
 //! TLS for every PostgreSQL connection the binaries make (rustls, aws-lc-rs); the test
-//! harness in `pg` stays plaintext.
+//! harness (`testing`) stays plaintext.
 //!
 //! The URL's `sslmode` decides whether TLS is used and what it proves:
 //! - `verify-full` (what the hosts use): TLS, and the server's certificate must chain to
@@ -52,7 +52,7 @@ impl SslMode {
 /// The driver's configuration for `url` and the `sslmode` it asked for. `what` names
 /// the URL's source in errors (a variable or a flag).
 pub fn parse_url(url: &str, what: &str) -> Result<(postgres::Config, SslMode)> {
-    let mode = match crate::conninfo::ssl_mode(url).as_deref() {
+    let mode = match crate::db::conninfo::ssl_mode(url).as_deref() {
         None | Some("prefer") => SslMode::Prefer,
         Some("disable") => SslMode::Disable,
         Some("require") => SslMode::Require,
@@ -70,7 +70,7 @@ pub fn parse_url(url: &str, what: &str) -> Result<(postgres::Config, SslMode)> {
             ))
         }
     };
-    let config = crate::conninfo::for_driver(url)
+    let config = crate::db::conninfo::for_driver(url)
         .parse::<postgres::Config>()
         .map_err(|e| Error::config(what, format!("is not a valid PostgreSQL URL: {e}")))?;
     Ok((config, mode))

@@ -1,0 +1,15 @@
+//! Changing which database takes writes, all through `dob-promote`: promoting a local
+//! streaming replica, a planned switchover through Patroni, and the cross-region
+//! takeover; and the write fence (promotion epoch in S3, write lease) that keeps the
+//! old region from writing after a takeover, which `dob-api` also obeys.
+
+// Cross-region write fencing: the promotion epoch in S3 and the write lease.
+pub mod fence;
+// dob-promote: checks that promoting the local replica is safe, promotes, verifies.
+pub mod promote;
+// The dob-promote command line: its help, its flags, and which of the three it runs.
+pub mod promote_cli;
+// `dob-promote --switchover`: a planned change of leader through Patroni.
+pub mod switchover;
+// `dob-promote --takeover`: the DR standby cluster promoted after the old region is fenced.
+pub mod takeover;
