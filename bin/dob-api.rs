@@ -1,4 +1,4 @@
-//! `dob-api`: the birthday hello API. Configuration is the environment (see README);
+//! `dob-api`: the birthday hello API. Configuration is the environment (see docs/configuration.md);
 //! SIGTERM or SIGINT drains and exits 0.
 
 use dob::api::server::Server;

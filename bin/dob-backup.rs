@@ -1,5 +1,5 @@
 //! `dob-backup`: one backup of the database into S3 (pg_dump streamed into a multipart
-//! upload, a manifest written last), then retention. See README "dob-backup".
+//! upload, a manifest written last), then retention. See docs/operations.md, "dob-backup".
 
 use dob::backup::dump::BackupReport;
 use dob::backup::textfile::JobMetrics;

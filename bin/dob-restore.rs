@@ -1,5 +1,5 @@
 //! `dob-restore`: list backups, restore one (into a fresh database, verified, then
-//! swapped in), or run a restore drill. See README "dob-restore" and
+//! swapped in), or run a restore drill. See docs/operations.md, "dob-restore", and
 //! `dob::backup::restore_cli`.
 
 use dob::backup::restore_cli::{self, Done};

@@ -27,7 +27,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-/// Every limit of the front. See the README's table for defaults and how to tune them.
+/// Every limit of the front. Defaults and how to tune them: docs/configuration.md.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Connections open at once; at the cap the longest-waiting is evicted or the new
