@@ -123,24 +123,13 @@ impl ApiConfig {
         let workers = parse_in_range(&get, "DOB_WORKERS", (cpus * 8).clamp(8, 64), 1, 1024)?;
         let pool_size =
             parse_in_range(&get, "DOB_POOL_SIZE", (cpus * 4).clamp(4, 32), 1, 1024)? as u32;
-        // More statements in flight than the database has cores only queue in its
-        // kernel; waiting lookups are instead folded into the next query.
-        let lookup_concurrency = parse_in_range(
-            &get,
-            "DOB_LOOKUP_CONCURRENCY",
-            cpus.min(pool_size as usize),
-            1,
-            1024,
-        )?;
-        // Each commit waits for its WAL flush; PUTs arriving meanwhile share the next
-        // batch's transaction and flush instead of each paying for one.
-        let write_concurrency = parse_in_range(
-            &get,
-            "DOB_WRITE_CONCURRENCY",
-            cpus.min(pool_size as usize),
-            1,
-            1024,
-        )?;
+        // Statements in flight at once, default the CPUs: more than the database has
+        // cores only queue in its kernel. Lookups arriving meanwhile are folded into the
+        // next query; PUTs share the next batch's transaction and WAL flush instead of
+        // each paying for one.
+        let concurrency = |key| parse_in_range(&get, key, cpus.min(pool_size as usize), 1, 1024);
+        let lookup_concurrency = concurrency("DOB_LOOKUP_CONCURRENCY")?;
+        let write_concurrency = concurrency("DOB_WRITE_CONCURRENCY")?;
 
         let (timezone, timezone_name) = timezone(get("DOB_TIMEZONE"))?;
 
@@ -188,10 +177,14 @@ impl ApiConfig {
             )?,
             max_headers: parse_in_range(&get, "DOB_MAX_HEADERS", 64, 8, 256)?,
             breaker_cooldown: millis("DOB_BREAKER_COOLDOWN_MS", 500)?,
+            // A leader election must fit in it: Patroni's TTL (20 s on the hosts) + loop_wait
+            // (5) + 2 x retry_timeout (10), counted from the last readiness success, which
+            // the load balancer asks for only every 10 s. Shorter, and an AZ loss takes the
+            // surviving host out of the load balancer too while it waits for its promotion.
             ready_grace: Duration::from_millis(parse_in_range(
                 &get,
                 "DOB_READY_GRACE_MS",
-                20_000,
+                45_000,
                 0,
                 600_000,
             )? as u64),

@@ -391,7 +391,16 @@ pub struct TestCerts {
 }
 
 impl TestCerts {
-    fn make(dir: &Path) -> Result<TestCerts> {
+    /// A test CA, a server certificate it issued for IP 127.0.0.1 (and nothing else: the
+    /// TLS tests check that a name it does not carry is refused), and an unrelated CA,
+    /// made with the `openssl` command in `dir`.
+    pub fn make(dir: &Path) -> Result<TestCerts> {
+        Self::make_for(dir, "IP:127.0.0.1")
+    }
+
+    /// The same, the server certificate naming `subject_alt_names` (openssl's syntax,
+    /// e.g. `DNS:localhost`: pgBackRest checks names, not addresses).
+    pub fn make_for(dir: &Path, subject_alt_names: &str) -> Result<TestCerts> {
         const EC: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
         let openssl = |args: &[&str]| -> Result<()> {
             let out = Command::new("openssl")
@@ -423,8 +432,11 @@ impl TestCerts {
                 .concat(),
             )?;
         }
-        fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n")
-            .map_err(|e| Error::io("writing server.ext", e))?;
+        fs::write(
+            dir.join("server.ext"),
+            format!("subjectAltName={subject_alt_names}\n"),
+        )
+        .map_err(|e| Error::io("writing server.ext", e))?;
         openssl(
             &[
                 &["req", "-nodes"][..],

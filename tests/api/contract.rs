@@ -62,6 +62,13 @@ fn put_again_updates_the_date_without_duplicating_the_user() {
     assert_eq!(rows[0].get::<_, String>(0), "1981-02-02");
 }
 
+fn user_count(app: &TestApp) -> i64 {
+    app.sql()
+        .query_one("SELECT count(*) FROM users", &[])
+        .unwrap()
+        .get(0)
+}
+
 #[test]
 fn concurrent_puts_for_one_user_leave_exactly_one_row() {
     let app = Arc::new(TestApp::spawn());
@@ -79,12 +86,7 @@ fn concurrent_puts_for_one_user_leave_exactly_one_row() {
     for thread in threads {
         thread.join().unwrap();
     }
-    let count: i64 = app
-        .sql()
-        .query_one("SELECT count(*) FROM users", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(count, 1);
+    assert_eq!(user_count(&app), 1);
 }
 
 #[test]
@@ -122,12 +124,7 @@ fn concurrent_puts_are_each_acknowledged_only_once_committed() {
     for thread in threads {
         thread.join().unwrap();
     }
-    let count: i64 = app
-        .sql()
-        .query_one("SELECT count(*) FROM users", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(count, 16);
+    assert_eq!(user_count(&app), 16);
 }
 
 #[test]

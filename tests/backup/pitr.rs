@@ -5,7 +5,7 @@
 
 use crate::helpers::{bare_request, finish, shared_s3, unique, Finished};
 use dob::db::pgbin::{as_postgres_user, give_to_postgres_user};
-use dob::testing::{free_port, LocalServer};
+use dob::testing::{free_port, LocalServer, TestCerts};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -45,63 +45,9 @@ impl TlsS3 {
     fn start() -> TlsS3 {
         let dir = std::env::temp_dir().join(unique("dob-pitr-s3-"));
         std::fs::create_dir_all(&dir).unwrap();
-        let openssl = |args: &[&str]| {
-            run_ok(
-                Command::new("openssl").args(args).current_dir(&dir),
-                "openssl",
-            );
-        };
-        const EC: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-        openssl(
-            &[
-                &["req", "-x509", "-nodes", "-days", "2"][..],
-                &EC,
-                &[
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.pem",
-                    "-subj",
-                    "/CN=dob pitr test ca",
-                ],
-            ]
-            .concat(),
-        );
-        openssl(
-            &[
-                &["req", "-nodes"][..],
-                &EC,
-                &[
-                    "-keyout",
-                    "s3.key",
-                    "-out",
-                    "s3.csr",
-                    "-subj",
-                    "/CN=localhost",
-                ],
-            ]
-            .concat(),
-        );
-        std::fs::write(dir.join("s3.ext"), "subjectAltName=DNS:localhost\n").unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "s3.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "s3.ext",
-            "-out",
-            "s3.crt",
-        ]);
-        let mut bundle = std::fs::read(dir.join("s3.crt")).unwrap();
-        bundle.extend(std::fs::read(dir.join("s3.key")).unwrap());
+        let certs = TestCerts::make_for(&dir, "DNS:localhost").unwrap();
+        let mut bundle = std::fs::read(&certs.server_cert).unwrap();
+        bundle.extend(std::fs::read(&certs.server_key).unwrap());
         std::fs::write(dir.join("s3.bundle"), bundle).unwrap();
         let port = free_port().unwrap();
         let config = format!(
@@ -127,7 +73,7 @@ impl TlsS3 {
             std::thread::sleep(Duration::from_millis(50));
         }
         // The postgres user (pgBackRest runs as it) reads the CA.
-        let ca = dir.join("ca.pem");
+        let ca = certs.ca_file.clone();
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         std::fs::set_permissions(&ca, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
