@@ -4,8 +4,11 @@
     dns.py --primary HOST:PORT --secondary HOST:PORT --out FILE --events FILE
            [--interval S] [--threshold N] [--max-seconds S]
 
-Every --interval seconds it asks each region's NLB stand-in for GET /readyz (4 s to
-connect and answer, like a Route53 checker). A region turns unhealthy after
+Every --interval seconds it asks each region's NLB stand-in for GET /hello/DnsProbe (4 s
+to connect and answer, like a Route53 checker): healthy when an API host answers
+below 500 (a 404 for the unknown user means the request reached a healthy target and
+its database). /readyz is on the hosts' admin port only, which the internet never
+reaches, as Route53's checks reach only the NLB's listener. A region turns unhealthy after
 --threshold failures in a row and healthy again after --threshold successes in a row,
 as the Terraform health checks do (request_interval 10, failure_threshold 3). The
 answer is the primary while it is healthy, else the secondary while it is healthy,
@@ -29,8 +32,8 @@ def healthy_now(address: str) -> bool:
     host, port = address.rsplit(":", 1)
     try:
         conn = http.client.HTTPConnection(host, int(port), timeout=4)
-        conn.request("GET", "/readyz")
-        ok = conn.getresponse().status == 200
+        conn.request("GET", "/hello/DnsProbe")
+        ok = conn.getresponse().status < 500
         conn.close()
         return ok
     except (OSError, http.client.HTTPException):

@@ -14,7 +14,8 @@
 #     link): its own one-member etcd, a Patroni standby cluster following whichever
 #     eu-west-1 host leads (slot dob_dr), dob-api on the local server
 #   client (10.71.0.100): the internet side. One NLB stand-in per region (HAProxy, TCP
-#     passthrough, health check GET /readyz = 200 every 10 s, 2 to change state: the
+#     passthrough, health check GET /readyz = 200 on dob-api's admin port (8090, as
+#     DOB_ADMIN_LISTEN on the hosts; the public port answers 404 for it) every 10 s, 2 to change state: the
 #     Terraform target group's settings), eu-west-1 on :8080 and eu-central-1 on :8081;
 #     the DNS-failover stand-in (scripts/drill/dns.py: the Route53 failover records
 #     and their health checks, 10 s, 3 to change state); the S3 server with both
@@ -450,7 +451,8 @@ start_api() {
 	mapfile -t host_env <"$WORK/$node/dob.env"
 	# The URL carries the password: passed through the environment, never argv.
 	start_bg "$node" dob-api env -i DOB_DATABASE_URL="$(api_url "$node")" \
-		DOB_DATABASE_CA_FILE="$CA_FILE" DOB_LISTEN="${IP[$node]}:8080" DOB_DRAIN_SECONDS=1 \
+		DOB_DATABASE_CA_FILE="$CA_FILE" DOB_LISTEN="${IP[$node]}:8080" \
+		DOB_ADMIN_LISTEN="${IP[$node]}:8090" DOB_DRAIN_SECONDS=1 \
 		RUST_LOG=warn "${host_env[@]}" "$API_BIN"
 }
 
@@ -488,13 +490,13 @@ start_nlb() {
 		  http-check expect status 200
 		  # An NLB terminates connections to a target once it is unhealthy.
 		  default-server inter 10s fall 2 rise 2 on-marked-down shutdown-sessions
-		  server a ${IP[a]}:8080 check
-		  server b ${IP[b]}:8080 check
+		  server a ${IP[a]}:8080 check port 8090
+		  server b ${IP[b]}:8080 check port 8090
 		backend dr
 		  option httpchk GET /readyz
 		  http-check expect status 200
 		  default-server inter 10s fall 2 rise 2 on-marked-down shutdown-sessions
-		  server dr ${IP[dr]}:8080 check
+		  server dr ${IP[dr]}:8080 check port 8090
 	EOF
 	start_bg client haproxy haproxy -db -f "$WORK/client/haproxy.cfg"
 }
@@ -594,7 +596,7 @@ rolling_restart() {
 		done
 		start_api "$node"
 		wait_for "dob-api on $node to be ready" 60 in_ns client curl -fsS -m 2 -o /dev/null \
-			"http://${IP[$node]}:8080/readyz"
+			"http://${IP[$node]}:8090/readyz"
 		nlb_cmd "set server hosts/$node state ready" >/dev/null
 		wait_for "the NLB stand-in to have $node in service" 60 nlb_all_up
 		dob_log "rolling_deploy: dob-api on $node restarted"
@@ -618,7 +620,9 @@ nlb_all_up() {
 }
 
 api_ready() {
-	in_ns client curl -fsS -m 2 -o /dev/null "http://${IP[client]}:8080/readyz" 2>/dev/null
+	# /readyz is not on the public port: a lookup of a user nobody has must come back
+	# from the database (404), not as a 503.
+	[[ "$(in_ns client curl -s -m 2 -o /dev/null -w '%{http_code}' "http://${IP[client]}:8080/hello/Nobody" 2>/dev/null)" == 404 ]]
 }
 
 now() { date +%s.%N; }
