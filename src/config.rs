@@ -691,6 +691,9 @@ mod tests {
             ("DOB_MAX_HEADERS", "lots"),
             ("DOB_BREAKER_COOLDOWN_MS", "soon"),
             ("DOB_READY_GRACE_MS", "-5"),
+            ("DOB_LOOKUP_CONCURRENCY", "0"),
+            ("DOB_WRITE_CONCURRENCY", "0"),
+            ("DOB_WRITE_CONCURRENCY", "100000"),
             ("DOB_ADMIN_LISTEN", "admin"),
             ("DOB_ADMIN_LISTEN", "127.0.0.1:8080"),
         ] {

@@ -289,20 +289,13 @@ pub fn recover(
         scratch.dir.display(),
         scratch.port
     );
-    let recovered = scratch
-        .restore(settings, target)
-        .and_then(|()| scratch.start(settings.recovery_timeout, target, &live))
-        .and_then(|stopped_at| {
-            scratch.check_controldata()?;
-            let mut client = scratch.connect(&live)?;
-            // The current WAL file's timeline: the checkpoint's lags a promotion.
-            let timeline: i32 = client
-                .query_one(crate::backup::dump::LINEAGE_SQL, &[])
-                .map_err(|e| Error::db("reading the recovered cluster's timeline", e))?
-                .get(1);
-            let contents = snapshot_contents(&mut client)?;
-            Ok((stopped_at, timeline, contents))
-        });
+    let recovered =
+        scratch
+            .recover(settings, target, &live)
+            .and_then(|(stopped_at, timeline, mut client)| {
+                let contents = snapshot_contents(&mut client)?;
+                Ok((stopped_at, timeline, contents))
+            });
     let (stopped_at, timeline, contents) = match recovered {
         Ok(r) => r,
         Err(err) => {
@@ -447,15 +440,8 @@ pub fn drill(
         .unwrap_or_default();
     let scratch = Scratch::create(settings)?;
     let checked = scratch
-        .restore(settings, &target)
-        .and_then(|()| scratch.start(settings.recovery_timeout, &target, "postgres"))
-        .and_then(|stopped_at| {
-            scratch.check_controldata()?;
-            let mut recovered = scratch.connect("postgres")?;
-            let timeline: i32 = recovered
-                .query_one(crate::backup::dump::LINEAGE_SQL, &[])
-                .map_err(|e| Error::db("reading the recovered cluster's timeline", e))?
-                .get(1);
+        .recover(settings, &target, "postgres")
+        .and_then(|(stopped_at, timeline, mut recovered)| {
             let found: Vec<String> = recovered
                 .query(
                     &format!("SELECT marker FROM {MARKER_TABLE} WHERE marker LIKE $1 ORDER BY 1"),
@@ -624,6 +610,27 @@ impl Scratch {
             crate::db::pgbin::give_to_postgres_user(&path)?;
         }
         Ok(())
+    }
+
+    /// Restores, replays to `target` and promotes, checks the control file, and connects
+    /// to `db` of the recovered cluster. Returns where recovery stopped, the new
+    /// timeline and the connection.
+    fn recover(
+        &self,
+        settings: &PitrSettings,
+        target: &Target,
+        db: &str,
+    ) -> Result<(Option<String>, i32, postgres::Client)> {
+        self.restore(settings, target)?;
+        let stopped_at = self.start(settings.recovery_timeout, target, db)?;
+        self.check_controldata()?;
+        let mut client = self.connect(db)?;
+        // The current WAL file's timeline: the checkpoint's lags a promotion.
+        let timeline: i32 = client
+            .query_one(crate::backup::dump::LINEAGE_SQL, &[])
+            .map_err(|e| Error::db("reading the recovered cluster's timeline", e))?
+            .get(1);
+        Ok((stopped_at, timeline, client))
     }
 
     fn log_file(&self) -> PathBuf {
