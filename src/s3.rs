@@ -182,6 +182,70 @@ impl ObjectStore {
         check_status(response.status_code(), || format!("uploading {key}"))
     }
 
+    /// A small object in one PUT, only if the condition holds (S3's conditional writes).
+    /// A refused condition is told apart from every other failure, whose outcome is
+    /// unknown: a timeout or a 5xx may or may not have written the object.
+    pub fn put_small_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        content_type: &str,
+        condition: ConditionalPut<'_>,
+    ) -> std::result::Result<(), PutIfError> {
+        let (header, value) = match condition {
+            ConditionalPut::IfNoneMatch => ("If-None-Match", "*"),
+            ConditionalPut::IfMatch(etag) => ("If-Match", etag),
+        };
+        // An ETag is a quoted token of visible ASCII; anything else did not come from S3
+        // and must not reach a header (rust-s3 would panic on it).
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(PutIfError::PreconditionFailed(0));
+        }
+        let mut bucket = self.encrypting.clone();
+        bucket.add_header(header, value);
+        match bucket.put_object_with_content_type(key, data, content_type) {
+            Ok(response) if (200..300).contains(&response.status_code()) => Ok(()),
+            Ok(response) if is_refused_condition(response.status_code()) => {
+                Err(PutIfError::PreconditionFailed(response.status_code()))
+            }
+            Err(S3Error::HttpFailWithBody(status, _)) if is_refused_condition(status) => {
+                Err(PutIfError::PreconditionFailed(status))
+            }
+            Ok(response) => Err(PutIfError::Unknown(Error::other(format!(
+                "uploading {key} (bucket {}): S3 answered {}",
+                self.bucket_name,
+                response.status_code()
+            )))),
+            Err(e) => Err(PutIfError::Unknown(
+                self.err(format!("uploading {key} conditionally"), e),
+            )),
+        }
+    }
+
+    /// A small object's bytes and ETag, or `None` when it does not exist.
+    pub fn get_small_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
+        match self.plain.get_object(key) {
+            Ok(response) if response.status_code() == 404 => Ok(None),
+            Ok(response) => {
+                check_status(response.status_code(), || format!("downloading {key}"))?;
+                let etag = response
+                    .headers()
+                    .into_iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case("etag"))
+                    .map(|(_, value)| value)
+                    .ok_or_else(|| {
+                        Error::other(format!(
+                            "downloading {key} (bucket {}): S3 sent no ETag",
+                            self.bucket_name
+                        ))
+                    })?;
+                Ok(Some((response.to_vec(), etag)))
+            }
+            Err(S3Error::HttpFailWithBody(404, _)) => Ok(None),
+            Err(e) => Err(self.err(format!("downloading {key}"), e)),
+        }
+    }
+
     /// A small object's bytes, or `None` when it does not exist.
     pub fn get_small(&self, key: &str) -> Result<Option<Vec<u8>>> {
         match self.plain.get_object(key) {
@@ -265,6 +329,30 @@ impl ObjectStore {
     fn err(&self, context: String, source: S3Error) -> Error {
         Error::storage(format!("{context} (bucket {})", self.bucket_name), source)
     }
+}
+
+/// The condition of [`ObjectStore::put_small_if`].
+#[derive(Debug, Clone, Copy)]
+pub enum ConditionalPut<'a> {
+    /// Only if no object has the key (`If-None-Match: *`).
+    IfNoneMatch,
+    /// Only if the object is still the version with this ETag (`If-Match`).
+    IfMatch(&'a str),
+}
+
+/// Why a conditional PUT did not write.
+#[derive(Debug)]
+pub enum PutIfError {
+    /// Certainly not written: 412 (the condition failed), 409 (a concurrent conditional
+    /// write won), 404 (`If-Match` on an object that is gone); 0 for an ETag that could
+    /// not be sent.
+    PreconditionFailed(u16),
+    /// Maybe written.
+    Unknown(Error),
+}
+
+fn is_refused_condition(status: u16) -> bool {
+    matches!(status, 404 | 409 | 412)
 }
 
 fn check_status(status: u16, context: impl FnOnce() -> String) -> Result<()> {

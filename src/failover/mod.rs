@@ -5,6 +5,8 @@
 
 // Cross-region write fencing: the promotion epoch in S3 and the write lease.
 pub mod fence;
+// Records in several buckets that count only once a majority holds them.
+pub mod quorum;
 // dob-promote: checks that promoting the local replica is safe, promotes, verifies.
 pub mod promote;
 // The dob-promote command line: its help, its flags, and which of the three it runs.
