@@ -23,9 +23,14 @@ fn main() -> ExitCode {
             env_file,
             dry_run,
             json,
+            accept_data_loss,
         }) => {
             dob::logging::init();
-            return takeover(patroni_config, env_file, dry_run, json);
+            return takeover(patroni_config, env_file, dry_run, json, accept_data_loss);
+        }
+        Ok(Command::FenceInit { env_file, json }) => {
+            dob::logging::init();
+            return fence_init(env_file, json);
         }
     };
     dob::logging::init();
@@ -87,57 +92,108 @@ fn switchover(options: &dob::failover::switchover::SwitchoverOptions) -> ExitCod
 /// The default environment file, as the units read it.
 const HOST_ENV_FILE: &str = "/etc/dob/dob.env";
 
-fn takeover(
-    patroni_config: std::path::PathBuf,
+/// Prints a failure of `--takeover` or `--fence-init` and returns its exit code.
+fn fail(json: bool, what: &str, message: String, code: u8) -> ExitCode {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "result": "failure", "error": message })
+        );
+    }
+    eprintln!("dob-promote: {what} failed: {message}");
+    ExitCode::from(code)
+}
+
+/// The fence configuration, from the environment and the env file (as systemd's
+/// EnvironmentFile= would give it, under what the environment already sets; so the S3
+/// clients' credential chain sees them too). Still one thread when this runs.
+fn fence_config(
     env_file: Option<std::path::PathBuf>,
-    dry_run: bool,
-    json: bool,
-) -> ExitCode {
-    let fail = |message: String, code: u8| {
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({ "result": "failure", "error": message })
-            );
-        }
-        eprintln!("dob-promote: takeover failed: {message}");
-        ExitCode::from(code)
-    };
+) -> Result<dob::failover::fence::FenceConfig, String> {
     let env_file = env_file.or_else(|| {
         let default = std::path::PathBuf::from(HOST_ENV_FILE);
         default.exists().then_some(default)
     });
     if let Some(path) = &env_file {
-        match dob::config::read_env_file(path) {
-            // As systemd's EnvironmentFile= would, under what the environment already
-            // sets; so the S3 clients' credential chain sees them too. Still one thread.
-            Ok(pairs) => {
-                for (key, value) in pairs {
-                    if std::env::var_os(&key).is_none() {
-                        std::env::set_var(key, value);
-                    }
-                }
+        let pairs = dob::config::read_env_file(path).map_err(|e| e.chain())?;
+        for (key, value) in pairs {
+            if std::env::var_os(&key).is_none() {
+                std::env::set_var(key, value);
             }
-            Err(err) => return fail(err.chain(), 2),
         }
     }
     let lookup = |key: &str| std::env::var(key).ok();
-    let fence = match dob::failover::fence::FenceConfig::from_lookup(&lookup) {
-        Ok(Some(fence)) => fence,
-        Ok(None) => {
-            return fail(
-                "DOB_FENCE_BUCKETS is not set (in the environment or the env file): a takeover must fence the old region"
-                    .into(),
-                2,
-            )
+    match dob::failover::fence::FenceConfig::from_lookup(&lookup) {
+        Ok(Some(fence)) => Ok(fence),
+        Ok(None) => Err(
+            "DOB_FENCE_BUCKETS is not set (in the environment or the env file): the fence needs its buckets"
+                .into(),
+        ),
+        Err(err) => Err(err.chain()),
+    }
+}
+
+fn fence_init(env_file: Option<std::path::PathBuf>, json: bool) -> ExitCode {
+    let what = "fence-init";
+    let fence = match fence_config(env_file) {
+        Ok(fence) => fence,
+        Err(message) => return fail(json, what, message, 2),
+    };
+    let stores = match dob::failover::fence::FenceStores::connect(&fence) {
+        Ok(stores) => stores,
+        Err(err) => return fail(json, what, err.chain(), 1),
+    };
+    let outcomes = dob::failover::fence::initialize(
+        &stores.all(),
+        &fence.home_region,
+        &jiff::Timestamp::now().to_string(),
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned()),
+    );
+    for outcome in &outcomes {
+        match &outcome.error {
+            None => log::info!("{} {}: {}", outcome.bucket, outcome.key, outcome.result),
+            Some(why) => log::warn!("{} {}: {why}", outcome.bucket, outcome.key),
         }
-        Err(err) => return fail(err.chain(), 2),
+    }
+    let failed = outcomes.iter().filter(|o| o.result == "failed").count();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "result": if failed == 0 { "initialized" } else { "failure" },
+                "buckets": outcomes,
+            })
+        );
+    }
+    eprintln!(
+        "dob-promote: fence records: {} created, {} kept, {failed} failed (home region {})",
+        outcomes.iter().filter(|o| o.result == "created").count(),
+        outcomes.iter().filter(|o| o.result == "kept").count(),
+        fence.home_region
+    );
+    ExitCode::from(if failed == 0 { 0 } else { 1 })
+}
+
+fn takeover(
+    patroni_config: std::path::PathBuf,
+    env_file: Option<std::path::PathBuf>,
+    dry_run: bool,
+    json: bool,
+    accept_data_loss: bool,
+) -> ExitCode {
+    let what = "takeover";
+    let fence = match fence_config(env_file) {
+        Ok(fence) => fence,
+        Err(message) => return fail(json, what, message, 2),
     };
     let options = dob::failover::takeover::TakeoverOptions {
         patroni_config,
         fence,
         dry_run,
         json,
+        accept_data_loss,
     };
     match dob::failover::takeover::run(&options) {
         Ok(report) => {
@@ -170,6 +226,10 @@ fn takeover(
             );
             ExitCode::SUCCESS
         }
-        Err(err) => fail(err.chain(), 1),
+        Err(err) => {
+            let refused = std::error::Error::source(&err)
+                .is_some_and(|s| s.is::<dob::failover::takeover::Refused>());
+            fail(json, what, err.chain(), if refused { 7 } else { 1 })
+        }
     }
 }

@@ -77,13 +77,19 @@ locals {
     dr      = "${var.name}-releases-${data.aws_caller_identity.current.account_id}-${var.dr_region}"
   }
 
-  # The cross-region fence (src/failover/fence.rs, docs/failover.md): the record in both backup
-  # buckets; each region reads the other's through that region's S3 interface endpoint,
-  # across the peering.
-  fence_key = "${local.backup_prefix}/fence/epoch.json"
-  fence_object_arns = [
-    "${module.backup_bucket.bucket_arn}/${local.fence_key}",
-    "${module.backup_bucket.replica_bucket_arn}/${local.fence_key}",
+  # The cross-region fence (src/failover/fence.rs, docs/failover.md): the records (the
+  # promotion epoch and the DR receipt state) in both backup buckets; each region reads the
+  # other's through that region's S3 interface endpoint, across the peering.
+  fence_keys = ["${local.backup_prefix}/fence/epoch.json", "${local.backup_prefix}/fence/detach.json"]
+  fence_object_arns = flatten([
+    for key in local.fence_keys : [
+      "${module.backup_bucket.bucket_arn}/${key}",
+      "${module.backup_bucket.replica_bucket_arn}/${key}",
+    ]
+  ])
+  fence_epoch_object_arns = [
+    "${module.backup_bucket.bucket_arn}/${local.fence_keys[0]}",
+    "${module.backup_bucket.replica_bucket_arn}/${local.fence_keys[0]}",
   ]
   fence_kms_key_arns = [module.backup_bucket.kms_key_arn, module.backup_bucket.replica_kms_key_arn]
   primary_fence_buckets = join(",", [
@@ -307,6 +313,7 @@ module "primary_host_role" {
   parameters_kms_key_arn   = module.primary_hosts_key.key_arn
   denied_parameter_arns    = [module.credentials.ca_key_parameter_arn]
   fence_object_arns        = local.fence_object_arns
+  fence_epoch_object_arns  = local.fence_epoch_object_arns
   fence_kms_key_arns       = local.fence_kms_key_arns
   permissions_boundary_arn = module.permissions_boundary.arn
 }

@@ -97,7 +97,7 @@ mkdir -p "$REPORT_DIR"
 SUBNET=10.71.0
 NET=dobdrill-net
 declare -A IP=([a]="$SUBNET.11" [b]="$SUBNET.12" [witness]="$SUBNET.13" [dr]="$SUBNET.21"
-	[client]="$SUBNET.100" [s3west]="$SUBNET.101")
+	[client]="$SUBNET.100" [s3west]="$SUBNET.101" [s3witness]="$SUBNET.102")
 PG_NODES=(a b)
 ETCD_NODES=(a b witness)
 WEST_NODES=(a b witness)
@@ -108,6 +108,9 @@ WEST_REGION=eu-west-1
 DR_REGION=eu-central-1
 WEST_BUCKET=dob-drill
 DR_BUCKET=dob-drill-dr
+# The fence's third vote: a small bucket in a third region, on an S3 server of its own.
+WITNESS_REGION=eu-north-1
+WITNESS_BUCKET=dob-drill-witness
 # Leader key TTL and Patroni's loop: a leader that cannot renew its key within TTL
 # demotes itself (ttl >= loop_wait + 2 * retry_timeout).
 TTL=10
@@ -138,7 +141,7 @@ cleanup() {
 	local status=$?
 	set +e
 	trap '' INT TERM
-	for node in client a b witness dr s3west; do
+	for node in client a b witness dr s3west s3witness; do
 		ip netns pids "$(ns "$node")" 2>/dev/null | xargs -r kill -9 2>/dev/null
 		ip netns del "$(ns "$node")" 2>/dev/null
 	done
@@ -436,7 +439,7 @@ write_host_env() {
 	mkdir -p "$WORK/$node"
 	cat >"$WORK/$node/dob.env" <<-EOF
 		DOB_REGION=$region
-		DOB_FENCE_BUCKETS=$WEST_BUCKET@$WEST_REGION=$S3_WEST,$DR_BUCKET@$DR_REGION=$S3_DR
+		DOB_FENCE_BUCKETS=$WEST_BUCKET@$WEST_REGION=$S3_WEST,$DR_BUCKET@$DR_REGION=$S3_DR,$WITNESS_BUCKET@$WITNESS_REGION=$S3_WITNESS
 		DOB_FENCE_HOME_REGION=$WEST_REGION
 		DOB_FENCE_LEASE_MS=15000
 		DOB_FENCE_INTERVAL_MS=1000
@@ -631,18 +634,30 @@ now() { date +%s.%N; }
 # eu-central-1's on the internet side.
 S3_WEST="http://${IP[s3west]}:5000"
 S3_DR="http://${IP[client]}:5000"
+S3_WITNESS="http://${IP[s3witness]}:5000"
 s3_up() {
 	in_ns client curl -fs -m 1 -o /dev/null "$1/"
 }
 
 start_s3() {
-	mkdir -p "$WORK/client" "$WORK/s3west"
+	mkdir -p "$WORK/client" "$WORK/s3west" "$WORK/s3witness"
 	start_bg s3west moto "$MOTO" -H "${IP[s3west]}" -p 5000
 	start_bg client moto "$MOTO" -H "${IP[client]}" -p 5000
+	start_bg s3witness moto "$MOTO" -H "${IP[s3witness]}" -p 5000
 	wait_for "eu-west-1's S3 server" 30 s3_up "$S3_WEST"
 	wait_for "eu-central-1's S3 server" 30 s3_up "$S3_DR"
+	wait_for "the witness region's S3 server" 30 s3_up "$S3_WITNESS"
 	in_ns client curl -fsS -m 5 -X PUT -o /dev/null "$S3_WEST/$WEST_BUCKET"
 	in_ns client curl -fsS -m 5 -X PUT -o /dev/null "$S3_DR/$DR_BUCKET"
+	in_ns client curl -fsS -m 5 -X PUT -o /dev/null "$S3_WITNESS/$WITNESS_BUCKET"
+}
+
+# The deploy's step: the fence records (epoch 0 naming eu-west-1, DR receipt attached)
+# in all three buckets, created only where none exists.
+fence_init() {
+	in_ns client env -i PATH=/usr/bin:/bin "$BIN_DIR/dob-promote" --fence-init --json \
+		--env-file "$WORK/dr/dob.env" >"$WORK/fence-init.json" 2>>"$WORK/fence-init.log" ||
+		dob_die "dob-promote --fence-init failed: $(cat "$WORK/fence-init.json" "$WORK/fence-init.log")"
 }
 
 DNS_ANSWER="$WORK/dns/answer"
@@ -750,6 +765,7 @@ for node in "${PG_NODES[@]}" dr; do
 done
 mkdir -p "$WORK/witness"
 start_s3
+fence_init
 for node in "${PG_NODES[@]}"; do
 	start_host "$node"
 done

@@ -188,11 +188,15 @@ mod tests {
     }
 
     #[test]
-    fn the_fence_record_beside_the_backups_is_no_backup() {
-        let objects = vec![ObjectInfo {
-            key: format!("dob/{}", crate::failover::fence::RECORD_KEY),
-            size: 120,
-        }];
+    fn the_fence_records_beside_the_backups_are_no_backup() {
+        use crate::failover::fence::{DETACH_KEY, EPOCH_KEY};
+        let objects: Vec<ObjectInfo> = [EPOCH_KEY, DETACH_KEY]
+            .iter()
+            .map(|key| ObjectInfo {
+                key: format!("dob/{key}"),
+                size: 120,
+            })
+            .collect();
         assert!(entries("dob/", &objects).is_empty());
     }
 

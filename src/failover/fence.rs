@@ -1,35 +1,43 @@
 //! Cross-region write fencing: which region may take writes, recorded as a *promotion
-//! epoch* in S3, and the lease that makes `dob-api` stop writing when it loses it.
+//! epoch* in several buckets, and the lease that makes `dob-api` stop writing when it
+//! loses it.
 //!
 //! Inside a region Patroni and etcd decide who leads. Between regions nothing does: the
 //! DR region is promoted by a person (`dob-promote --takeover`), and the old region may
-//! come back afterwards with its own leader, still writable. So the decision is written
-//! down where both regions look:
+//! still be up, cut off or coming back, with its own leader, still writable. So the
+//! decision is written down where both regions look, in a way a partition cannot
+//! outvote ([`crate::failover::quorum`]):
 //!
-//! - The *fence record* is a small JSON object, `<prefix>/fence/epoch.json`, kept in
-//!   every region's backup bucket (`DOB_FENCE_BUCKETS`). It names the region that
-//!   writes and an epoch that only grows. No record anywhere means epoch 0: the home
-//!   region (`DOB_FENCE_HOME_REGION`) writes.
-//! - `dob-promote --takeover` writes epoch N+1 naming its own region to every bucket it
-//!   reaches (its own is required), then waits one lease before it promotes.
+//! - The records live in every bucket of `DOB_FENCE_BUCKETS`: each region's backup
+//!   bucket and a small witness bucket in a third region. A change counts once it is in
+//!   a majority of them; a reader believes only valid records from a majority.
+//! - `epoch` (`<prefix>/fence/epoch.json`) names the writing region and an epoch that
+//!   only grows. Only the takeover (the operators' role) writes it; `dob-promote
+//!   --fence-init` creates it at deploy (epoch 0, the home region). A missing or
+//!   unreadable record is never "writer": fewer than a majority of valid records and
+//!   nobody writes.
+//! - `detach` (`<prefix>/fence/detach.json`) says whether the writing region still waits
+//!   for the DR region's receipt before a 204. Only the writing region's hosts write it.
 //! - Every `dob-api` reads the records every `DOB_FENCE_INTERVAL_MS` and acknowledges a
-//!   write only while it holds a *lease*: a read round that started less than
-//!   `DOB_FENCE_LEASE_MS` ago found this region to be the writer, and the write can
-//!   commit (pool wait plus statement timeout) before that lease ends. A region cut off from
-//!   S3 stops writing when its lease runs out; a region that comes back reads the new
-//!   record before its first write (its lease ran out while it was away), so it never
-//!   takes another write. Its `/readyz` turns 503 while it is fenced and its database
-//!   is writable, so neither the load balancer nor DNS sends clients back to it.
+//!   write only while it holds a *lease*: a read round *sent* less than
+//!   `DOB_FENCE_LEASE_MS` ago found this region the writer in a majority, and the write
+//!   can commit (pool wait plus statement timeout) before that lease ends. A region cut
+//!   off from a majority stops writing when its lease runs out; one that comes back
+//!   reads the new epoch before its first write. Its `/readyz` turns 503 while it is
+//!   fenced and its database is writable, so neither the load balancer nor DNS sends
+//!   clients back to it.
+//! - The takeover writes epoch N+1 to a majority, waits out the lease, and only then
+//!   promotes: a `dob-api` of the old region has by then read N+1 (any majority it reads
+//!   shares a bucket with the takeover's) or lost its lease.
 //!
-//! The highest epoch among the buckets read wins. A region that can read only its own
-//! bucket, while a takeover could write only the other one, would keep writing: the
-//! takeover reports that it could not fence the old region's bucket, and the runbook
-//! says what to do (docs/failover.md).
-//!
-//! [`verdict`] and [`FenceState`] are pure (the clock is passed in); only
-//! [`FenceStores::read_all`], [`FenceStores::write_all`] and [`spawn_watcher`] talk to S3.
+//! [`verdict`], [`detach_finding`] and [`FenceState`] are pure (the clock is passed
+//! in); [`read_epochs`], [`read_detach`], [`initialize`] and [`spawn_watcher`] talk to
+//! the buckets.
 
 use crate::config::S3Config;
+use crate::failover::quorum::{
+    self, majority_records, Read, RecordStore, S3RecordStore, StoreRead, WriteReport,
+};
 use crate::s3::ObjectStore;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -37,8 +45,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The record's key under the bucket's prefix.
-pub const RECORD_KEY: &str = "fence/epoch.json";
+/// The promotion epoch's key under the bucket's prefix.
+pub const EPOCH_KEY: &str = "fence/epoch.json";
+/// The DR receipt state's key under the bucket's prefix.
+pub const DETACH_KEY: &str = "fence/detach.json";
 /// One S3 request of a read round or a takeover's write may take this long.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Credentials from an instance profile expire: the watcher builds its clients anew
@@ -127,7 +137,7 @@ impl FenceConfig {
         let home_region = get("DOB_FENCE_HOME_REGION").ok_or_else(|| {
             Error::config(
                 "DOB_FENCE_HOME_REGION",
-                "is required with DOB_FENCE_BUCKETS (the region that writes while no takeover was recorded)",
+                "is required with DOB_FENCE_BUCKETS (the region dob-promote --fence-init names in epoch 0)",
             )
         })?;
         for (key, value) in [
@@ -194,12 +204,13 @@ impl FenceConfig {
     }
 }
 
-/// Which region writes, from when, and who decided.
+/// Which region writes, from when, and who decided: the `epoch` key, written only by a
+/// takeover (the operators' role; every host role is denied it) or by `--fence-init`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FenceRecord {
     pub epoch: u64,
     pub writer_region: String,
-    /// RFC 3339, when the takeover wrote the record.
+    /// RFC 3339, when the record was written (so no two records are alike).
     pub promoted_at: String,
     #[serde(default)]
     pub previous_writer_region: Option<String>,
@@ -208,58 +219,120 @@ pub struct FenceRecord {
     pub promoted_by: Option<String>,
 }
 
-/// What one bucket said.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BucketRead {
-    Record(FenceRecord),
-    Absent,
-    Failed(String),
+/// Whether the writing region still waits for the DR region's receipt before a 204:
+/// the `detach` key, written only by the writing region's hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetachRecord {
+    /// The promotion epoch the writing region held when it wrote this.
+    pub epoch: u64,
+    pub state: AttachState,
+    /// With `detached`: the last WAL position the DR region confirmed before the
+    /// writing region went on alone. Writes after it may exist only there.
+    #[serde(default)]
+    pub confirmed_lsn: Option<String>,
+    /// RFC 3339, when the state changed.
+    pub since: String,
+    #[serde(default)]
+    pub by: Option<String>,
+    /// Grows with every write, so no two records (and no two ETags) are alike.
+    pub seq: u64,
 }
 
-/// Who writes, according to the buckets that answered.
+/// See [`DetachRecord`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachState {
+    /// Every 204 waited for the DR region's flush.
+    Attached,
+    /// The writing region acknowledges without the DR region.
+    Detached,
+    /// On the way back: no more writes alone, but some acknowledged alone may not be
+    /// in the DR region yet. A takeover treats it as detached.
+    Reattaching,
+}
+
+/// Who writes, according to a majority of the buckets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// This region writes, as of `epoch` (0: no record, the home region).
+    /// This region writes, as of `epoch`.
     Writer { epoch: u64 },
     /// Another region holds writes since `epoch`.
     Fenced { epoch: u64, writer_region: String },
-    /// No bucket answered.
+    /// Fewer than a majority of buckets gave a valid record: nobody may be sure, so
+    /// nobody writes (the lease runs out).
     Unknown,
 }
 
-/// The highest epoch wins; at the same epoch, a record naming another region fences
+/// Fails closed: without valid records from a majority of `total` buckets there is no
+/// verdict (a missing or unreadable record is never "writer"). Among a majority the
+/// highest epoch wins, because a takeover's epoch is in a majority too and any two
+/// majorities share a bucket. At the same epoch, a record naming another region fences
 /// (two takeovers raced: no region may write until a person settles it).
-pub fn verdict(reads: &[BucketRead], region: &str, home_region: &str) -> Verdict {
-    let records: Vec<&FenceRecord> = reads
+pub fn verdict(reads: &[StoreRead<FenceRecord>], total: usize, region: &str) -> Verdict {
+    let Some(records) = majority_records(reads, total) else {
+        return Verdict::Unknown;
+    };
+    let top = records.iter().map(|r| r.epoch).max().expect("a majority");
+    match records
         .iter()
-        .filter_map(|r| match r {
-            BucketRead::Record(record) => Some(record),
-            _ => None,
-        })
-        .collect();
-    if let Some(top) = records.iter().map(|r| r.epoch).max() {
-        let others = records
+        .find(|r| r.epoch == top && r.writer_region != region)
+    {
+        Some(record) => Verdict::Fenced {
+            epoch: top,
+            writer_region: record.writer_region.clone(),
+        },
+        None => Verdict::Writer { epoch: top },
+    }
+}
+
+/// The highest-epoch record read, if any.
+pub fn top_record(reads: &[StoreRead<FenceRecord>]) -> Option<&FenceRecord> {
+    reads
+        .iter()
+        .filter_map(|r| r.read.record())
+        .max_by_key(|r| r.epoch)
+}
+
+/// What a takeover learnt from the `detach` key after its epoch was in a majority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DetachFinding {
+    /// Every acknowledged write of the old region waited for the DR region's flush.
+    Attached,
+    /// The old region acknowledged writes without the DR region from this record on.
+    Detached(DetachRecord),
+    /// A majority could not be read: the loss cannot be ruled out.
+    Unknown(String),
+}
+
+/// Reads the `detach` answers a takeover got once epoch `superseded + 1` was in a
+/// majority: any record at `superseded` or later that is not `attached` means the old
+/// region went on alone (and a majority must answer, or nothing is known).
+pub fn detach_finding(
+    reads: &[StoreRead<DetachRecord>],
+    total: usize,
+    superseded: u64,
+) -> DetachFinding {
+    let Some(records) = majority_records(reads, total) else {
+        let failed: Vec<String> = reads
             .iter()
-            .find(|r| r.epoch == top && r.writer_region != region);
-        return match others {
-            Some(record) => Verdict::Fenced {
-                epoch: top,
-                writer_region: record.writer_region.clone(),
-            },
-            None => Verdict::Writer { epoch: top },
-        };
-    }
-    if reads.iter().any(|r| matches!(r, BucketRead::Absent)) {
-        return if region == home_region {
-            Verdict::Writer { epoch: 0 }
-        } else {
-            Verdict::Fenced {
-                epoch: 0,
-                writer_region: home_region.to_owned(),
-            }
-        };
-    }
-    Verdict::Unknown
+            .filter(|r| r.read.record().is_none())
+            .map(|r| match &r.read {
+                Read::Failed(why) => format!("{}: {why}", r.store),
+                _ => format!("{}: no record", r.store),
+            })
+            .collect();
+        return DetachFinding::Unknown(format!(
+            "the DR receipt state is not readable in a majority of {total} buckets ({})",
+            failed.join("; ")
+        ));
+    };
+    records
+        .into_iter()
+        .filter(|r| r.epoch >= superseded && r.state != AttachState::Attached)
+        .max_by_key(|r| r.seq)
+        .map_or(DetachFinding::Attached, |r| {
+            DetachFinding::Detached(r.clone())
+        })
 }
 
 /// Why a write is refused.
@@ -401,7 +474,7 @@ impl FenceState {
 
 /// One client per bucket, built with short request deadlines.
 pub struct FenceStores {
-    stores: Vec<(FenceBucket, ObjectStore)>,
+    stores: Vec<S3RecordStore>,
 }
 
 impl FenceStores {
@@ -412,71 +485,125 @@ impl FenceStores {
             .map(|bucket| {
                 let mut store = ObjectStore::connect(&config.s3_config(bucket))?;
                 store.set_request_timeout(REQUEST_TIMEOUT);
-                Ok((bucket.clone(), store))
+                Ok(S3RecordStore::new(
+                    format!("{}@{}", bucket.bucket, bucket.region),
+                    store,
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(FenceStores { stores })
     }
 
-    /// Reads every bucket's record, all at once (a dead region costs one timeout).
-    pub fn read_all(&self) -> Vec<(FenceBucket, BucketRead)> {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = self
-                .stores
-                .iter()
-                .map(|(bucket, store)| scope.spawn(move || (bucket.clone(), read_one(store))))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a fence read thread panicked"))
-                .collect()
-        })
-    }
-
-    /// Writes `record` to every bucket `which` selects, all at once; one result per
-    /// bucket written.
-    pub fn write_all(
-        &self,
-        record: &FenceRecord,
-        which: impl Fn(&FenceBucket) -> bool,
-    ) -> Vec<(FenceBucket, Result<()>)> {
-        let body = serde_json::to_vec_pretty(record).expect("a fence record serialises");
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = self
-                .stores
-                .iter()
-                .filter(|(bucket, _)| which(bucket))
-                .map(|(bucket, store)| {
-                    let body = &body;
-                    scope.spawn(move || {
-                        let key = store.key(RECORD_KEY);
-                        (
-                            bucket.clone(),
-                            store.put_small(&key, body, "application/json"),
-                        )
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a fence write thread panicked"))
-                .collect()
-        })
+    pub fn all(&self) -> Vec<&dyn RecordStore> {
+        self.stores.iter().map(|s| s as &dyn RecordStore).collect()
     }
 }
 
-fn read_one(store: &ObjectStore) -> BucketRead {
-    let key = store.key(RECORD_KEY);
-    match store.get_small(&key) {
-        Ok(None) => BucketRead::Absent,
-        Ok(Some(bytes)) => match serde_json::from_slice::<FenceRecord>(&bytes) {
-            Ok(record) => BucketRead::Record(record),
-            // A record that cannot be read is not "no record": that would hand writes
-            // back to the home region.
-            Err(err) => BucketRead::Failed(format!("{key} is not a fence record: {err}")),
-        },
-        Err(err) => BucketRead::Failed(err.chain()),
+/// Reads the promotion epoch from every store at once.
+pub fn read_epochs(stores: &[&dyn RecordStore]) -> Vec<StoreRead<FenceRecord>> {
+    quorum::read_all(stores, EPOCH_KEY)
+}
+
+/// Reads the DR receipt state from every store at once.
+pub fn read_detach(stores: &[&dyn RecordStore]) -> Vec<StoreRead<DetachRecord>> {
+    quorum::read_all(stores, DETACH_KEY)
+}
+
+/// The writing region's half of the detach protocol: it may acknowledge writes without
+/// the DR region's receipt only once its detach record is in a majority
+/// (`detach_write` won) and a read of the epoch *sent after that* still finds this
+/// region the writer at `held_epoch`. The takeover does the mirror image (epoch first,
+/// then the detach record), so one of the two always sees the other.
+pub fn may_go_alone(
+    detach_write: &WriteReport,
+    epoch_reads_after: &[StoreRead<FenceRecord>],
+    total: usize,
+    region: &str,
+    held_epoch: u64,
+) -> bool {
+    detach_write.won()
+        && verdict(epoch_reads_after, total, region) == Verdict::Writer { epoch: held_epoch }
+}
+
+/// What `dob-promote --fence-init` did to one bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InitOutcome {
+    pub bucket: String,
+    pub key: &'static str,
+    /// `created`, `kept` (a valid record was there already) or `failed`.
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Creates the records a deploy starts from, where they do not exist yet: epoch 0
+/// naming `home_region`, and the DR receipt state `attached`. Never replaces a record
+/// (`If-None-Match: *`): running it again, or after a takeover, changes nothing.
+pub fn initialize(
+    stores: &[&dyn RecordStore],
+    home_region: &str,
+    now: &str,
+    by: Option<String>,
+) -> Vec<InitOutcome> {
+    let epoch = FenceRecord {
+        epoch: 0,
+        writer_region: home_region.to_owned(),
+        promoted_at: now.to_owned(),
+        previous_writer_region: None,
+        promoted_by: by.clone(),
+    };
+    let detach = DetachRecord {
+        epoch: 0,
+        state: AttachState::Attached,
+        confirmed_lsn: None,
+        since: now.to_owned(),
+        by,
+        seq: 0,
+    };
+    let only_new = |current: Option<&FenceRecord>| match current {
+        None => Ok(()),
+        Some(_) => Err(KEPT.to_owned()),
+    };
+    let only_new_detach = |current: Option<&DetachRecord>| match current {
+        None => Ok(()),
+        Some(_) => Err(KEPT.to_owned()),
+    };
+    let mut outcomes = init_outcomes(
+        EPOCH_KEY,
+        quorum::write_majority(stores, EPOCH_KEY, &epoch, &only_new),
+    );
+    outcomes.extend(init_outcomes(
+        DETACH_KEY,
+        quorum::write_majority(stores, DETACH_KEY, &detach, &only_new_detach),
+    ));
+    outcomes
+}
+
+/// The refusal `initialize` gives itself for a record that exists.
+const KEPT: &str = "a valid record is there already";
+
+fn init_outcomes(key: &'static str, report: WriteReport) -> Vec<InitOutcome> {
+    let mut outcomes: Vec<InitOutcome> = report
+        .written
+        .into_iter()
+        .map(|bucket| InitOutcome {
+            bucket,
+            key,
+            result: "created",
+            error: None,
+        })
+        .collect();
+    for (bucket, why) in report.refused.into_iter().chain(report.unknown) {
+        let kept = why == KEPT;
+        outcomes.push(InitOutcome {
+            bucket,
+            key,
+            result: if kept { "kept" } else { "failed" },
+            error: (!kept).then_some(why),
+        });
     }
+    outcomes.sort_by(|a, b| a.bucket.cmp(&b.bucket));
+    outcomes
 }
 
 /// Starts the thread that keeps `state` current: a read round every interval, forever.
@@ -491,7 +618,9 @@ pub fn spawn_watcher(config: FenceConfig, state: Arc<FenceState>) -> Result<()> 
 fn watch(config: &FenceConfig, state: &FenceState) {
     let mut stores: Option<(FenceStores, Instant)> = None;
     let mut failing = false;
+    let total = config.buckets.len();
     loop {
+        // The lease counts from here: before any request of the round is sent.
         let started = Instant::now();
         if stores
             .as_ref()
@@ -506,16 +635,16 @@ fn watch(config: &FenceConfig, state: &FenceState) {
             }
         }
         if let Some((current, _)) = &stores {
-            let reads = current.read_all();
+            let reads = read_epochs(&current.all());
             let failures: Vec<String> = reads
                 .iter()
-                .filter_map(|(b, r)| match r {
-                    BucketRead::Failed(why) => Some(format!("{}: {why}", b.bucket)),
-                    _ => None,
+                .filter_map(|r| match &r.read {
+                    Read::Failed(why) => Some(format!("{}: {why}", r.store)),
+                    Read::Absent => Some(format!("{}: no record", r.store)),
+                    Read::Record { .. } => None,
                 })
                 .collect();
-            let reads: Vec<BucketRead> = reads.into_iter().map(|(_, r)| r).collect();
-            let verdict = verdict(&reads, &config.region, &config.home_region);
+            let verdict = verdict(&reads, total, &config.region);
             if !failures.is_empty() {
                 if !failing {
                     log::warn!("fence: reading the record failed: {}", failures.join("; "));
@@ -547,9 +676,10 @@ fn watch(config: &FenceConfig, state: &FenceState) {
                     } => log::warn!(
                         "fence: {writer_region} holds writes (epoch {epoch}); this region refuses them"
                     ),
-                    Verdict::Unknown => {
-                        log::warn!("fence: no bucket answered; writes stop when the lease ends")
-                    }
+                    Verdict::Unknown => log::warn!(
+                        "fence: fewer than {} of {total} buckets gave a valid record; writes stop when the lease ends",
+                        quorum::majority(total)
+                    ),
                 }
             }
         }
@@ -561,66 +691,396 @@ fn watch(config: &FenceConfig, state: &FenceState) {
 mod tests {
     use super::*;
 
-    fn record(epoch: u64, region: &str) -> BucketRead {
-        BucketRead::Record(FenceRecord {
-            epoch,
-            writer_region: region.into(),
-            promoted_at: "2026-12-04T00:00:00Z".into(),
-            previous_writer_region: None,
-            promoted_by: None,
-        })
+    fn record(epoch: u64, region: &str) -> Read<FenceRecord> {
+        Read::Record {
+            record: FenceRecord {
+                epoch,
+                writer_region: region.into(),
+                promoted_at: "2026-12-04T00:00:00Z".into(),
+                previous_writer_region: None,
+                promoted_by: None,
+            },
+            etag: format!("\"e{epoch}\""),
+        }
+    }
+
+    fn reads<R>(answers: Vec<Read<R>>) -> Vec<StoreRead<R>> {
+        answers
+            .into_iter()
+            .enumerate()
+            .map(|(i, read)| StoreRead {
+                store: format!("bucket{i}"),
+                read,
+            })
+            .collect()
     }
 
     const WEST: &str = "eu-west-1";
     const DR: &str = "eu-central-1";
 
     #[test]
-    fn no_record_means_the_home_region_writes() {
-        let reads = [BucketRead::Absent, BucketRead::Absent];
-        assert_eq!(verdict(&reads, WEST, WEST), Verdict::Writer { epoch: 0 });
+    fn the_writer_is_the_highest_epoch_among_a_majority() {
+        let three = reads(vec![record(0, WEST), record(0, WEST), record(0, WEST)]);
+        assert_eq!(verdict(&three, 3, WEST), Verdict::Writer { epoch: 0 });
         assert_eq!(
-            verdict(&reads, DR, WEST),
+            verdict(&three, 3, DR),
             Verdict::Fenced {
                 epoch: 0,
                 writer_region: WEST.into()
             }
         );
-    }
-
-    #[test]
-    fn the_highest_epoch_wins_even_from_one_bucket() {
-        // The takeover reached only its own bucket: the old region reads both.
-        let reads = [BucketRead::Absent, record(1, DR)];
+        // The takeover reached the DR and witness buckets: any majority sees it.
+        let after = reads(vec![
+            Read::Failed("cut".into()),
+            record(1, DR),
+            record(1, DR),
+        ]);
+        assert_eq!(verdict(&after, 3, DR), Verdict::Writer { epoch: 1 });
+        let west_view = reads(vec![
+            record(0, WEST),
+            Read::Failed("cut".into()),
+            record(1, DR),
+        ]);
         assert_eq!(
-            verdict(&reads, WEST, WEST),
+            verdict(&west_view, 3, WEST),
             Verdict::Fenced {
                 epoch: 1,
                 writer_region: DR.into()
             }
         );
-        assert_eq!(verdict(&reads, DR, WEST), Verdict::Writer { epoch: 1 });
         // Failed back later: epoch 2 names the home region again.
-        let reads = [record(2, WEST), record(1, DR)];
-        assert_eq!(verdict(&reads, WEST, WEST), Verdict::Writer { epoch: 2 });
+        let back = reads(vec![record(2, WEST), record(1, DR), record(2, WEST)]);
+        assert_eq!(verdict(&back, 3, WEST), Verdict::Writer { epoch: 2 });
+    }
+
+    #[test]
+    fn a_missing_or_unreadable_record_never_makes_a_writer() {
+        // The bug this replaces: no record in its own bucket and the DR bucket
+        // unreadable read as "writer, epoch 0".
+        let cut = reads(vec![
+            Read::Absent,
+            Read::Failed("timeout".into()),
+            Read::Absent,
+        ]);
+        assert_eq!(verdict(&cut, 3, WEST), Verdict::Unknown);
+        let one = reads(vec![
+            record(0, WEST),
+            Read::Failed("timeout".into()),
+            Read::Absent,
+        ]);
+        assert_eq!(verdict(&one, 3, WEST), Verdict::Unknown, "one of three");
+        let garbage = reads(vec![record(0, WEST), Read::Failed("not json".into())]);
+        assert_eq!(
+            verdict(&garbage, 2, WEST),
+            Verdict::Unknown,
+            "two of two needed"
+        );
+        assert_eq!(verdict(&[], 3, WEST), Verdict::Unknown);
     }
 
     #[test]
     fn a_tie_between_regions_fences_both() {
-        let reads = [record(3, WEST), record(3, DR)];
-        assert!(matches!(
-            verdict(&reads, WEST, WEST),
-            Verdict::Fenced { .. }
-        ));
-        assert!(matches!(verdict(&reads, DR, WEST), Verdict::Fenced { .. }));
+        let tie = reads(vec![record(3, WEST), record(3, DR), Read::Absent]);
+        assert!(matches!(verdict(&tie, 3, WEST), Verdict::Fenced { .. }));
+        assert!(matches!(verdict(&tie, 3, DR), Verdict::Fenced { .. }));
+    }
+
+    fn detach(epoch: u64, state: AttachState, seq: u64) -> Read<DetachRecord> {
+        Read::Record {
+            record: DetachRecord {
+                epoch,
+                state,
+                confirmed_lsn: Some("0/3000000".into()),
+                since: "t".into(),
+                by: None,
+                seq,
+            },
+            etag: format!("\"d{seq}\""),
+        }
     }
 
     #[test]
-    fn nothing_read_is_unknown_not_absent() {
-        let reads = [BucketRead::Failed("timeout".into())];
-        assert_eq!(verdict(&reads, WEST, WEST), Verdict::Unknown);
-        // A failed bucket next to an absent one: the one that answered decides.
-        let reads = [BucketRead::Failed("timeout".into()), BucketRead::Absent];
-        assert_eq!(verdict(&reads, WEST, WEST), Verdict::Writer { epoch: 0 });
+    fn a_takeover_finds_a_detach_at_the_epoch_it_supersedes() {
+        use AttachState::*;
+        let attached = reads(vec![
+            detach(4, Attached, 7),
+            detach(4, Attached, 7),
+            Read::Absent,
+        ]);
+        assert_eq!(detach_finding(&attached, 3, 4), DetachFinding::Attached);
+        // One of the majority saw the detach: that is enough.
+        let one = reads(vec![
+            detach(4, Attached, 7),
+            detach(4, Detached, 8),
+            Read::Absent,
+        ]);
+        assert!(matches!(
+            detach_finding(&one, 3, 4),
+            DetachFinding::Detached(r) if r.seq == 8
+        ));
+        let reattaching = reads(vec![detach(4, Reattaching, 9), detach(4, Attached, 7)]);
+        assert!(matches!(
+            detach_finding(&reattaching, 3, 4),
+            DetachFinding::Detached(_)
+        ));
+        // A detach from an older epoch was settled by the takeover that ended it.
+        let old = reads(vec![detach(2, Detached, 3), detach(2, Detached, 3)]);
+        assert_eq!(detach_finding(&old, 3, 4), DetachFinding::Attached);
+        // Fewer than a majority readable: nothing is known.
+        let cut = reads(vec![
+            detach(4, Attached, 7),
+            Read::Failed("timeout".into()),
+            Read::Absent,
+        ]);
+        assert!(matches!(
+            detach_finding(&cut, 3, 4),
+            DetachFinding::Unknown(why) if why.contains("timeout") && why.contains("no record")
+        ));
+    }
+
+    /// One step of either side of the detach/takeover race, on one bucket.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Step {
+        HomeWritesDetach(usize),
+        HomeReadsEpoch(usize),
+        TakeoverWritesEpoch(usize),
+        TakeoverReadsDetach(usize),
+    }
+
+    /// What goes wrong with one step: a write lost on the way (not applied, outcome
+    /// unknown), a write applied whose answer was lost, a read that gets no answer.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum StepFault {
+        Lost,
+        AppliedUnknown,
+        Unreadable,
+    }
+
+    /// Runs one interleaving of the two sides against three model buckets, with at most
+    /// one fault per side, and returns (home went alone, takeover won its majority, the
+    /// takeover's finding), each decided by the production functions.
+    fn race(order: &[Step], faults: &[(Step, StepFault)]) -> (bool, bool, DetachFinding) {
+        use AttachState::*;
+        let fault = |step: Step| faults.iter().find(|(s, _)| *s == step).map(|(_, f)| *f);
+        let initial = FenceRecord {
+            epoch: 0,
+            writer_region: WEST.into(),
+            promoted_at: "t0".into(),
+            previous_writer_region: None,
+            promoted_by: None,
+        };
+        let taken = FenceRecord {
+            epoch: 1,
+            writer_region: DR.into(),
+            ..initial.clone()
+        };
+        let attached = DetachRecord {
+            epoch: 0,
+            state: Attached,
+            confirmed_lsn: None,
+            since: "t0".into(),
+            by: None,
+            seq: 0,
+        };
+        let detached = DetachRecord {
+            state: Detached,
+            seq: 1,
+            ..attached.clone()
+        };
+        let mut epochs = vec![initial; 3];
+        let mut detaches = vec![attached; 3];
+        let mut home_write = WriteReport {
+            total: 3,
+            ..WriteReport::default()
+        };
+        let mut takeover_write = home_write.clone();
+        let (mut home_reads, mut takeover_reads) = (Vec::new(), Vec::new());
+        let name = |b: usize| format!("bucket{b}");
+        let outcome = |report: &mut WriteReport, b: usize, fault: Option<StepFault>| match fault {
+            None => report.written.push(name(b)),
+            Some(_) => report.unknown.push((name(b), "timed out".into())),
+        };
+        for &step in order {
+            let f = fault(step);
+            match step {
+                Step::HomeWritesDetach(b) => {
+                    if f != Some(StepFault::Lost) {
+                        detaches[b] = detached.clone();
+                    }
+                    outcome(&mut home_write, b, f);
+                }
+                Step::TakeoverWritesEpoch(b) => {
+                    if f != Some(StepFault::Lost) {
+                        epochs[b] = taken.clone();
+                    }
+                    outcome(&mut takeover_write, b, f);
+                }
+                Step::HomeReadsEpoch(b) => home_reads.push(StoreRead {
+                    store: name(b),
+                    read: match f {
+                        Some(_) => Read::Failed("timed out".into()),
+                        None => Read::Record {
+                            record: epochs[b].clone(),
+                            etag: "\"e\"".into(),
+                        },
+                    },
+                }),
+                Step::TakeoverReadsDetach(b) => takeover_reads.push(StoreRead {
+                    store: name(b),
+                    read: match f {
+                        Some(_) => Read::Failed("timed out".into()),
+                        None => Read::Record {
+                            record: detaches[b].clone(),
+                            etag: "\"d\"".into(),
+                        },
+                    },
+                }),
+            }
+        }
+        (
+            may_go_alone(&home_write, &home_reads, 3, WEST, 0),
+            takeover_write.won(),
+            detach_finding(&takeover_reads, 3, 0),
+        )
+    }
+
+    /// Every way to merge two sequences, keeping each one's own order.
+    fn merges(a: &[Step], b: &[Step], out: &mut Vec<Vec<Step>>, prefix: &mut Vec<Step>) {
+        if a.is_empty() || b.is_empty() {
+            let mut whole = prefix.clone();
+            whole.extend_from_slice(a);
+            whole.extend_from_slice(b);
+            out.push(whole);
+            return;
+        }
+        for (first, rest, other) in [(a[0], &a[1..], b), (b[0], &b[1..], a)] {
+            prefix.push(first);
+            if rest.len() + other.len() == a.len() + b.len() - 1 {
+                merges(rest, other, out, prefix);
+            }
+            prefix.pop();
+        }
+    }
+
+    #[test]
+    fn in_every_interleaving_either_home_sees_the_takeover_or_the_takeover_sees_the_detach() {
+        // Each side's writes all finish before its reads start (the fan-out waits for
+        // every bucket), in any order among themselves: two orders of buckets each.
+        let side = |write: fn(usize) -> Step, read: fn(usize) -> Step, order: [usize; 3]| {
+            let mut steps: Vec<Step> = order.iter().map(|&b| write(b)).collect();
+            steps.extend(order.iter().map(|&b| read(b)));
+            steps
+        };
+        let faults_per_side = |write: fn(usize) -> Step, read: fn(usize) -> Step| {
+            let mut all: Vec<Option<(Step, StepFault)>> = vec![None];
+            for b in 0..3 {
+                all.push(Some((write(b), StepFault::Lost)));
+                all.push(Some((write(b), StepFault::AppliedUnknown)));
+                all.push(Some((read(b), StepFault::Unreadable)));
+            }
+            all
+        };
+        let home_faults = faults_per_side(Step::HomeWritesDetach, Step::HomeReadsEpoch);
+        let takeover_faults = faults_per_side(Step::TakeoverWritesEpoch, Step::TakeoverReadsDetach);
+        let (mut runs, mut home_alone, mut takeover_clean) = (0, 0, 0);
+        for home_order in [[0, 1, 2], [2, 0, 1]] {
+            for takeover_order in [[0, 1, 2], [1, 2, 0]] {
+                let home = side(Step::HomeWritesDetach, Step::HomeReadsEpoch, home_order);
+                let takeover = side(
+                    Step::TakeoverWritesEpoch,
+                    Step::TakeoverReadsDetach,
+                    takeover_order,
+                );
+                let mut orders = Vec::new();
+                merges(&home, &takeover, &mut orders, &mut Vec::new());
+                assert_eq!(orders.len(), 924);
+                // One side entirely first: that side gets its way, the other yields.
+                let home_first = [home.clone(), takeover.clone()].concat();
+                assert_eq!(
+                    race(&home_first, &[]),
+                    (
+                        true,
+                        true,
+                        DetachFinding::Detached(DetachRecord {
+                            epoch: 0,
+                            state: AttachState::Detached,
+                            confirmed_lsn: None,
+                            since: "t0".into(),
+                            by: None,
+                            seq: 1,
+                        })
+                    )
+                );
+                let takeover_first = [takeover.clone(), home.clone()].concat();
+                assert_eq!(
+                    race(&takeover_first, &[]),
+                    (false, true, DetachFinding::Attached)
+                );
+                for order in &orders {
+                    for hf in &home_faults {
+                        for tf in &takeover_faults {
+                            let faults: Vec<(Step, StepFault)> =
+                                hf.iter().chain(tf.iter()).copied().collect();
+                            let (alone, won, finding) = race(order, &faults);
+                            runs += 1;
+                            home_alone += usize::from(alone);
+                            let clean = won && finding == DetachFinding::Attached;
+                            takeover_clean += usize::from(clean);
+                            assert!(
+                                !(alone && clean),
+                                "both sides went on: {order:?} with {faults:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // Not a vacuous pass: each side does get its way in many interleavings.
+        assert_eq!(runs, 4 * 924 * 100);
+        assert!(home_alone > 1_000, "{home_alone} of {runs}");
+        assert!(takeover_clean > 1_000, "{takeover_clean} of {runs}");
+    }
+
+    #[test]
+    fn initializing_creates_records_once_and_never_replaces_one() {
+        use crate::failover::quorum::model::ModelStore;
+        let stores = [
+            ModelStore::new("a"),
+            ModelStore::new("b"),
+            ModelStore::new("w"),
+        ];
+        let all: Vec<&dyn RecordStore> = stores.iter().map(|s| s as &dyn RecordStore).collect();
+        stores[2].set_down(true);
+        let first = initialize(&all, WEST, "t0", None);
+        let created = first.iter().filter(|o| o.result == "created").count();
+        assert_eq!(created, 4, "{first:?}");
+        assert_eq!(first.iter().filter(|o| o.result == "failed").count(), 2);
+        stores[2].set_down(false);
+        // A takeover happened meanwhile on a and w: running init again keeps it.
+        let taken = serde_json::to_vec(&FenceRecord {
+            epoch: 1,
+            writer_region: DR.into(),
+            promoted_at: "t1".into(),
+            previous_writer_region: Some(WEST.into()),
+            promoted_by: None,
+        })
+        .unwrap();
+        stores[0].put_raw(EPOCH_KEY, &taken);
+        let again = initialize(&all, WEST, "t2", None);
+        assert!(
+            again
+                .iter()
+                .all(|o| (o.bucket == "w") == (o.result == "created")),
+            "{again:?}"
+        );
+        assert_eq!(stores[0].raw(EPOCH_KEY).unwrap(), taken);
+        assert_eq!(
+            verdict(&read_epochs(&all), 3, WEST),
+            Verdict::Fenced {
+                epoch: 1,
+                writer_region: DR.into()
+            }
+        );
     }
 
     #[test]
@@ -692,12 +1152,15 @@ mod tests {
     fn configuration_is_off_without_buckets_and_checked_with_them() {
         assert_eq!(FenceConfig::from_lookup(&lookup(&[])).unwrap(), None);
         let base = [
-            ("DOB_FENCE_BUCKETS", "west-b@eu-west-1, dr-b@eu-central-1"),
+            (
+                "DOB_FENCE_BUCKETS",
+                "west-b@eu-west-1, dr-b@eu-central-1, witness-b@us-east-1",
+            ),
             ("DOB_REGION", "eu-central-1"),
             ("DOB_FENCE_HOME_REGION", "eu-west-1"),
         ];
         let config = FenceConfig::from_lookup(&lookup(&base)).unwrap().unwrap();
-        assert_eq!(config.buckets.len(), 2);
+        assert_eq!(config.buckets.len(), 3);
         assert_eq!(config.buckets[1].bucket, "dr-b");
         assert_eq!(config.lease, Duration::from_secs(15));
 
@@ -730,7 +1193,7 @@ mod tests {
         );
         assert!(err(&base[..2]).contains("DOB_FENCE_HOME_REGION"));
         let mut unknown = base;
-        unknown[1] = ("DOB_REGION", "us-east-1");
+        unknown[1] = ("DOB_REGION", "ap-south-1");
         assert!(err(&unknown).contains("DOB_REGION"));
         let mut short = base.to_vec();
         short.push(("DOB_FENCE_LEASE_MS", "3000"));

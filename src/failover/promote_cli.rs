@@ -18,7 +18,8 @@ dob-promote [--database-url URL] [--primary-url URL ...] [--max-lag-bytes N]
 dob-promote --switchover [--candidate NAME] [--patroni-config PATH]
             [--dry-run] [--json]
 dob-promote --takeover [--patroni-config PATH] [--env-file PATH]
-            [--dry-run] [--json]",
+            [--accept-data-loss] [--dry-run] [--json]
+dob-promote --fence-init [--env-file PATH] [--json]",
     flags: "\
 --switchover          in the region, where Patroni manages PostgreSQL: a planned change
                       of leader (patronictl switchover) to --candidate, else the
@@ -26,13 +27,20 @@ dob-promote --takeover [--patroni-config PATH] [--env-file PATH]
                       Failover after a loss is Patroni's own; this is for maintenance
 --candidate NAME      with --switchover: the member to hand the lead to
 --takeover            in the DR region: the human-decided cross-region promotion. Records
-                      a new promotion epoch naming this region (DOB_REGION) in every
-                      bucket of DOB_FENCE_BUCKETS, waits one DOB_FENCE_LEASE_MS so the
-                      old region's dob-api stops writing, then promotes the local Patroni
-                      standby cluster (patronictl edit-config) and waits for a new
-                      timeline. Safe to re-run. See docs/failover.md
---env-file PATH       with --takeover: read variables the environment does not set from
-                      PATH (default /etc/dob/dob.env when it exists)
+                      a new promotion epoch naming this region (DOB_REGION) in a
+                      majority of the buckets of DOB_FENCE_BUCKETS, then reads whether
+                      the old region went on without the DR region's receipt (refused
+                      then, exit 7), waits out DOB_FENCE_LEASE_MS so the old region's
+                      dob-api stops writing, then promotes the local Patroni standby
+                      cluster (patronictl edit-config) and waits for a new timeline.
+                      Safe to re-run. See docs/failover.md
+--accept-data-loss    with --takeover: promote even though the old region acknowledged
+                      writes the DR region may lack; the report gives that window
+--fence-init          at deploy: create the fence records (epoch 0 naming
+                      DOB_FENCE_HOME_REGION, DR receipt attached) in every bucket that
+                      has none; never replaces a record
+--env-file PATH       with --takeover or --fence-init: read variables the environment
+                      does not set from PATH (default /etc/dob/dob.env when it exists)
 --patroni-config PATH Patroni's configuration (default DOB_PATRONI_CONFIG, else
                       /etc/patroni/config.yml)
 
@@ -63,17 +71,23 @@ DOB_DATABASE_CA_FILE  CA that signed the servers' certificates (sslmode=verify-f
 DOB_PATRONI_CONFIG    default --patroni-config
 DOB_REGION, DOB_FENCE_BUCKETS, DOB_FENCE_HOME_REGION, DOB_FENCE_LEASE_MS,
 DOB_FENCE_INTERVAL_MS, DOB_S3_PREFIX, DOB_S3_ENDPOINT
-                      the write fence, for --takeover (also read from --env-file)
+                      the write fence, for --takeover and --fence-init (also read from
+                      --env-file)
 RUST_LOG              log level (default info)
 AWS credentials (--takeover): the standard chain (environment, profile, instance profile).",
     exit_codes: "\
-0  promoted (or, with --dry-run, would promote); switched over; took over
-1  error
-2  bad command line; with --takeover, also a bad or missing fence configuration
+0  promoted (or, with --dry-run, would promote); switched over; took over; every
+   bucket holds the fence records (--fence-init)
+1  error (with --fence-init: some bucket holds no valid record)
+2  bad command line; with --takeover or --fence-init, also a bad or missing fence
+   configuration
 3  the local server is not a replica
 4  an old primary still answers as primary
 5  replication lag beyond --max-lag-bytes (or replay did not catch up)
-6  promotion did not complete or the server did not accept a write afterwards",
+6  promotion did not complete or the server did not accept a write afterwards
+7  --takeover refused: the old region acknowledged writes without the DR region's
+   receipt (or that cannot be ruled out); the new epoch stays recorded, nothing
+   takes writes, and --accept-data-loss promotes",
 };
 
 #[derive(Debug, PartialEq, Eq)]
@@ -87,6 +101,12 @@ pub enum Command {
         patroni_config: PathBuf,
         env_file: Option<PathBuf>,
         dry_run: bool,
+        json: bool,
+        accept_data_loss: bool,
+    },
+    /// `--fence-init`: the fence records a deploy starts from.
+    FenceInit {
+        env_file: Option<PathBuf>,
         json: bool,
     },
 }
@@ -105,6 +125,7 @@ pub fn parse_args(
     let mut metrics_file = None;
     let (mut switchover, mut candidate, mut patroni_config) = (false, None, None);
     let (mut takeover, mut env_file) = (false, None);
+    let (mut fence_init, mut accept_data_loss) = (false, false);
     while let Some(arg) = parser.next_arg()? {
         let flag = match arg {
             Arg::Flag(flag) => flag,
@@ -155,6 +176,8 @@ pub fn parse_args(
             "--env-file" => env_file = Some(PathBuf::from(parser.value()?)),
             "--switchover" => switchover = true,
             "--takeover" => takeover = true,
+            "--fence-init" => fence_init = true,
+            "--accept-data-loss" => accept_data_loss = true,
             "--force" => force = true,
             "--allow-data-loss" => allow_data_loss = true,
             "--dry-run" => dry_run = true,
@@ -171,6 +194,28 @@ pub fn parse_args(
             })
             .unwrap_or_else(|| PathBuf::from(crate::failover::switchover::DEFAULT_PATRONI_CONFIG))
     };
+    if fence_init {
+        if takeover
+            || switchover
+            || database_url.is_some()
+            || !primary_urls.is_empty()
+            || force
+            || allow_data_loss
+            || accept_data_loss
+            || dry_run
+            || candidate.is_some()
+            || patroni_config.is_some()
+        {
+            return Err("--fence-init takes only --env-file and --json".into());
+        }
+        return Ok(Command::FenceInit { env_file, json });
+    }
+    if accept_data_loss && !takeover {
+        return Err(
+            "--accept-data-loss goes with --takeover (a local promotion has --allow-data-loss)"
+                .into(),
+        );
+    }
     if takeover {
         if switchover
             || database_url.is_some()
@@ -179,17 +224,18 @@ pub fn parse_args(
             || allow_data_loss
             || candidate.is_some()
         {
-            return Err("--takeover takes only --patroni-config, --env-file, --dry-run and --json: Patroni and the fence configuration know the rest".into());
+            return Err("--takeover takes only --patroni-config, --env-file, --accept-data-loss, --dry-run and --json: Patroni and the fence configuration know the rest".into());
         }
         return Ok(Command::Takeover {
             patroni_config: patroni_config_or_default(patroni_config),
             env_file,
             dry_run,
             json,
+            accept_data_loss,
         });
     }
     if env_file.is_some() {
-        return Err("--env-file goes with --takeover".into());
+        return Err("--env-file goes with --takeover or --fence-init".into());
     }
     if switchover {
         if database_url.is_some() || !primary_urls.is_empty() || force || allow_data_loss {
@@ -372,6 +418,21 @@ mod tests {
                 env_file: Some(PathBuf::from("/e")),
                 dry_run: true,
                 json: false,
+                accept_data_loss: false,
+            })
+        );
+        assert!(matches!(
+            parse(&["--takeover", "--accept-data-loss"], |_| None),
+            Ok(Command::Takeover {
+                accept_data_loss: true,
+                ..
+            })
+        ));
+        assert_eq!(
+            parse(&["--fence-init", "--json"], |_| None),
+            Ok(Command::FenceInit {
+                env_file: None,
+                json: true
             })
         );
         for bad in [
@@ -380,6 +441,10 @@ mod tests {
             &["--takeover", "--candidate", "b"],
             &["--takeover=yes"],
             &["--env-file", "/e", "--database-url", "postgresql://h/dob"],
+            &["--accept-data-loss"],
+            &["--switchover", "--accept-data-loss"],
+            &["--fence-init", "--takeover"],
+            &["--fence-init", "--dry-run"],
         ] {
             assert!(parse(bad, |_| None).is_err(), "{bad:?}");
         }

@@ -1,17 +1,86 @@
-//! The cross-region fence against the real `dob-api` binary and the S3 server: the
-//! home region writes while no record exists, stops at once when a record names
-//! another region (in either bucket), writes again when a later epoch names it, and
-//! acknowledges nothing without a lease (no bucket readable).
+//! The cross-region fence against the real `dob-api` and `dob-promote` binaries and the
+//! S3 server: conditional writes refuse a stale version; without records in a majority
+//! of the buckets nothing is acknowledged; the home region writes once `--fence-init`
+//! has created them and stops at once when a later epoch in a majority names another
+//! region; garbage is never read as "no record".
 
 use crate::api::{put_dob_at, send, wait_until};
 use crate::helpers::*;
+use dob::failover::quorum::{self, Fetched, Precondition, PutOutcome, RecordStore, S3RecordStore};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dob-api");
+const PROMOTE: &str = env!("CARGO_BIN_EXE_dob-promote");
 const WEST: &str = "eu-west-1";
 const DR: &str = "eu-central-1";
+const WITNESS: &str = "eu-north-1";
+const EPOCH_KEY: &str = "dob/fence/epoch.json";
+
+/// The three buckets of a deployment: both regions' and the witness.
+struct Buckets {
+    west: TestBucket,
+    dr: TestBucket,
+    witness: TestBucket,
+}
+
+impl Buckets {
+    fn new() -> Buckets {
+        Buckets {
+            west: TestBucket::new(),
+            dr: TestBucket::new(),
+            witness: TestBucket::new(),
+        }
+    }
+
+    fn spec(&self) -> String {
+        format!(
+            "{}@{WEST},{}@{DR},{}@{WITNESS}",
+            self.west.name, self.dr.name, self.witness.name
+        )
+    }
+}
+
+/// `dob-promote --fence-init --json` with `buckets`; its exit code and report.
+fn fence_init(buckets: &str) -> (i32, serde_json::Value) {
+    let output = Command::new(PROMOTE)
+        .args(["--fence-init", "--json", "--env-file", "/dev/null"])
+        .env_clear()
+        .env("DOB_FENCE_BUCKETS", buckets)
+        .env("DOB_REGION", DR)
+        .env("DOB_FENCE_HOME_REGION", WEST)
+        .env("DOB_S3_ENDPOINT", shared_s3().endpoint())
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "dob-promote --fence-init printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code().unwrap_or(-1), report)
+}
+
+fn results(report: &serde_json::Value) -> Vec<String> {
+    report["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["result"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn closed_endpoint() -> String {
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    endpoint
+}
 
 struct Api {
     addr: SocketAddr,
@@ -76,25 +145,161 @@ fn status_of_put(api: &Api, user: &str) -> (u16, String) {
     (r.status, r.body)
 }
 
-#[test]
-fn the_home_region_writes_until_a_later_epoch_names_another_region() {
-    let db = fresh_database();
-    let west = TestBucket::new();
-    let dr = TestBucket::new();
-    let buckets = format!("{}@{WEST},{}@{DR}", west.name, dr.name);
-    let api = spawn_api(&db, &buckets, &shared_s3().endpoint(), WEST);
-    wait_until(Duration::from_secs(20), "dob-api ready", || {
+fn ready(api: &Api) {
+    wait_until(Duration::from_secs(20), "dob-api to answer", || {
         TcpStream::connect(api.addr).is_ok()
-            && send(api.addr, "GET", "/readyz", &[], None).status == 200
+            && send(api.addr, "GET", "/healthz", &[], None).status == 200
     });
-    assert_eq!(
-        status_of_put(&api, "Alice").0,
-        204,
-        "no record: the home region writes"
-    );
+}
 
-    // A takeover that reached only the DR bucket fences the home region all the same.
-    dr.put("dob/fence/epoch.json", &record(1, DR));
+#[test]
+fn conditional_writes_on_the_s3_server_refuse_a_stale_version() {
+    let bucket = TestBucket::new();
+    let store = S3RecordStore::new(bucket.name.clone(), bucket.store);
+    assert_eq!(store.fetch("k").unwrap(), Fetched::Absent);
+    assert_eq!(
+        store.put_if("k", b"one", &Precondition::Absent),
+        PutOutcome::Written
+    );
+    assert!(matches!(
+        store.put_if("k", b"again", &Precondition::Absent),
+        PutOutcome::Conflict(_)
+    ));
+    let Fetched::Found { body, etag } = store.fetch("k").unwrap() else {
+        panic!("written")
+    };
+    assert_eq!(body, b"one");
+    assert_eq!(
+        store.put_if("k", b"two", &Precondition::Matches(etag.clone())),
+        PutOutcome::Written
+    );
+    // The version read before "two" is stale now.
+    assert!(matches!(
+        store.put_if("k", b"three", &Precondition::Matches(etag)),
+        PutOutcome::Conflict(_)
+    ));
+    let Fetched::Found { body, .. } = store.fetch("k").unwrap() else {
+        panic!("still there")
+    };
+    assert_eq!(body, b"two");
+    // An unreachable server is an unknown outcome, never a conflict.
+    let dead = dob::s3::ObjectStore::connect_with(
+        &dob::config::S3Config {
+            bucket: "nowhere".into(),
+            prefix: "dob".into(),
+            region: "us-east-1".into(),
+            endpoint: Some(closed_endpoint()),
+            sse: None,
+        },
+        s3::creds::Credentials::new(Some(ACCESS_KEY), Some(SECRET_KEY), None, None, None).unwrap(),
+    )
+    .unwrap();
+    let dead = S3RecordStore::new("nowhere".into(), dead);
+    assert!(matches!(
+        dead.put_if("k", b"x", &Precondition::Absent),
+        PutOutcome::Unknown(_)
+    ));
+    assert!(dead.fetch("k").is_err());
+}
+
+#[test]
+fn a_change_counts_in_a_majority_of_real_buckets() {
+    let buckets = Buckets::new();
+    let stores: Vec<S3RecordStore> = [&buckets.west, &buckets.dr, &buckets.witness]
+        .iter()
+        .map(|b| {
+            let store = dob::s3::ObjectStore::connect_with(
+                &dob::config::S3Config {
+                    bucket: b.name.clone(),
+                    prefix: "dob".into(),
+                    region: "us-east-1".into(),
+                    endpoint: Some(shared_s3().endpoint()),
+                    sse: None,
+                },
+                s3::creds::Credentials::new(Some(ACCESS_KEY), Some(SECRET_KEY), None, None, None)
+                    .unwrap(),
+            )
+            .unwrap();
+            S3RecordStore::new(b.name.clone(), store)
+        })
+        .collect();
+    let all: Vec<&dyn RecordStore> = stores.iter().map(|s| s as &dyn RecordStore).collect();
+    let admit_higher = |current: Option<&serde_json::Value>| match current {
+        Some(c) if c["n"].as_u64() >= Some(2) => Err("holds 2".to_owned()),
+        _ => Ok(()),
+    };
+    // The witness already holds a later value: two of three still make a majority.
+    buckets.witness.put("dob/k", br#"{"n": 2}"#);
+    let report = quorum::write_majority(&all, "k", &serde_json::json!({"n": 1}), &admit_higher);
+    assert!(report.won(), "{}", report.summary());
+    assert_eq!(report.refused.len(), 1);
+    let reads = quorum::read_all::<serde_json::Value>(&all, "k");
+    assert!(quorum::majority_records(&reads, 3).is_some());
+    buckets.dr.put("dob/k", br#"{"n": 3}"#);
+    let report = quorum::write_majority(&all, "k", &serde_json::json!({"n": 1}), &admit_higher);
+    assert!(
+        !report.won(),
+        "one of three is no majority: {}",
+        report.summary()
+    );
+}
+
+#[test]
+fn fence_init_creates_the_records_once_and_never_replaces_them() {
+    let buckets = Buckets::new();
+    let (code, report) = fence_init(&buckets.spec());
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(results(&report), vec!["created"; 6]);
+    let epoch: serde_json::Value = serde_json::from_slice(&buckets.witness.get(EPOCH_KEY)).unwrap();
+    assert_eq!(epoch["epoch"], 0);
+    assert_eq!(epoch["writer_region"], WEST);
+    // A takeover recorded since: running it again keeps the takeover's record.
+    buckets.dr.put(EPOCH_KEY, &record(1, DR));
+    let (code, report) = fence_init(&buckets.spec());
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(results(&report), vec!["kept"; 6]);
+    assert_eq!(buckets.dr.get(EPOCH_KEY), record(1, DR));
+    // A bucket that cannot be reached: exit 1, the others still created.
+    let fresh = Buckets::new();
+    let spec = format!(
+        "{}@{WEST},{}@{DR},{}@{WITNESS}={}",
+        fresh.west.name,
+        fresh.dr.name,
+        fresh.witness.name,
+        closed_endpoint()
+    );
+    let (code, report) = fence_init(&spec);
+    assert_eq!(code, 1, "{report}");
+    let got = results(&report);
+    assert_eq!(
+        got.iter().filter(|r| *r == "created").count(),
+        4,
+        "{report}"
+    );
+    assert_eq!(got.iter().filter(|r| *r == "failed").count(), 2, "{report}");
+}
+
+#[test]
+fn the_home_region_writes_until_a_later_epoch_in_a_majority_names_another_region() {
+    let db = fresh_database();
+    let buckets = Buckets::new();
+    let api = spawn_api(&db, &buckets.spec(), &shared_s3().endpoint(), WEST);
+    ready(&api);
+    std::thread::sleep(Duration::from_millis(600));
+    let (status, body) = status_of_put(&api, "Alice");
+    assert_eq!(status, 503, "no records yet: nobody writes ({body})");
+    assert!(body.contains("fence record"), "{body}");
+
+    assert_eq!(fence_init(&buckets.spec()).0, 0);
+    wait_until(Duration::from_secs(5), "the records to be read", || {
+        status_of_put(&api, "Alice").0 == 204
+    });
+    assert_eq!(send(api.addr, "GET", "/readyz", &[], None).status, 200);
+
+    // A takeover's epoch in two of three buckets: fenced at once, although its own
+    // bucket still says epoch 0 (any majority it reads holds the higher epoch).
+    buckets.dr.put(EPOCH_KEY, &record(1, DR));
+    buckets.witness.put(EPOCH_KEY, &record(1, DR));
     wait_until(Duration::from_secs(5), "the fence to be read", || {
         status_of_put(&api, "Bob").0 == 503
     });
@@ -117,8 +322,9 @@ fn the_home_region_writes_until_a_later_epoch_names_another_region() {
     // Reads go on.
     assert_eq!(send(api.addr, "GET", "/hello/Alice", &[], None).status, 200);
 
-    // Failing back: a later epoch names the home region again.
-    west.put("dob/fence/epoch.json", &record(2, WEST));
+    // Failing back: a later epoch in a majority names the home region again.
+    buckets.west.put(EPOCH_KEY, &record(2, WEST));
+    buckets.witness.put(EPOCH_KEY, &record(2, WEST));
     wait_until(Duration::from_secs(5), "the new epoch to be read", || {
         status_of_put(&api, "Dave").0 == 204
     });
@@ -126,17 +332,18 @@ fn the_home_region_writes_until_a_later_epoch_names_another_region() {
 }
 
 #[test]
-fn without_a_readable_bucket_no_write_is_acknowledged() {
+fn without_a_majority_of_readable_buckets_no_write_is_acknowledged() {
     let db = fresh_database();
-    // A closed port: every read round fails, so no lease is ever granted.
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
-    let endpoint = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    let api = spawn_api(&db, &format!("nobucket@{WEST}"), &endpoint, WEST);
-    wait_until(Duration::from_secs(20), "dob-api to answer", || {
-        TcpStream::connect(api.addr).is_ok()
-            && send(api.addr, "GET", "/healthz", &[], None).status == 200
-    });
+    let buckets = Buckets::new();
+    assert_eq!(fence_init(&buckets.spec()).0, 0);
+    // Its own bucket answers with a record naming it; the other two are unreachable.
+    let closed = closed_endpoint();
+    let spec = format!(
+        "{}@{WEST},{}@{DR}={closed},{}@{WITNESS}={closed}",
+        buckets.west.name, buckets.dr.name, buckets.witness.name
+    );
+    let api = spawn_api(&db, &spec, &shared_s3().endpoint(), WEST);
+    ready(&api);
     std::thread::sleep(Duration::from_millis(600));
     let (status, body) = status_of_put(&api, "Erin");
     assert_eq!(status, 503, "{body}");
@@ -147,24 +354,19 @@ fn without_a_readable_bucket_no_write_is_acknowledged() {
 #[test]
 fn a_fence_record_that_is_not_one_never_hands_writes_back() {
     let db = fresh_database();
-    let west = TestBucket::new();
-    let dr = TestBucket::new();
-    let buckets = format!("{}@{WEST},{}@{DR}", west.name, dr.name);
-    // Both buckets hold garbage: unreadable, which is not "no record" (that would let
-    // the home region write).
-    west.put("dob/fence/epoch.json", b"{not json");
-    dr.put("dob/fence/epoch.json", b"\x00\xff");
-    let api = spawn_api(&db, &buckets, &shared_s3().endpoint(), WEST);
-    wait_until(Duration::from_secs(20), "dob-api to answer", || {
-        TcpStream::connect(api.addr).is_ok()
-            && send(api.addr, "GET", "/healthz", &[], None).status == 200
-    });
+    let buckets = Buckets::new();
+    assert_eq!(fence_init(&buckets.spec()).0, 0);
+    // Two of three hold garbage: unreadable, which is not "no record" and not a vote.
+    buckets.dr.put(EPOCH_KEY, b"{not json");
+    buckets.witness.put(EPOCH_KEY, b"\x00\xff");
+    let api = spawn_api(&db, &buckets.spec(), &shared_s3().endpoint(), WEST);
+    ready(&api);
     std::thread::sleep(Duration::from_millis(600));
     let (status, body) = status_of_put(&api, "Frank");
     assert_eq!(status, 503, "{body}");
     assert_eq!(send(api.addr, "GET", "/readyz", &[], None).status, 503);
-    // A readable record in one bucket decides, the garbage in the other aside.
-    dr.put("dob/fence/epoch.json", &record(1, WEST));
+    // A readable record in a second bucket makes a majority again.
+    buckets.witness.put(EPOCH_KEY, &record(0, WEST));
     wait_until(
         Duration::from_secs(5),
         "the readable record to be read",

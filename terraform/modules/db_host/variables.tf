@@ -313,7 +313,7 @@ variable "fence_peer_cidr" {
 }
 
 variable "fence_home_region" {
-  description = "DOB_FENCE_HOME_REGION: the region that writes while no takeover has been recorded."
+  description = "DOB_FENCE_HOME_REGION: the region dob-promote --fence-init names in epoch 0 (the writer until a takeover)."
   type        = string
   default     = ""
 }

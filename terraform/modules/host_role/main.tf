@@ -75,8 +75,8 @@ data "aws_iam_policy_document" "this" {
     resources = [var.backup_kms_key_arn]
   }
 
-  # The cross-region fence record (src/failover/fence.rs) in every region's bucket: every host
-  # reads them all; the DR hosts also write them (dob-promote --takeover).
+  # The cross-region fence records (src/failover/fence.rs) in every region's bucket: every
+  # host reads them all; the DR hosts also write them (dob-promote --fence-init, --takeover).
   dynamic "statement" {
     for_each = length(var.fence_object_arns) > 0 ? [1] : []
     content {
@@ -97,6 +97,19 @@ data "aws_iam_policy_document" "this" {
         variable = "kms:ViaService"
         values   = ["s3.*.amazonaws.com"]
       }
+    }
+  }
+
+  # The promotion epoch decides which region writes: a host that may not take over must not
+  # be able to write it, whatever its backup grant covers (the epoch key sits under the
+  # backup prefix the primary hosts write).
+  dynamic "statement" {
+    for_each = !var.fence_write && length(var.fence_epoch_object_arns) > 0 ? [1] : []
+    content {
+      sid       = "NeverWriteThePromotionEpoch"
+      effect    = "Deny"
+      actions   = ["s3:PutObject"]
+      resources = var.fence_epoch_object_arns
     }
   }
 

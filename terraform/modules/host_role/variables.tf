@@ -72,7 +72,13 @@ variable "tags" {
 }
 
 variable "fence_object_arns" {
-  description = "ARNs of the cross-region fence record in every region's backup bucket (<bucket>/<prefix>/fence/epoch.json); the hosts read them. Empty: no fencing."
+  description = "ARNs of the cross-region fence records in every region's backup bucket (<bucket>/<prefix>/fence/epoch.json and detach.json); the hosts read them. Empty: no fencing."
+  type        = list(string)
+  default     = []
+}
+
+variable "fence_epoch_object_arns" {
+  description = "ARNs of the promotion epoch record (<bucket>/<prefix>/fence/epoch.json) in every region's bucket; without fence_write the hosts are explicitly denied writing them."
   type        = list(string)
   default     = []
 }
