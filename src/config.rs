@@ -64,6 +64,8 @@ pub struct ApiConfig {
     pub drain: Duration,
     /// Cross-region write fencing (`DOB_FENCE_BUCKETS` and friends); `None` is off.
     pub fence: Option<crate::failover::fence::FenceConfig>,
+    /// The DR region's receipt before a 204 (`DOB_DR_SLOT` and friends); `None` is off.
+    pub dr_receipt: Option<crate::api::dr_receipt::DrReceiptConfig>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -197,6 +199,7 @@ impl ApiConfig {
                 parse_in_range(&get, "DOB_DRAIN_SECONDS", 5, 0, 3_600)? as u64
             ),
             fence,
+            dr_receipt: crate::api::dr_receipt::DrReceiptConfig::from_lookup(&get)?,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! state to a [`Reply`]; the server module turns replies into HTTP responses, times
 //! them and logs them. All of the API contract lives here.
 
+use crate::api::dr_receipt::Receipt;
 use crate::api::front::{Body, Request};
 use crate::api::metrics::{DbSnapshot, HttpSnapshot, Metrics, RouteLabel};
 use crate::api::store::{Role, Store, StoreError};
@@ -39,6 +40,8 @@ pub struct App {
     /// The longest a PUT can take to commit once it starts (pool wait plus statement
     /// timeout): a write goes ahead only if the lease outlasts it.
     pub write_hold: std::time::Duration,
+    /// The DR region's receipt a committed PUT waits for, when `DOB_DR_SLOT` is set.
+    pub dr_receipt: Option<Arc<crate::api::dr_receipt::DrReceipt>>,
 }
 
 impl App {
@@ -202,7 +205,18 @@ fn put_hello(app: &App, request: &Request) -> Reply {
         .store
         .upsert_date_of_birth(username.as_str(), dob.date())
     {
-        Ok(()) => Reply::empty(204),
+        Ok(()) => match &app.dr_receipt {
+            None => Reply::empty(204),
+            // The connection is back in the pool; only this request waits.
+            Some(dr) => match dr.wait() {
+                Receipt::Confirmed => Reply::empty(204),
+                Receipt::TimedOut => Reply::error(
+                    503,
+                    "the write was committed in this region, but the DR region has not confirmed it in time: its outcome is unknown; retry",
+                )
+                .with_retry_after(1),
+            },
+        },
         Err(err) => store_error(err),
     }
 }
@@ -354,6 +368,10 @@ fn metrics(app: &App) -> Reply {
             timeouts: load(&front.timeouts),
             breaker_open: u64::from(app.store.breaker_open()),
         },
+        dr: app
+            .dr_receipt
+            .as_ref()
+            .map(|dr| dr.stats(std::time::Instant::now())),
     };
     let mut reply = Reply::json(200, app.metrics.render(&snapshot));
     reply.content_type = Some(PROMETHEUS_TEXT);

@@ -98,6 +98,8 @@ pub struct DbSnapshot {
     /// with fencing off); 0 when fenced or without a current lease.
     pub fence_writable: bool,
     pub http: HttpSnapshot,
+    /// The DR region's receipt, when `DOB_DR_SLOT` is set.
+    pub dr: Option<crate::api::dr_receipt::ReceiptStats>,
 }
 
 /// The HTTP front's connection counters, sampled at render time.
@@ -284,6 +286,38 @@ impl Metrics {
         for (name, help, value) in gauges {
             write_single(&mut out, "gauge", name, help, value);
         }
+        if let Some(dr) = &db.dr {
+            let counters: [(&str, &str, u64); 4] = [
+                (
+                    "dob_dr_receipt_confirmed_total",
+                    "Committed PUTs the DR region confirmed (flushed) before their 204.",
+                    dr.confirmed,
+                ),
+                (
+                    "dob_dr_receipt_timeouts_total",
+                    "Committed PUTs answered 503 because the DR region did not confirm them in time.",
+                    dr.timed_out,
+                ),
+                (
+                    "dob_dr_receipt_polls_total",
+                    "Polls of the leader's WAL position and the DR slot's flush position.",
+                    dr.polls,
+                ),
+                (
+                    "dob_dr_receipt_poll_errors_total",
+                    "Polls that failed (no leader, a broken connection).",
+                    dr.poll_errors,
+                ),
+            ];
+            for (name, help, value) in counters {
+                write_single(&mut out, "counter", name, help, value);
+            }
+            let _ = writeln!(
+                out,
+                "# HELP dob_dr_unconfirmed_seconds How long the oldest WAL position waiting for the DR region's flush has waited (0: none).\n# TYPE dob_dr_unconfirmed_seconds gauge\ndob_dr_unconfirmed_seconds {:.3}",
+                dr.unconfirmed_s
+            );
+        }
         out.push_str("# HELP dob_db_role Role of the database this process talks to (1 for the current one).\n");
         out.push_str("# TYPE dob_db_role gauge\n");
         for role in ["primary", "replica", "unknown"] {
@@ -323,6 +357,7 @@ mod tests {
                 panics: 2,
                 ..HttpSnapshot::default()
             },
+            dr: None,
         }
     }
 

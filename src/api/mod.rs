@@ -10,6 +10,8 @@
 pub mod breaker;
 // Concurrent GET lookups and PUTs coalesced into one statement under load.
 pub mod coalesce;
+// The DR region's receipt (its flush of the commit) before a PUT is answered 204.
+pub mod dr_receipt;
 // The HTTP/1.1 front: connections, their limits and deadlines, requests in order.
 pub mod front;
 // Request routing and handlers: from a request and the app state to a response.

@@ -123,6 +123,14 @@ impl Server {
             http_stats: Arc::new(front::Stats::default()),
             max_connections,
             write_hold: config.pool_timeout + config.statement_timeout,
+            dr_receipt: config.dr_receipt.clone().map(|dr| {
+                log::info!(
+                    "dr receipt: a PUT is answered 204 once slot {} has flushed it (at most {:?})",
+                    dr.slot,
+                    dr.timeout
+                );
+                Arc::new(crate::api::dr_receipt::DrReceipt::new(dr))
+            }),
             fence: match &config.fence {
                 Some(fence_config) => {
                     let state = Arc::new(crate::failover::fence::FenceState::new(
@@ -243,6 +251,16 @@ impl Server {
                 .name("database-watch".into())
                 .spawn(move || app.store.watch_database(&stop, DATABASE_WATCH_INTERVAL))
                 .map_err(|e| Error::io("starting the database watch thread", e))?;
+        }
+        if let Some(dr) = &self.app.dr_receipt {
+            // Detached like the others: it stops on its own once `stop` is set.
+            let dr = Arc::clone(dr);
+            let app = Arc::clone(&self.app);
+            let stop = Arc::clone(&stop);
+            thread::Builder::new()
+                .name("dr-receipt".into())
+                .spawn(move || dr.watch(&stop, || app.store.connect_direct()))
+                .map_err(|e| Error::io("starting the DR receipt thread", e))?;
         }
         let admin_front = match self.admin {
             None => None,

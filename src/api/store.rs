@@ -358,6 +358,12 @@ impl Store {
         }
     }
 
+    /// A connection of its own, outside the pool, to where the pool's URL leads (the
+    /// leader, with a multi-host `target_session_attrs=read-write` URL).
+    pub fn connect_direct(&self) -> std::result::Result<Client, postgres::Error> {
+        self.pg_config.connect(self.tls.clone())
+    }
+
     /// Whether requests are failing fast because the database was found unreachable.
     pub fn breaker_open(&self) -> bool {
         self.breaker.is_open()

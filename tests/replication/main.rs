@@ -539,3 +539,108 @@ fn primary_allow_replica_creates_a_replication_only_role_and_hba_lines_for_the_g
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The replica's WAL receiver process (the DR region's stream, in production).
+fn walreceiver_pid(replica: &dob::testing::LocalServer) -> i32 {
+    let mut client = replica.connect("postgres").unwrap();
+    let mut pid = None;
+    wait_until(Duration::from_secs(20), "the replica to stream", || {
+        pid = client
+            .query_opt("SELECT pid FROM pg_stat_wal_receiver", &[])
+            .unwrap()
+            .map(|row| row.get::<_, i32>(0));
+        pid.is_some()
+    });
+    pid.unwrap()
+}
+
+fn signal(pid: i32, signal: libc::c_int) {
+    // SAFETY: signalling a process of the test's own PostgreSQL server.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+}
+
+/// Usernames are letters only.
+fn carol(i: u8) -> String {
+    format!("Carol{}", char::from(b'a' + i))
+}
+
+#[test]
+fn with_a_dr_slot_a_put_is_answered_204_only_once_the_replica_has_flushed_it() {
+    let mut pair = Pair::start();
+    let app = TestApp::spawn_with(
+        &pair.api_url(),
+        &[
+            ("DOB_DR_SLOT", &pair.replica_name),
+            ("DOB_DR_RECEIPT_TIMEOUT_MS", "1500"),
+        ],
+    );
+    assert_eq!(app.put_dob("Alice", "1990-05-17").status, 204);
+    let receiver = walreceiver_pid(&pair.replica);
+
+    // The replica stops taking WAL: the commit happens here, the receipt never comes.
+    signal(receiver, libc::SIGSTOP);
+    let started = Instant::now();
+    let reply = app.put_dob("Bob", "1991-06-18");
+    let waited = started.elapsed();
+    signal(receiver, libc::SIGCONT);
+    let error = reply.assert_error(503);
+    assert!(error.contains("outcome is unknown"), "{error}");
+    assert_eq!(reply.header("Retry-After"), Some("1"));
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    assert!(
+        stored_users(&pair.primary).contains("Bob"),
+        "committed here: the 503 is an unknown outcome, not a failure"
+    );
+    let metrics = app.get("/metrics").body;
+    assert!(
+        metrics.contains("dob_dr_receipt_timeouts_total 1"),
+        "{metrics}"
+    );
+
+    // The replica streams again: writes are confirmed again, and each 204 is already in
+    // its flushed WAL: the primary dies right after one, and the replica has it.
+    for i in 0..20u8 {
+        assert_eq!(app.put_dob(&carol(i), "1992-07-19").status, 204);
+    }
+    assert_eq!(app.put_dob("Dave", "1993-08-20").status, 204);
+    pair.primary.kill().unwrap();
+    let received = receive_lsn(&pair.replica);
+    wait_until(
+        Duration::from_secs(20),
+        "the replica to replay what it has",
+        || replay_lsn(&pair.replica) >= received,
+    );
+    let on_replica = stored_users(&pair.replica);
+    for name in ["Alice", "Dave"]
+        .into_iter()
+        .map(String::from)
+        .chain((0..20).map(carol))
+    {
+        assert!(
+            on_replica.contains(&name),
+            "{name} was answered 204 but the replica lacks it"
+        );
+    }
+    let metrics = app.get("/metrics").body;
+    assert!(
+        metrics.contains("dob_dr_receipt_confirmed_total 22"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_dr_slot_that_does_not_exist_confirms_nothing() {
+    let pair = Pair::start();
+    let app = TestApp::spawn_with(
+        &pair.api_url(),
+        &[
+            ("DOB_DR_SLOT", "no_such_slot"),
+            ("DOB_DR_RECEIPT_TIMEOUT_MS", "300"),
+        ],
+    );
+    app.put_dob("Erin", "1990-01-01").assert_error(503);
+    assert!(stored_users(&pair.primary).contains("Erin"));
+}

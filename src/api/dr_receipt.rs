@@ -1,0 +1,487 @@
+//! The DR region's receipt before a 204: the cross-region analogue of Patroni's
+//! synchronous mode, kept in `dob-api` rather than in `synchronous_standby_names`
+//! (Patroni owns that setting, and a synchronous wait there would also stall Patroni's
+//! own queries).
+//!
+//! The DR region streams from the writing cluster's leader through the physical
+//! replication slot `DOB_DR_SLOT` (`dob_dr`); for a physical slot, PostgreSQL sets the
+//! slot's `restart_lsn` to the flush position the standby reports, so the slot says how
+//! far the DR region has *flushed*, whatever the stream's application name. After a
+//! PUT's COMMIT (its connection back in the pool) the request takes a *ticket* and
+//! waits. One watcher thread per `dob-api`, busy only while some request waits, polls
+//! the leader every few milliseconds for its WAL insert position and the slot's position
+//! on a connection of its own. A poll that *began after* a request took its ticket read
+//! an insert position at or past that request's commit record; once a later poll (or the
+//! same one) finds the slot's flush position at or past that insert position, the DR
+//! region holds the commit, and the request is answered 204. A request not confirmed
+//! within `DOB_DR_RECEIPT_TIMEOUT_MS` is answered 503: it committed here, but whether it
+//! would survive the loss of this region is unknown.
+//!
+//! [`Tracker`] is the pure bookkeeping (tickets, polls, what is confirmed), unit-tested
+//! here; [`DrReceipt`] adds the waiting and the watcher, tested against a real primary
+//! and a real streaming replica (tests/replication).
+
+use crate::failover::promote::Lsn;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How often the watcher polls while requests wait.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// Polls whose insert position the DR region has not flushed yet, at most; beyond it the
+/// two oldest are merged (the older waits a little longer, nothing is confirmed early).
+/// At one poll every 5 ms this is 20 s of an unconfirming DR region.
+const MAX_PENDING_POLLS: usize = 4096;
+/// Without waiting requests the watcher wakes this often anyway (to notice shutdown).
+const IDLE_WAKE: Duration = Duration::from_millis(500);
+/// After a failed poll (the leader changed, the connection broke), the next try.
+const RECONNECT_DELAY: Duration = Duration::from_millis(50);
+
+/// `DOB_DR_SLOT` and its bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrReceiptConfig {
+    /// The physical replication slot the DR region streams through.
+    pub slot: String,
+    /// How long a committed PUT waits for the DR region's flush before 503.
+    pub timeout: Duration,
+}
+
+impl DrReceiptConfig {
+    /// `None` when `DOB_DR_SLOT` is unset: no DR region to wait for.
+    pub fn from_lookup(
+        get: &impl Fn(&str) -> Option<String>,
+    ) -> crate::Result<Option<DrReceiptConfig>> {
+        let Some(slot) = get("DOB_DR_SLOT").filter(|s| !s.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let slot = slot.trim().to_owned();
+        // PostgreSQL's own rule for slot names.
+        if slot.len() > 63
+            || !slot
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(crate::Error::config(
+                "DOB_DR_SLOT",
+                format!("{slot:?} is not a replication slot name (a-z, 0-9, _; at most 63)"),
+            ));
+        }
+        let timeout = match get("DOB_DR_RECEIPT_TIMEOUT_MS") {
+            None => Duration::from_millis(3_000),
+            Some(raw) => raw
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| (10..=60_000).contains(ms))
+                .map(Duration::from_millis)
+                .ok_or_else(|| {
+                    crate::Error::config(
+                        "DOB_DR_RECEIPT_TIMEOUT_MS",
+                        format!("{raw:?} is not from 10 to 60000"),
+                    )
+                })?,
+        };
+        Ok(Some(DrReceiptConfig { slot, timeout }))
+    }
+}
+
+/// One poll whose insert position the DR region has not flushed yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pending {
+    poll: u64,
+    insert: u64,
+    at: Instant,
+}
+
+/// Tickets, polls and what they confirmed. Pure: the caller passes positions and times.
+#[derive(Debug)]
+pub struct Tracker {
+    /// The number the next poll gets (and so the ticket a request takes now).
+    next_poll: u64,
+    /// Every poll up to this one has had its insert position flushed by the DR region.
+    confirmed: u64,
+    pending: VecDeque<Pending>,
+    /// The last flush position the slot reported.
+    last_flush: Option<u64>,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker {
+            next_poll: 1,
+            confirmed: 0,
+            pending: VecDeque::new(),
+            last_flush: None,
+        }
+    }
+}
+
+impl Tracker {
+    /// What a request that has just committed waits for: a poll that begins from now on.
+    pub fn ticket(&self) -> u64 {
+        self.next_poll
+    }
+
+    /// A poll is about to be sent; its number.
+    pub fn begin_poll(&mut self) -> u64 {
+        let poll = self.next_poll;
+        self.next_poll += 1;
+        poll
+    }
+
+    /// What poll `poll` read: the leader's insert position, and the slot's flush
+    /// position (`None`: no such slot, or the server is not the leader).
+    pub fn observe(&mut self, poll: u64, insert: u64, flush: Option<u64>, at: Instant) {
+        if self.pending.len() >= MAX_PENDING_POLLS {
+            // Merge the two oldest: the later poll number, the higher position.
+            let first = self.pending.pop_front().expect("full");
+            let second = self.pending.front_mut().expect("full");
+            second.insert = second.insert.max(first.insert);
+            second.at = first.at;
+        }
+        self.pending.push_back(Pending { poll, insert, at });
+        if let Some(flush) = flush {
+            self.last_flush = Some(self.last_flush.map_or(flush, |f| f.max(flush)));
+            while let Some(front) = self.pending.front() {
+                if front.insert > flush {
+                    break;
+                }
+                self.confirmed = self.confirmed.max(front.poll);
+                self.pending.pop_front();
+            }
+        }
+    }
+
+    /// Whether the DR region holds every commit made before `ticket` was taken.
+    pub fn confirms(&self, ticket: u64) -> bool {
+        self.confirmed >= ticket
+    }
+
+    /// When the oldest poll the DR region has not caught up with was read.
+    pub fn unconfirmed_since(&self) -> Option<Instant> {
+        self.pending.front().map(|p| p.at)
+    }
+
+    /// The last flush position the slot reported, if any.
+    pub fn last_flush(&self) -> Option<Lsn> {
+        self.last_flush.map(Lsn)
+    }
+}
+
+/// How a committed PUT's wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receipt {
+    /// The DR region has flushed the commit.
+    Confirmed,
+    /// Not within the timeout: the commit's survival of a region loss is unknown.
+    TimedOut,
+}
+
+struct Inner {
+    tracker: Tracker,
+    /// Requests waiting now: the watcher polls only while this is above zero.
+    waiting: usize,
+}
+
+/// The receipt wait and its watcher, shared by every request of a `dob-api`.
+pub struct DrReceipt {
+    config: DrReceiptConfig,
+    inner: Mutex<Inner>,
+    /// Wakes waiting requests after each poll.
+    polled: Condvar,
+    /// Wakes the watcher when a request starts waiting.
+    wanted: Condvar,
+    confirmed_total: AtomicU64,
+    timed_out_total: AtomicU64,
+    polls_total: AtomicU64,
+    poll_errors_total: AtomicU64,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ReceiptStats {
+    pub confirmed: u64,
+    pub timed_out: u64,
+    pub polls: u64,
+    pub poll_errors: u64,
+    /// Seconds the oldest unconfirmed poll has waited (0: none).
+    pub unconfirmed_s: f64,
+}
+
+fn lock(mutex: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // Nothing panics while holding it; recover rather than cascade if it did.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The poll: whether the server is the leader, its insert position, and how far the
+/// DR region's slot has flushed. A replica has no insert position (the function
+/// raises during recovery), so it is asked only of a leader.
+const POLL_SQL: &str = "SELECT CASE WHEN pg_is_in_recovery() THEN NULL \
+     ELSE pg_current_wal_insert_lsn()::text END, \
+     (SELECT restart_lsn::text FROM pg_replication_slots \
+      WHERE slot_name = $1 AND slot_type = 'physical')";
+
+impl DrReceipt {
+    pub fn new(config: DrReceiptConfig) -> DrReceipt {
+        DrReceipt {
+            config,
+            inner: Mutex::new(Inner {
+                tracker: Tracker::default(),
+                waiting: 0,
+            }),
+            polled: Condvar::new(),
+            wanted: Condvar::new(),
+            confirmed_total: AtomicU64::new(0),
+            timed_out_total: AtomicU64::new(0),
+            polls_total: AtomicU64::new(0),
+            poll_errors_total: AtomicU64::new(0),
+        }
+    }
+
+    pub fn config(&self) -> &DrReceiptConfig {
+        &self.config
+    }
+
+    /// Called after a PUT's COMMIT, with its database connection released: blocks until
+    /// the DR region has flushed it, or the timeout.
+    pub fn wait(&self) -> Receipt {
+        let deadline = Instant::now() + self.config.timeout;
+        let mut inner = lock(&self.inner);
+        let ticket = inner.tracker.ticket();
+        inner.waiting += 1;
+        self.wanted.notify_one();
+        let receipt = loop {
+            if inner.tracker.confirms(ticket) {
+                break Receipt::Confirmed;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break Receipt::TimedOut;
+            }
+            inner = self
+                .polled
+                .wait_timeout(inner, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        };
+        inner.waiting -= 1;
+        drop(inner);
+        match receipt {
+            Receipt::Confirmed => &self.confirmed_total,
+            Receipt::TimedOut => &self.timed_out_total,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        receipt
+    }
+
+    pub fn stats(&self, now: Instant) -> ReceiptStats {
+        let inner = lock(&self.inner);
+        ReceiptStats {
+            confirmed: self.confirmed_total.load(Ordering::Relaxed),
+            timed_out: self.timed_out_total.load(Ordering::Relaxed),
+            polls: self.polls_total.load(Ordering::Relaxed),
+            poll_errors: self.poll_errors_total.load(Ordering::Relaxed),
+            unconfirmed_s: inner
+                .tracker
+                .unconfirmed_since()
+                .map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64()),
+        }
+    }
+
+    /// The watcher: polls while requests wait, until `stop`. `connect` opens a
+    /// connection to the writing cluster's leader (the pool's URL and TLS).
+    pub fn watch(
+        &self,
+        stop: &AtomicBool,
+        connect: impl Fn() -> std::result::Result<postgres::Client, postgres::Error>,
+    ) {
+        let mut client: Option<postgres::Client> = None;
+        let mut failing = false;
+        while !stop.load(Ordering::Relaxed) {
+            let poll = {
+                let mut inner = lock(&self.inner);
+                if inner.waiting == 0 {
+                    drop(
+                        self.wanted
+                            .wait_timeout(inner, IDLE_WAKE)
+                            .unwrap_or_else(|e| e.into_inner()),
+                    );
+                    continue;
+                }
+                inner.tracker.begin_poll()
+            };
+            let started = Instant::now();
+            match self.poll_once(&mut client, &connect) {
+                Ok((insert, flush)) => {
+                    if failing {
+                        log::info!("dr receipt: polling the leader again");
+                        failing = false;
+                    }
+                    self.polls_total.fetch_add(1, Ordering::Relaxed);
+                    lock(&self.inner)
+                        .tracker
+                        .observe(poll, insert, flush, started);
+                    self.polled.notify_all();
+                    std::thread::sleep(POLL_INTERVAL.saturating_sub(started.elapsed()));
+                }
+                Err(why) => {
+                    self.poll_errors_total.fetch_add(1, Ordering::Relaxed);
+                    if !failing {
+                        log::warn!("dr receipt: cannot poll the leader: {why}");
+                        failing = true;
+                    }
+                    client = None;
+                    std::thread::sleep(RECONNECT_DELAY);
+                }
+            }
+        }
+    }
+
+    fn poll_once(
+        &self,
+        client: &mut Option<postgres::Client>,
+        connect: &impl Fn() -> std::result::Result<postgres::Client, postgres::Error>,
+    ) -> std::result::Result<(u64, Option<u64>), String> {
+        if client.is_none() {
+            *client = Some(connect().map_err(|e| crate::error::chain(&e))?);
+        }
+        let conn = client.as_mut().expect("connected");
+        let row = conn
+            .query_one(POLL_SQL, &[&self.config.slot])
+            .map_err(|e| crate::error::chain(&e))?;
+        let insert: Option<String> = row.get(0);
+        let flush: Option<String> = row.get(1);
+        let insert = insert
+            .ok_or("the server is not the leader (in recovery)")?
+            .parse_lsn()?;
+        let flush = flush.map(|f| f.parse_lsn()).transpose()?;
+        Ok((insert, flush))
+    }
+}
+
+trait ParseLsn {
+    fn parse_lsn(&self) -> std::result::Result<u64, String>;
+}
+
+impl ParseLsn for String {
+    fn parse_lsn(&self) -> std::result::Result<u64, String> {
+        Lsn::parse(self)
+            .map(|l| l.0)
+            .ok_or_else(|| format!("{self:?} is not a WAL position"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ticket_is_confirmed_only_by_a_poll_that_began_after_it() {
+        let t0 = Instant::now();
+        let mut tracker = Tracker::default();
+        // A poll already in flight when the request committed cannot confirm it...
+        let early = tracker.begin_poll();
+        let ticket = tracker.ticket();
+        tracker.observe(early, 100, Some(100), t0);
+        assert!(!tracker.confirms(ticket));
+        // ...a poll that began after it can, once the flush reaches its insert position.
+        let later = tracker.begin_poll();
+        tracker.observe(later, 180, Some(150), t0);
+        assert!(!tracker.confirms(ticket), "flush 150 < insert 180");
+        assert_eq!(tracker.unconfirmed_since(), Some(t0));
+        let next = tracker.begin_poll();
+        tracker.observe(next, 260, Some(200), t0);
+        assert!(
+            tracker.confirms(ticket),
+            "flush 200 covers the poll that read 180"
+        );
+        assert!(!tracker.confirms(tracker.ticket()));
+        assert_eq!(tracker.last_flush(), Some(Lsn(200)));
+    }
+
+    #[test]
+    fn without_a_slot_nothing_is_confirmed_and_the_wait_is_seen() {
+        let t0 = Instant::now();
+        let mut tracker = Tracker::default();
+        let ticket = tracker.ticket();
+        for i in 0..10u64 {
+            let poll = tracker.begin_poll();
+            tracker.observe(poll, 100 + i, None, t0 + Duration::from_millis(i));
+        }
+        assert!(!tracker.confirms(ticket));
+        assert_eq!(tracker.unconfirmed_since(), Some(t0));
+        // The slot comes back, caught up: everything is confirmed at once.
+        let poll = tracker.begin_poll();
+        tracker.observe(poll, 500, Some(500), t0);
+        assert!(tracker.confirms(ticket));
+        assert_eq!(tracker.unconfirmed_since(), None);
+    }
+
+    #[test]
+    fn the_pending_polls_are_bounded_and_merging_never_confirms_early() {
+        let t0 = Instant::now();
+        let mut tracker = Tracker::default();
+        let ticket = tracker.ticket();
+        for i in 0..(MAX_PENDING_POLLS as u64 * 3) {
+            let poll = tracker.begin_poll();
+            tracker.observe(poll, 1_000 + i, Some(999), t0);
+        }
+        assert!(tracker.pending.len() <= MAX_PENDING_POLLS);
+        assert_eq!(tracker.unconfirmed_since(), Some(t0));
+        assert!(!tracker.confirms(ticket));
+        // The first poll's position alone is not enough: it was merged into a later one.
+        let poll = tracker.begin_poll();
+        tracker.observe(poll, 99_999, Some(1_000), t0);
+        assert!(!tracker.confirms(ticket));
+        let poll = tracker.begin_poll();
+        tracker.observe(poll, 99_999, Some(99_999), t0);
+        assert!(tracker.confirms(ticket));
+    }
+
+    #[test]
+    fn a_request_waits_no_longer_than_the_timeout() {
+        let receipt = DrReceipt::new(DrReceiptConfig {
+            slot: "dob_dr".into(),
+            timeout: Duration::from_millis(50),
+        });
+        let started = Instant::now();
+        assert_eq!(receipt.wait(), Receipt::TimedOut);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(50) && took < Duration::from_secs(2));
+        assert_eq!(receipt.stats(Instant::now()).timed_out, 1);
+    }
+
+    #[test]
+    fn slot_names_and_timeouts_are_checked() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |key: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(DrReceiptConfig::from_lookup(&env(&[])).unwrap(), None);
+        let config = DrReceiptConfig::from_lookup(&env(&[("DOB_DR_SLOT", "dob_dr")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.timeout, Duration::from_secs(3));
+        for bad in [
+            &[("DOB_DR_SLOT", "dob-dr")][..],
+            &[("DOB_DR_SLOT", "x'; DROP")],
+            &[
+                ("DOB_DR_SLOT", "dob_dr"),
+                ("DOB_DR_RECEIPT_TIMEOUT_MS", "5"),
+            ],
+            &[
+                ("DOB_DR_SLOT", "dob_dr"),
+                ("DOB_DR_RECEIPT_TIMEOUT_MS", "soon"),
+            ],
+        ] {
+            let bad: &'static [(&'static str, &'static str)] =
+                Box::leak(bad.to_vec().into_boxed_slice());
+            assert!(DrReceiptConfig::from_lookup(&env(bad)).is_err(), "{bad:?}");
+        }
+    }
+}
