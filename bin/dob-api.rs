@@ -32,7 +32,8 @@ DOB_DRAIN_SECONDS           after SIGTERM, seconds readiness reports 503 while r
 DOB_FENCE_BUCKETS           cross-region write fence: buckets holding the promotion epoch
 DOB_DR_SLOT                 the DR region's replication slot: a PUT is answered 204 only
                             once it has flushed the commit (503 after
-                            DOB_DR_RECEIPT_TIMEOUT_MS, default 3000)
+                            DOB_DR_RECEIPT_TIMEOUT_MS, default 3000); with the fence,
+                            detaches after DOB_DR_DETACH_AFTER_MS (default 10000)
 RUST_LOG                    log level (default info)",
     exit_codes: "\
 0  clean shutdown after SIGTERM or SIGINT

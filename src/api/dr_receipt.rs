@@ -21,10 +21,12 @@
 //! here; [`DrReceipt`] adds the waiting and the watcher, tested against a real primary
 //! and a real streaming replica (tests/replication).
 
+use crate::failover::fence::{AttachState, FenceConfig, FenceState, FenceStores};
 use crate::failover::promote::Lsn;
+use crate::failover::takeover::lease_wait;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How often the watcher polls while requests wait.
@@ -45,6 +47,9 @@ pub struct DrReceiptConfig {
     pub slot: String,
     /// How long a committed PUT waits for the DR region's flush before 503.
     pub timeout: Duration,
+    /// How long the DR region may leave a waiting write unconfirmed before this region
+    /// records itself detached and goes on alone (only with the fence configured).
+    pub detach_after: Duration,
 }
 
 impl DrReceiptConfig {
@@ -67,22 +72,25 @@ impl DrReceiptConfig {
                 format!("{slot:?} is not a replication slot name (a-z, 0-9, _; at most 63)"),
             ));
         }
-        let timeout = match get("DOB_DR_RECEIPT_TIMEOUT_MS") {
-            None => Duration::from_millis(3_000),
+        let millis = |key: &str, default: u64, min: u64, max: u64| match get(key) {
+            None => Ok(Duration::from_millis(default)),
             Some(raw) => raw
                 .trim()
                 .parse::<u64>()
                 .ok()
-                .filter(|ms| (10..=60_000).contains(ms))
+                .filter(|ms| (min..=max).contains(ms))
                 .map(Duration::from_millis)
                 .ok_or_else(|| {
-                    crate::Error::config(
-                        "DOB_DR_RECEIPT_TIMEOUT_MS",
-                        format!("{raw:?} is not from 10 to 60000"),
-                    )
-                })?,
+                    crate::Error::config(key, format!("{raw:?} is not from {min} to {max}"))
+                }),
         };
-        Ok(Some(DrReceiptConfig { slot, timeout }))
+        let timeout = millis("DOB_DR_RECEIPT_TIMEOUT_MS", 3_000, 10, 60_000)?;
+        let detach_after = millis("DOB_DR_DETACH_AFTER_MS", 10_000, 1_000, 600_000)?;
+        Ok(Some(DrReceiptConfig {
+            slot,
+            timeout,
+            detach_after,
+        }))
     }
 }
 
@@ -174,37 +182,74 @@ impl Tracker {
 pub enum Receipt {
     /// The DR region has flushed the commit.
     Confirmed,
-    /// Not within the timeout: the commit's survival of a region loss is unknown.
+    /// This region is detached (recorded in a majority of the fence buckets): the write
+    /// is acknowledged without the DR region, inside the loss window a takeover reports.
+    Alone,
+    /// Neither within the timeout: the commit's survival of a region loss is unknown.
     TimedOut,
+}
+
+/// Where this `dob-api` stands with the DR region (only the watcher changes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Every 204 waits for the DR region's flush.
+    Attached,
+    /// Writes go on alone; once a poll begun after `catch_up` is confirmed, the DR
+    /// region streams again and the way back starts.
+    Detached { catch_up: u64 },
+    /// `reattaching` is in a majority (no more writes alone here, nor, a lease later,
+    /// anywhere). From `written` plus the lease wait on, a poll begun then must be
+    /// confirmed (`ticket`) before `attached` may be written.
+    Reattaching {
+        epoch: u64,
+        written: Instant,
+        ticket: Option<u64>,
+    },
 }
 
 struct Inner {
     tracker: Tracker,
-    /// Requests waiting now: the watcher polls only while this is above zero.
+    /// Requests waiting now: the watcher polls only while this is above zero (or while
+    /// detached, to see the DR region come back).
     waiting: usize,
+}
+
+/// The fence a DR receipt detaches through: the lease state and the buckets.
+pub struct DetachVia {
+    pub state: Arc<FenceState>,
+    pub config: FenceConfig,
 }
 
 /// The receipt wait and its watcher, shared by every request of a `dob-api`.
 pub struct DrReceipt {
     config: DrReceiptConfig,
+    fence: Option<DetachVia>,
     inner: Mutex<Inner>,
-    /// Wakes waiting requests after each poll.
+    /// Wakes waiting requests after each poll, and when this region detaches.
     polled: Condvar,
     /// Wakes the watcher when a request starts waiting.
     wanted: Condvar,
     confirmed_total: AtomicU64,
+    alone_total: AtomicU64,
     timed_out_total: AtomicU64,
     polls_total: AtomicU64,
     poll_errors_total: AtomicU64,
+    detaches_total: AtomicU64,
+    reattaches_total: AtomicU64,
 }
 
 /// Counters for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ReceiptStats {
     pub confirmed: u64,
+    pub alone: u64,
     pub timed_out: u64,
     pub polls: u64,
     pub poll_errors: u64,
+    pub detaches: u64,
+    pub reattaches: u64,
+    /// 1 while writes may be acknowledged without the DR region.
+    pub detached: bool,
     /// Seconds the oldest unconfirmed poll has waited (0: none).
     pub unconfirmed_s: f64,
 }
@@ -222,10 +267,16 @@ const POLL_SQL: &str = "SELECT CASE WHEN pg_is_in_recovery() THEN NULL \
      (SELECT restart_lsn::text FROM pg_replication_slots \
       WHERE slot_name = $1 AND slot_type = 'physical')";
 
+/// While detached or on the way back, the watcher polls this often without requests.
+const CATCH_UP_POLL: Duration = Duration::from_millis(100);
+/// After a failed write of a detach record, the next try.
+const FENCE_RETRY: Duration = Duration::from_secs(1);
+
 impl DrReceipt {
-    pub fn new(config: DrReceiptConfig) -> DrReceipt {
+    pub fn new(config: DrReceiptConfig, fence: Option<DetachVia>) -> DrReceipt {
         DrReceipt {
             config,
+            fence,
             inner: Mutex::new(Inner {
                 tracker: Tracker::default(),
                 waiting: 0,
@@ -233,9 +284,12 @@ impl DrReceipt {
             polled: Condvar::new(),
             wanted: Condvar::new(),
             confirmed_total: AtomicU64::new(0),
+            alone_total: AtomicU64::new(0),
             timed_out_total: AtomicU64::new(0),
             polls_total: AtomicU64::new(0),
             poll_errors_total: AtomicU64::new(0),
+            detaches_total: AtomicU64::new(0),
+            reattaches_total: AtomicU64::new(0),
         }
     }
 
@@ -243,8 +297,14 @@ impl DrReceipt {
         &self.config
     }
 
+    fn detached_now(&self) -> bool {
+        self.fence
+            .as_ref()
+            .is_some_and(|f| f.state.detached_at(Instant::now()).is_some())
+    }
+
     /// Called after a PUT's COMMIT, with its database connection released: blocks until
-    /// the DR region has flushed it, or the timeout.
+    /// the DR region has flushed it, this region is detached, or the timeout.
     pub fn wait(&self) -> Receipt {
         let deadline = Instant::now() + self.config.timeout;
         let mut inner = lock(&self.inner);
@@ -254,6 +314,9 @@ impl DrReceipt {
         let receipt = loop {
             if inner.tracker.confirms(ticket) {
                 break Receipt::Confirmed;
+            }
+            if self.detached_now() {
+                break Receipt::Alone;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -269,6 +332,7 @@ impl DrReceipt {
         drop(inner);
         match receipt {
             Receipt::Confirmed => &self.confirmed_total,
+            Receipt::Alone => &self.alone_total,
             Receipt::TimedOut => &self.timed_out_total,
         }
         .fetch_add(1, Ordering::Relaxed);
@@ -279,9 +343,16 @@ impl DrReceipt {
         let inner = lock(&self.inner);
         ReceiptStats {
             confirmed: self.confirmed_total.load(Ordering::Relaxed),
+            alone: self.alone_total.load(Ordering::Relaxed),
             timed_out: self.timed_out_total.load(Ordering::Relaxed),
             polls: self.polls_total.load(Ordering::Relaxed),
             poll_errors: self.poll_errors_total.load(Ordering::Relaxed),
+            detaches: self.detaches_total.load(Ordering::Relaxed),
+            reattaches: self.reattaches_total.load(Ordering::Relaxed),
+            detached: self
+                .fence
+                .as_ref()
+                .is_some_and(|f| f.state.detached_at(now).is_some()),
             unconfirmed_s: inner
                 .tracker
                 .unconfirmed_since()
@@ -289,8 +360,10 @@ impl DrReceipt {
         }
     }
 
-    /// The watcher: polls while requests wait, until `stop`. `connect` opens a
-    /// connection to the writing cluster's leader (the pool's URL and TLS).
+    /// The watcher: polls while requests wait (and, while detached, to see the DR
+    /// region come back), detaches when it has not confirmed for `detach_after`, and
+    /// re-attaches once it has caught up; until `stop`. `connect` opens a connection to
+    /// the writing cluster's leader (the pool's URL and TLS).
     pub fn watch(
         &self,
         stop: &AtomicBool,
@@ -298,16 +371,26 @@ impl DrReceipt {
     ) {
         let mut client: Option<postgres::Client> = None;
         let mut failing = false;
+        let mut phase = Phase::Attached;
+        let mut stores: Option<FenceStores> = None;
+        let mut next_fence_try = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let poll = {
                 let mut inner = lock(&self.inner);
                 if inner.waiting == 0 {
-                    drop(
-                        self.wanted
-                            .wait_timeout(inner, IDLE_WAKE)
-                            .unwrap_or_else(|e| e.into_inner()),
-                    );
-                    continue;
+                    let idle = if phase == Phase::Attached {
+                        IDLE_WAKE
+                    } else {
+                        CATCH_UP_POLL
+                    };
+                    inner = self
+                        .wanted
+                        .wait_timeout(inner, idle)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    if inner.waiting == 0 && phase == Phase::Attached {
+                        continue;
+                    }
                 }
                 inner.tracker.begin_poll()
             };
@@ -323,7 +406,6 @@ impl DrReceipt {
                         .tracker
                         .observe(poll, insert, flush, started);
                     self.polled.notify_all();
-                    std::thread::sleep(POLL_INTERVAL.saturating_sub(started.elapsed()));
                 }
                 Err(why) => {
                     self.poll_errors_total.fetch_add(1, Ordering::Relaxed);
@@ -335,6 +417,171 @@ impl DrReceipt {
                     std::thread::sleep(RECONNECT_DELAY);
                 }
             }
+            if let Some(fence) = &self.fence {
+                if Instant::now() >= next_fence_try {
+                    let before = phase;
+                    phase = self.next_phase(phase, fence, &mut stores);
+                    if phase != before {
+                        self.polled.notify_all();
+                    } else if stores.is_none() {
+                        // A fence write failed (the clients are rebuilt): pace the retries.
+                        next_fence_try = Instant::now() + FENCE_RETRY;
+                    }
+                }
+            }
+            std::thread::sleep(POLL_INTERVAL.saturating_sub(started.elapsed()));
+        }
+    }
+
+    fn unconfirmed_too_long(&self) -> bool {
+        let inner = lock(&self.inner);
+        inner.waiting > 0
+            && inner
+                .tracker
+                .unconfirmed_since()
+                .is_some_and(|at| at.elapsed() >= self.config.detach_after)
+    }
+
+    /// One decision per turn, each logged in one sentence.
+    fn next_phase(
+        &self,
+        phase: Phase,
+        fence: &DetachVia,
+        stores: &mut Option<FenceStores>,
+    ) -> Phase {
+        let now = Instant::now();
+        match phase {
+            Phase::Attached | Phase::Reattaching { .. } if self.unconfirmed_too_long() => {
+                let Some(epoch) = fence.state.writer_epoch(now) else {
+                    // Fenced or without a lease: writes fail before they commit anyway.
+                    return phase;
+                };
+                let confirmed = lock(&self.inner)
+                    .tracker
+                    .last_flush()
+                    .map(|l| l.to_string());
+                let Some(all) = connect_stores(stores, &fence.config) else {
+                    return phase;
+                };
+                match crate::failover::fence::detach(
+                    &all.all(),
+                    &fence.config.region,
+                    epoch,
+                    confirmed.clone(),
+                    &jiff::Timestamp::now().to_string(),
+                    hostname(),
+                ) {
+                    Ok(lease) => {
+                        fence.state.set_detached(lease);
+                        self.detaches_total.fetch_add(1, Ordering::Relaxed);
+                        log::warn!(
+                            "dr receipt: the DR region confirmed nothing for {:.1} s: detached (epoch {epoch}, last confirmed WAL position {}); writes go on without it",
+                            self.config.detach_after.as_secs_f64(),
+                            confirmed.as_deref().unwrap_or("none")
+                        );
+                        Phase::Detached {
+                            catch_up: lock(&self.inner).tracker.ticket(),
+                        }
+                    }
+                    Err(why) => {
+                        log::warn!("dr receipt: cannot detach, writes keep waiting: {why}");
+                        *stores = None;
+                        phase
+                    }
+                }
+            }
+            Phase::Detached { catch_up } => {
+                let Some(lease) = fence.state.detached_at(now) else {
+                    // Another host re-attached, or the detach could not be read: every
+                    // 204 waits for the DR region again.
+                    log::info!(
+                        "dr receipt: no detach in force any more: writes wait for the DR region again"
+                    );
+                    return Phase::Attached;
+                };
+                if !lock(&self.inner).tracker.confirms(catch_up) {
+                    return phase;
+                }
+                let Some(all) = connect_stores(stores, &fence.config) else {
+                    return phase;
+                };
+                match crate::failover::fence::write_reattach(
+                    &all.all(),
+                    lease.epoch,
+                    AttachState::Reattaching,
+                    &jiff::Timestamp::now().to_string(),
+                    hostname(),
+                ) {
+                    Ok(_) => {
+                        fence.state.clear_detached();
+                        log::info!(
+                            "dr receipt: the DR region streams again: re-attaching (no more writes alone; attached once it holds everything acknowledged alone)"
+                        );
+                        Phase::Reattaching {
+                            epoch: lease.epoch,
+                            written: Instant::now(),
+                            ticket: None,
+                        }
+                    }
+                    Err(why) => {
+                        log::warn!("dr receipt: cannot record the re-attach yet: {why}");
+                        *stores = None;
+                        phase
+                    }
+                }
+            }
+            Phase::Reattaching {
+                epoch,
+                written,
+                ticket,
+            } => {
+                // Every host's lease on the detach has run out a lease wait after
+                // `reattaching` was in a majority; a poll begun after that covers every
+                // write acknowledged alone.
+                let Some(ticket) = ticket else {
+                    if now.saturating_duration_since(written) < lease_wait(&fence.config) {
+                        return phase;
+                    }
+                    return Phase::Reattaching {
+                        epoch,
+                        written,
+                        ticket: Some(lock(&self.inner).tracker.ticket()),
+                    };
+                };
+                if !lock(&self.inner).tracker.confirms(ticket) {
+                    return phase;
+                }
+                let Some(all) = connect_stores(stores, &fence.config) else {
+                    return phase;
+                };
+                match crate::failover::fence::write_reattach(
+                    &all.all(),
+                    epoch,
+                    AttachState::Attached,
+                    &jiff::Timestamp::now().to_string(),
+                    hostname(),
+                ) {
+                    Ok(_) => {
+                        self.reattaches_total.fetch_add(1, Ordering::Relaxed);
+                        log::info!(
+                            "dr receipt: re-attached: the DR region holds every acknowledged write"
+                        );
+                        Phase::Attached
+                    }
+                    Err(why) => {
+                        // Another host may have finished the way back first.
+                        if crate::failover::fence::latest_detach(&all.all())
+                            .is_some_and(|r| r.state == AttachState::Attached)
+                        {
+                            return Phase::Attached;
+                        }
+                        log::warn!("dr receipt: cannot record the re-attach yet: {why}");
+                        *stores = None;
+                        phase
+                    }
+                }
+            }
+            Phase::Attached => phase,
         }
     }
 
@@ -358,6 +605,33 @@ impl DrReceipt {
         let flush = flush.map(|f| f.parse_lsn()).transpose()?;
         Ok((insert, flush))
     }
+}
+
+/// The fence buckets' clients, built on first use and after a failure.
+fn connect_stores<'a>(
+    stores: &'a mut Option<FenceStores>,
+    config: &FenceConfig,
+) -> Option<&'a FenceStores> {
+    if stores.is_none() {
+        match FenceStores::connect(config) {
+            Ok(s) => *stores = Some(s),
+            Err(err) => {
+                log::warn!(
+                    "dr receipt: cannot build the fence clients: {}",
+                    err.chain()
+                );
+                return None;
+            }
+        }
+    }
+    stores.as_ref()
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
 }
 
 trait ParseLsn {
@@ -441,10 +715,14 @@ mod tests {
 
     #[test]
     fn a_request_waits_no_longer_than_the_timeout() {
-        let receipt = DrReceipt::new(DrReceiptConfig {
-            slot: "dob_dr".into(),
-            timeout: Duration::from_millis(50),
-        });
+        let receipt = DrReceipt::new(
+            DrReceiptConfig {
+                slot: "dob_dr".into(),
+                timeout: Duration::from_millis(50),
+                detach_after: Duration::from_secs(10),
+            },
+            None,
+        );
         let started = Instant::now();
         assert_eq!(receipt.wait(), Receipt::TimedOut);
         let took = started.elapsed();

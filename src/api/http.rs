@@ -209,7 +209,7 @@ fn put_hello(app: &App, request: &Request) -> Reply {
             None => Reply::empty(204),
             // The connection is back in the pool; only this request waits.
             Some(dr) => match dr.wait() {
-                Receipt::Confirmed => Reply::empty(204),
+                Receipt::Confirmed | Receipt::Alone => Reply::empty(204),
                 Receipt::TimedOut => Reply::error(
                     503,
                     "the write was committed in this region, but the DR region has not confirmed it in time: its outcome is unknown; retry",

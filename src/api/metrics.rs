@@ -287,11 +287,26 @@ impl Metrics {
             write_single(&mut out, "gauge", name, help, value);
         }
         if let Some(dr) = &db.dr {
-            let counters: [(&str, &str, u64); 4] = [
+            let counters: [(&str, &str, u64); 7] = [
                 (
                     "dob_dr_receipt_confirmed_total",
                     "Committed PUTs the DR region confirmed (flushed) before their 204.",
                     dr.confirmed,
+                ),
+                (
+                    "dob_dr_receipt_alone_total",
+                    "Committed PUTs answered 204 without the DR region, while detached.",
+                    dr.alone,
+                ),
+                (
+                    "dob_dr_detaches_total",
+                    "Times this host recorded the region detached from the DR region.",
+                    dr.detaches,
+                ),
+                (
+                    "dob_dr_reattaches_total",
+                    "Times this host recorded the region attached again.",
+                    dr.reattaches,
                 ),
                 (
                     "dob_dr_receipt_timeouts_total",
@@ -312,6 +327,13 @@ impl Metrics {
             for (name, help, value) in counters {
                 write_single(&mut out, "counter", name, help, value);
             }
+            write_single(
+                &mut out,
+                "gauge",
+                "dob_dr_detached",
+                "1 while this host may acknowledge writes without the DR region (detached).",
+                dr.detached.into(),
+            );
             let _ = writeln!(
                 out,
                 "# HELP dob_dr_unconfirmed_seconds How long the oldest WAL position waiting for the DR region's flush has waited (0: none).\n# TYPE dob_dr_unconfirmed_seconds gauge\ndob_dr_unconfirmed_seconds {:.3}",

@@ -115,6 +115,52 @@ impl Server {
                 config.max_connections
             );
         }
+        let fence = match &config.fence {
+            Some(fence_config) => {
+                let state = Arc::new(crate::failover::fence::FenceState::new(
+                    fence_config.lease,
+                    std::time::Instant::now(),
+                ));
+                crate::failover::fence::spawn_watcher(fence_config.clone(), Arc::clone(&state))?;
+                log::info!(
+                    "fence: region {}, home region {}, lease {:?}, buckets {}",
+                    fence_config.region,
+                    fence_config.home_region,
+                    fence_config.lease,
+                    fence_config
+                        .buckets
+                        .iter()
+                        .map(|b| format!("{}@{}", b.bucket, b.region))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+                Some(state)
+            }
+            None => None,
+        };
+        let dr_receipt = config.dr_receipt.clone().map(|dr| {
+            log::info!(
+                "dr receipt: a PUT is answered 204 once slot {} has flushed it (at most {:?}); {}",
+                dr.slot,
+                dr.timeout,
+                if fence.is_some() {
+                    format!(
+                        "detaches after {:?} without a confirmation",
+                        dr.detach_after
+                    )
+                } else {
+                    "never detaches (no fence configured)".to_owned()
+                }
+            );
+            let via = fence
+                .as_ref()
+                .zip(config.fence.as_ref())
+                .map(|(state, fence_config)| crate::api::dr_receipt::DetachVia {
+                    state: Arc::clone(state),
+                    config: fence_config.clone(),
+                });
+            Arc::new(crate::api::dr_receipt::DrReceipt::new(dr, via))
+        });
         let app = App {
             store: Store::new(config)?,
             metrics: Metrics::default(),
@@ -123,40 +169,8 @@ impl Server {
             http_stats: Arc::new(front::Stats::default()),
             max_connections,
             write_hold: config.pool_timeout + config.statement_timeout,
-            dr_receipt: config.dr_receipt.clone().map(|dr| {
-                log::info!(
-                    "dr receipt: a PUT is answered 204 once slot {} has flushed it (at most {:?})",
-                    dr.slot,
-                    dr.timeout
-                );
-                Arc::new(crate::api::dr_receipt::DrReceipt::new(dr))
-            }),
-            fence: match &config.fence {
-                Some(fence_config) => {
-                    let state = Arc::new(crate::failover::fence::FenceState::new(
-                        fence_config.lease,
-                        std::time::Instant::now(),
-                    ));
-                    crate::failover::fence::spawn_watcher(
-                        fence_config.clone(),
-                        Arc::clone(&state),
-                    )?;
-                    log::info!(
-                        "fence: region {}, home region {}, lease {:?}, buckets {}",
-                        fence_config.region,
-                        fence_config.home_region,
-                        fence_config.lease,
-                        fence_config
-                            .buckets
-                            .iter()
-                            .map(|b| format!("{}@{}", b.bucket, b.region))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    );
-                    Some(state)
-                }
-                None => None,
-            },
+            dr_receipt,
+            fence,
         };
         let front_config = front::Config {
             max_connections,

@@ -368,6 +368,15 @@ impl std::fmt::Display for WriteRefusal {
     }
 }
 
+/// The detach record a writing region goes on alone under: in force (in a majority, at
+/// the epoch it holds) as of a read sent at `sent`; good for one lease from then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DetachLease {
+    pub epoch: u64,
+    pub seq: u64,
+    pub sent: Instant,
+}
+
 /// What `dob-api` knows about the fence, updated by the watcher and read on every PUT
 /// (two atomic loads; the mutex only on the refusal path and on updates).
 pub struct FenceState {
@@ -379,6 +388,7 @@ pub struct FenceState {
     fenced: AtomicBool,
     read_once: AtomicBool,
     detail: Mutex<Verdict>,
+    detached: Mutex<Option<DetachLease>>,
 }
 
 impl FenceState {
@@ -390,7 +400,46 @@ impl FenceState {
             fenced: AtomicBool::new(false),
             read_once: AtomicBool::new(false),
             detail: Mutex::new(Verdict::Unknown),
+            detached: Mutex::new(None),
         }
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// The epoch this region writes at, while its lease holds at `now`.
+    pub fn writer_epoch(&self, now: Instant) -> Option<u64> {
+        self.check_write(now, Duration::ZERO).ok()?;
+        match *self.detail.lock().unwrap_or_else(|p| p.into_inner()) {
+            Verdict::Writer { epoch } => Some(epoch),
+            _ => None,
+        }
+    }
+
+    /// A detach found (or made) in force: writes may be acknowledged without the DR
+    /// region's receipt until a lease after `lease.sent`. A later read extends it.
+    pub fn set_detached(&self, lease: DetachLease) {
+        let mut detached = self.detached.lock().unwrap_or_else(|p| p.into_inner());
+        match &*detached {
+            Some(current) if current.epoch == lease.epoch && current.sent >= lease.sent => {}
+            _ => *detached = Some(lease),
+        }
+    }
+
+    /// No detach in force any more (re-attached, or it could not be read).
+    pub fn clear_detached(&self) {
+        *self.detached.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Whether a write may be acknowledged without the DR region's receipt at `now`: a
+    /// detach in force at the epoch this region still writes at, read less than a lease
+    /// ago.
+    pub fn detached_at(&self, now: Instant) -> Option<DetachLease> {
+        let lease = (*self.detached.lock().unwrap_or_else(|p| p.into_inner()))?;
+        (now.saturating_duration_since(lease.sent) < self.lease
+            && self.writer_epoch(now) == Some(lease.epoch))
+        .then_some(lease)
     }
 
     /// Records a read round that started at `started`. Returns whether the verdict
@@ -406,6 +455,7 @@ impl FenceState {
             Verdict::Fenced { .. } => {
                 self.writer_since_ms.store(0, Ordering::Release);
                 self.fenced.store(true, Ordering::Release);
+                self.clear_detached();
             }
             // Nothing learnt: the lease runs out on its own.
             Verdict::Unknown => {}
@@ -525,6 +575,136 @@ pub fn may_go_alone(
         && verdict(epoch_reads_after, total, region) == Verdict::Writer { epoch: held_epoch }
 }
 
+/// The newest `detach` record among `reads`, if it says `detached` at `epoch` and that
+/// very record (same sequence number) is in a majority of the `total` buckets: only then
+/// may a writing region lean on it (a record that landed in fewer, from a write whose
+/// outcome was unknown, may be missed by a takeover's read).
+pub fn detach_in_force(
+    reads: &[StoreRead<DetachRecord>],
+    total: usize,
+    epoch: u64,
+) -> Option<&DetachRecord> {
+    let latest = reads
+        .iter()
+        .filter_map(|r| r.read.record())
+        .max_by_key(|r| r.seq)?;
+    let copies = reads
+        .iter()
+        .filter(|r| r.read.record() == Some(latest))
+        .count();
+    (latest.state == AttachState::Detached
+        && latest.epoch == epoch
+        && copies >= quorum::majority(total))
+    .then_some(latest)
+}
+
+/// Writes a new `detach` record with the next sequence number to a majority, each bucket
+/// only if its record is older. Returns the report and the record written.
+fn write_attach_state(
+    stores: &[&dyn RecordStore],
+    make: impl FnOnce(u64) -> DetachRecord,
+) -> std::result::Result<(WriteReport, DetachRecord), String> {
+    let reads = read_detach(stores);
+    let latest = reads
+        .iter()
+        .filter_map(|r| r.read.record())
+        .map(|r| r.seq)
+        .max()
+        .unwrap_or(0);
+    let seq = latest
+        .checked_add(1)
+        .ok_or("the detach record's sequence number is at its largest: settle it by hand")?;
+    let record = make(seq);
+    let admit = |current: Option<&DetachRecord>| match current {
+        Some(c) if c.seq >= seq => Err(format!("holds a newer record (sequence {})", c.seq)),
+        _ => Ok(()),
+    };
+    let report = quorum::write_majority(stores, DETACH_KEY, &record, &admit);
+    Ok((report, record))
+}
+
+/// The writing region's half of the detach protocol, run by a `dob-api` whose DR region
+/// has not confirmed for too long: record `detached` (at `epoch`, with the last WAL
+/// position the DR region confirmed) in a majority, *then* read the epoch; go on alone
+/// only if it is still `epoch` naming `region` ([`may_go_alone`]).
+pub fn detach(
+    stores: &[&dyn RecordStore],
+    region: &str,
+    epoch: u64,
+    confirmed_lsn: Option<String>,
+    now: &str,
+    by: Option<String>,
+) -> std::result::Result<DetachLease, String> {
+    let (report, record) = write_attach_state(stores, |seq| DetachRecord {
+        epoch,
+        state: AttachState::Detached,
+        confirmed_lsn,
+        since: now.to_owned(),
+        by,
+        seq,
+    })?;
+    if !report.won() {
+        return Err(format!(
+            "the detach is not in a majority ({})",
+            report.summary()
+        ));
+    }
+    let sent = Instant::now();
+    let epochs = read_epochs(stores);
+    if may_go_alone(&report, &epochs, stores.len(), region, epoch) {
+        Ok(DetachLease {
+            epoch,
+            seq: record.seq,
+            sent,
+        })
+    } else {
+        Err(format!(
+            "after the detach, the epoch is not {epoch} naming {region} in a majority ({:?}): a takeover may be under way",
+            verdict(&epochs, stores.len(), region)
+        ))
+    }
+}
+
+/// The way back: `reattaching` (no more writes alone, but some acknowledged alone may not
+/// be in the DR region yet; a takeover treats it as detached), then, once the DR region
+/// has caught up with everything acknowledged alone, `attached`. Counts only in a
+/// majority.
+pub fn write_reattach(
+    stores: &[&dyn RecordStore],
+    epoch: u64,
+    state: AttachState,
+    now: &str,
+    by: Option<String>,
+) -> std::result::Result<u64, String> {
+    let (report, record) = write_attach_state(stores, |seq| DetachRecord {
+        epoch,
+        state,
+        confirmed_lsn: None,
+        since: now.to_owned(),
+        by,
+        seq,
+    })?;
+    if report.won() {
+        Ok(record.seq)
+    } else {
+        Err(format!(
+            "{state:?} is not in a majority ({})",
+            report.summary()
+        ))
+    }
+}
+
+/// The newest `detach` record a majority read shows, for a re-attach that lost a race.
+pub fn latest_detach(stores: &[&dyn RecordStore]) -> Option<DetachRecord> {
+    read_detach(stores)
+        .into_iter()
+        .filter_map(|r| match r.read {
+            Read::Record { record, .. } => Some(record),
+            _ => None,
+        })
+        .max_by_key(|r| r.seq)
+}
+
 /// What `dob-promote --fence-init` did to one bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InitOutcome {
@@ -635,6 +815,9 @@ fn watch(config: &FenceConfig, state: &FenceState) {
             }
         }
         if let Some((current, _)) = &stores {
+            // The detach state first, then the epoch: a detach in force must have been
+            // in a majority before the epoch was read (see `may_go_alone`).
+            let detach_reads = read_detach(&current.all());
             let reads = read_epochs(&current.all());
             let failures: Vec<String> = reads
                 .iter()
@@ -664,6 +847,16 @@ fn watch(config: &FenceConfig, state: &FenceState) {
                     config.interval.as_secs_f64(),
                     config.lease.as_secs_f64()
                 );
+            }
+            if let Verdict::Writer { epoch } = verdict {
+                match detach_in_force(&detach_reads, total, epoch) {
+                    Some(record) => state.set_detached(DetachLease {
+                        epoch,
+                        seq: record.seq,
+                        sent: started,
+                    }),
+                    None => state.clear_detached(),
+                }
             }
             if state.record(verdict.clone(), started) {
                 match &verdict {
@@ -1039,6 +1232,128 @@ mod tests {
         assert_eq!(runs, 4 * 924 * 100);
         assert!(home_alone > 1_000, "{home_alone} of {runs}");
         assert!(takeover_clean > 1_000, "{takeover_clean} of {runs}");
+    }
+
+    fn model_deployment() -> [crate::failover::quorum::model::ModelStore; 3] {
+        use crate::failover::quorum::model::ModelStore;
+        let stores = [
+            ModelStore::new("a"),
+            ModelStore::new("b"),
+            ModelStore::new("w"),
+        ];
+        let all: Vec<&dyn RecordStore> = stores.iter().map(|s| s as &dyn RecordStore).collect();
+        assert!(initialize(&all, WEST, "t0", None)
+            .iter()
+            .all(|o| o.result == "created"));
+        stores
+    }
+
+    #[test]
+    fn a_detach_goes_alone_only_in_a_majority_and_under_the_epoch_it_held() {
+        use crate::failover::quorum::model::Fault;
+        let stores = model_deployment();
+        let all: Vec<&dyn RecordStore> = stores.iter().map(|s| s as &dyn RecordStore).collect();
+        // The DR region's bucket is unreachable: the other two are a majority.
+        stores[1].set_down(true);
+        let lease = super::detach(&all, WEST, 0, Some("0/5000000".into()), "t1", None).unwrap();
+        assert_eq!((lease.epoch, lease.seq), (0, 1));
+        let reads = read_detach(&all);
+        let in_force = detach_in_force(&reads, 3, 0).unwrap();
+        assert_eq!(in_force.confirmed_lsn.as_deref(), Some("0/5000000"));
+        assert!(detach_in_force(&reads, 3, 1).is_none(), "another epoch");
+        // A takeover now sees it (its read overlaps the detach's majority).
+        stores[1].set_down(false);
+        assert!(matches!(
+            detach_finding(&read_detach(&all), 3, 0),
+            DetachFinding::Detached(r) if r.seq == 1
+        ));
+
+        // Re-attaching: `reattaching` supersedes it everywhere it lands; no longer in force.
+        let seq = write_reattach(&all, 0, AttachState::Reattaching, "t2", None).unwrap();
+        assert_eq!(seq, 2);
+        assert!(detach_in_force(&read_detach(&all), 3, 0).is_none());
+        assert!(matches!(
+            detach_finding(&read_detach(&all), 3, 0),
+            DetachFinding::Detached(r) if r.state == AttachState::Reattaching
+        ));
+        write_reattach(&all, 0, AttachState::Attached, "t3", None).unwrap();
+        assert_eq!(
+            detach_finding(&read_detach(&all), 3, 0),
+            DetachFinding::Attached
+        );
+
+        // A detach that landed in one bucket only, its answer lost, the others down: its
+        // writer does not go alone, and nobody may lean on it...
+        stores[0].set_down(true);
+        stores[2].set_down(true);
+        stores[1].fail_next(Fault::AppliedThenTimeout);
+        assert!(super::detach(&all, WEST, 0, None, "t4", None).is_err());
+        stores[0].set_down(false);
+        stores[2].set_down(false);
+        let reads = read_detach(&all);
+        assert!(detach_in_force(&reads, 3, 0).is_none());
+        // ...yet a takeover that reads it refuses: an unknown outcome errs on the safe side.
+        assert!(matches!(
+            detach_finding(&reads, 3, 0),
+            DetachFinding::Detached(r) if r.seq == 4
+        ));
+    }
+
+    #[test]
+    fn a_detach_after_a_takeover_does_not_go_alone() {
+        let stores = model_deployment();
+        let all: Vec<&dyn RecordStore> = stores.iter().map(|s| s as &dyn RecordStore).collect();
+        // A takeover's epoch 1 is in two buckets; the home region still thinks epoch 0.
+        let taken = serde_json::to_vec(&FenceRecord {
+            epoch: 1,
+            writer_region: DR.into(),
+            promoted_at: "t1".into(),
+            previous_writer_region: Some(WEST.into()),
+            promoted_by: None,
+        })
+        .unwrap();
+        stores[1].put_raw(EPOCH_KEY, &taken);
+        stores[2].put_raw(EPOCH_KEY, &taken);
+        let err = super::detach(&all, WEST, 0, None, "t2", None).unwrap_err();
+        assert!(err.contains("takeover"), "{err}");
+    }
+
+    #[test]
+    fn a_detach_lease_holds_for_one_lease_at_the_epoch_it_was_read_at() {
+        let origin = Instant::now();
+        let state = FenceState::new(Duration::from_secs(10), origin);
+        state.record(Verdict::Writer { epoch: 3 }, origin);
+        state.set_detached(DetachLease {
+            epoch: 3,
+            seq: 7,
+            sent: origin,
+        });
+        assert!(state.detached_at(origin + Duration::from_secs(9)).is_some());
+        assert!(state
+            .detached_at(origin + Duration::from_secs(10))
+            .is_none());
+        // A detach from another epoch is no detach.
+        state.set_detached(DetachLease {
+            epoch: 2,
+            seq: 8,
+            sent: origin + Duration::from_secs(1),
+        });
+        assert!(state.detached_at(origin + Duration::from_secs(2)).is_none());
+        // Fenced: gone at once.
+        state.set_detached(DetachLease {
+            epoch: 3,
+            seq: 9,
+            sent: origin + Duration::from_secs(1),
+        });
+        assert!(state.detached_at(origin + Duration::from_secs(2)).is_some());
+        state.record(
+            Verdict::Fenced {
+                epoch: 4,
+                writer_region: DR.into(),
+            },
+            origin + Duration::from_secs(2),
+        );
+        assert!(state.detached_at(origin + Duration::from_secs(3)).is_none());
     }
 
     #[test]

@@ -95,6 +95,16 @@ impl Drop for Api {
 }
 
 fn spawn_api(db: &str, buckets: &str, endpoint: &str, region: &str) -> Api {
+    spawn_api_at(&shared_pg().url(db), buckets, endpoint, region, &[])
+}
+
+fn spawn_api_at(
+    url: &str,
+    buckets: &str,
+    endpoint: &str,
+    region: &str,
+    extra: &[(&str, &str)],
+) -> Api {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -103,7 +113,7 @@ fn spawn_api(db: &str, buckets: &str, endpoint: &str, region: &str) -> Api {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let child = Command::new(BIN)
         .env_clear()
-        .env("DOB_DATABASE_URL", shared_pg().url(db))
+        .env("DOB_DATABASE_URL", url)
         .env("DOB_LISTEN", addr.to_string())
         .env("DOB_WORKERS", "2")
         .env("DOB_POOL_SIZE", "2")
@@ -121,6 +131,7 @@ fn spawn_api(db: &str, buckets: &str, endpoint: &str, region: &str) -> Api {
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         .env("RUST_LOG", "warn")
+        .envs(extra.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -372,4 +383,94 @@ fn a_fence_record_that_is_not_one_never_hands_writes_back() {
         "the readable record to be read",
         || status_of_put(&api, "Grace").0 == 204,
     );
+}
+
+fn detach_state(bucket: &TestBucket) -> Option<dob::failover::fence::DetachRecord> {
+    bucket
+        .store
+        .get_small("dob/fence/detach.json")
+        .unwrap()
+        .map(|bytes| serde_json::from_slice(&bytes).unwrap())
+}
+
+fn metric(api: &Api, name: &str) -> f64 {
+    let body = send(api.addr, "GET", "/metrics", &[], None).body;
+    body.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_region_whose_dr_stops_confirming_detaches_in_a_majority_goes_on_and_reattaches() {
+    use dob::failover::fence::AttachState;
+    use dob::testing::LocalServer;
+    let primary = LocalServer::start_fresh_with(&[("synchronous_commit", "on")]).unwrap();
+    primary.create_database("dob").unwrap();
+    let slot = unique("dr").to_lowercase();
+    let replica = LocalServer::replica_of(&primary, &slot).unwrap();
+    let buckets = Buckets::new();
+    assert_eq!(fence_init(&buckets.spec()).0, 0);
+    let api = spawn_api_at(
+        &primary.url("dob"),
+        &buckets.spec(),
+        &shared_s3().endpoint(),
+        WEST,
+        &[
+            ("DOB_DR_SLOT", &slot),
+            ("DOB_DR_RECEIPT_TIMEOUT_MS", "500"),
+            ("DOB_DR_DETACH_AFTER_MS", "1500"),
+        ],
+    );
+    ready(&api);
+    wait_until(Duration::from_secs(10), "a confirmed write", || {
+        status_of_put(&api, "Alice").0 == 204
+    });
+    assert_eq!(metric(&api, "dob_dr_detached"), 0.0);
+
+    // The DR stream stops: writes commit, wait, and answer 503 until the region has
+    // recorded itself detached in a majority; then they go on alone.
+    let mut client = replica.connect("postgres").unwrap();
+    let receiver: i32 = client
+        .query_one("SELECT pid FROM pg_stat_wal_receiver", &[])
+        .unwrap()
+        .get(0);
+    // SAFETY: signalling a process of the test's own PostgreSQL server.
+    unsafe { libc::kill(receiver, libc::SIGSTOP) };
+    let (status, body) = status_of_put(&api, "Bob");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("outcome is unknown"), "{body}");
+    wait_until(Duration::from_secs(20), "writes to go on alone", || {
+        status_of_put(&api, "Carol").0 == 204
+    });
+    assert_eq!(metric(&api, "dob_dr_detached"), 1.0);
+    let detached = detach_state(&buckets.witness).expect("a detach record");
+    assert_eq!(detached.state, AttachState::Detached);
+    assert!(detached.confirmed_lsn.is_some(), "{detached:?}");
+    // What a takeover would read now: the loss window.
+    let reads: Vec<_> = [&buckets.west, &buckets.dr, &buckets.witness]
+        .iter()
+        .map(|b| detach_state(b))
+        .collect();
+    assert!(
+        reads
+            .iter()
+            .flatten()
+            .filter(|r| r.state == AttachState::Detached)
+            .count()
+            >= 2
+    );
+
+    // The DR stream resumes: re-attaching at once (no more writes alone), attached once
+    // the DR region holds everything acknowledged alone (after a lease wait).
+    unsafe { libc::kill(receiver, libc::SIGCONT) };
+    wait_until(Duration::from_secs(30), "the region to re-attach", || {
+        detach_state(&buckets.witness).is_some_and(|r| r.state == AttachState::Attached)
+    });
+    assert_eq!(metric(&api, "dob_dr_detached"), 0.0);
+    assert_eq!(metric(&api, "dob_dr_reattaches_total"), 1.0);
+    assert_eq!(status_of_put(&api, "Dave").0, 204);
+    assert!(metric(&api, "dob_dr_receipt_alone_total") >= 1.0);
+    drop(replica);
 }
