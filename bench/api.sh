@@ -8,10 +8,17 @@
 # measures, each for BENCH_DURATION seconds with BENCH_CONNECTIONS connections:
 #   API GET         wrk GET /hello/<random seeded user>
 #   API PUT         wrk PUT /hello/<random seeded user> with a JSON body
+#   API PUT (DR)    the same against a second dob-api that answers 204 only once a
+#                   streaming replica (slot dob_dr, the DR region's stand-in on this
+#                   machine) has flushed the commit (DOB_DR_RECEIPT_SLOT)
 #   pgbench lookup  the same primary-key lookup straight in SQL (pgbench -M prepared)
 #   pgbench upsert  the API's single-row upsert straight in SQL, one per transaction
-# and prints req/s, p50 and p99 for each, the API GET / pgbench lookup and API PUT /
-# pgbench upsert ratios (same run, same server, fsync on), and dob-api's
+#   pgbench upsert, replica synchronous
+#                   the same with the replica as the synchronous standby: the DR
+#                   receipt's promise in PostgreSQL's terms
+# and prints req/s, p50 and p99 for each, the API GET / pgbench lookup, API PUT /
+# pgbench upsert and API PUT (DR) / pgbench upsert (either) ratios (same run, same server with
+# the same replica streaming, fsync on), and dob-api's
 # memory (VmRSS, VmHWM). Fails when a wrk run saw a response status >= 400.
 # Everything it starts is stopped and its temporary directory deleted on exit.
 #
@@ -54,7 +61,9 @@ PGBENCH="$(pg_cmd pgbench)"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/dob-bench.XXXXXX")"
 chmod 755 "$WORK" # the postgres user must reach its data directory inside
 PGDATA_DIR="$WORK/pg"
+REPLICA_DIR="$WORK/replica"
 API_PID=""
+API_DR_PID=""
 LOAD_PID=""
 
 # shellcheck disable=SC2317 # called by the EXIT trap
@@ -68,6 +77,10 @@ cleanup() {
 	if [[ -n "$API_PID" ]]; then
 		stop_pid "$API_PID" 15
 	fi
+	if [[ -n "$API_DR_PID" ]]; then
+		stop_pid "$API_DR_PID" 15
+	fi
+	[[ ! -e "$REPLICA_DIR/PG_VERSION" ]] || pg_stop "$REPLICA_DIR" || true
 	pg_stop "$PGDATA_DIR" || true
 	if [[ "${BENCH_KEEP:-0}" == 1 ]]; then
 		dob_log "kept $WORK"
@@ -90,6 +103,15 @@ pg_init "$PGDATA_DIR" "$PG_PORT" "max_connections=$MAX_CONNECTIONS"
 pg_start "$PGDATA_DIR" "$WORK/postgresql.log"
 pg_create_db "$PG_PORT" dob
 
+# The DR region's stand-in: a streaming replica through slot dob_dr, on this machine
+# (so the DR receipt costs its flush and a loopback round trip, not a region's).
+REPLICA_PORT="$(free_port "$PG_PORT")"
+dob_log "streaming replica (slot dob_dr) in $REPLICA_DIR on 127.0.0.1:$REPLICA_PORT"
+"$DOB_ROOT/scripts/make-replica.sh" --primary-host 127.0.0.1 --primary-port "$PG_PORT" \
+	--user postgres --slot dob_dr --application-name dob_dr --data-dir "$REPLICA_DIR" >&2
+printf '\nport = %s\n' "$REPLICA_PORT" | as_pg_user tee -a "$REPLICA_DIR/postgresql.conf" >/dev/null
+pg_start "$REPLICA_DIR" "$WORK/replica.log"
+
 # --- dob-api ------------------------------------------------------------------------------
 
 API_PORT="$(free_port "$PG_PORT")"
@@ -101,6 +123,17 @@ DOB_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/dob" \
 API_PID=$!
 if ! wait_http_ok "$API/readyz" 60 "$API_PID"; then
 	tail -n 20 "$WORK/dob-api.log" >&2 || true
+	exit 1
+fi
+API_DR_PORT="$(free_port "$API_PORT")"
+API_DR="http://127.0.0.1:$API_DR_PORT"
+dob_log "dob-api with the DR receipt (slot dob_dr) on $API_DR"
+DOB_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/dob" DOB_DR_RECEIPT_SLOT=dob_dr \
+	DOB_LISTEN="127.0.0.1:$API_DR_PORT" RUST_LOG=info DOB_DRAIN_SECONDS=0 DOB_ALLOW_INSECURE_DB=1 \
+	"$API_BIN" 2>"$WORK/dob-api-dr.log" &
+API_DR_PID=$!
+if ! wait_http_ok "$API_DR/readyz" 60 "$API_DR_PID"; then
+	tail -n 20 "$WORK/dob-api-dr.log" >&2 || true
 	exit 1
 fi
 
@@ -121,9 +154,11 @@ seeded="$(pg_psql "$PG_PORT" -d dob -tAc "SELECT count(*) FROM users WHERE usern
 # One request of each kind by hand: the name scheme and the API agree.
 status="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$API/hello/ub")"
 [[ "$status" == 200 ]] || dob_die "GET /hello/ub answered $status, expected 200"
-status="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X PUT \
-	-H 'Content-Type: application/json' -d '{"dateOfBirth":"1990-01-02"}' "$API/hello/ub")"
-[[ "$status" == 204 ]] || dob_die "PUT /hello/ub answered $status, expected 204"
+for api in "$API" "$API_DR"; do
+	status="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X PUT \
+		-H 'Content-Type: application/json' -d '{"dateOfBirth":"1990-01-02"}' "$api/hello/ub")"
+	[[ "$status" == 204 ]] || dob_die "PUT $api/hello/ub answered $status, expected 204"
+done
 
 # --- load -------------------------------------------------------------------------------
 
@@ -143,10 +178,10 @@ run_load() {
 	fi
 }
 
-run_wrk() { # METHOD DURATION OUTFILE
+run_wrk() { # METHOD DURATION OUTFILE [API]
 	BENCH_METHOD="$1" BENCH_USERS="$USERS" run_load "$3" \
 		wrk --threads "$THREADS" --connections "$CONNECTIONS" --duration "${2}s" \
-		--latency --script "$BENCH_DIR/hello.lua" "$API"
+		--latency --script "$BENCH_DIR/hello.lua" "${4:-$API}"
 }
 
 if ((WARMUP > 0)); then
@@ -157,22 +192,34 @@ dob_log "API GET: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s"
 run_wrk GET "$DURATION" "$WORK/wrk-get.txt"
 dob_log "API PUT: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s"
 run_wrk PUT "$DURATION" "$WORK/wrk-put.txt"
+dob_log "API PUT with the DR receipt: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s"
+run_wrk PUT "$DURATION" "$WORK/wrk-put-dr.txt" "$API_DR"
 
 # run_pgbench NAME: pgbench with bench/NAME.sql, its output in pgbench-NAME.txt and its
 # per-transaction log in pgbench-NAME-log/.
 run_pgbench() {
-	local name=$1
+	local name=$1 script=${2:-$1}
 	dob_log "pgbench $name: -M prepared -c$CONNECTIONS -j$THREADS -T$DURATION"
 	mkdir -p "$WORK/pgbench-$name-log"
 	# --log-prefix is a path: the per-transaction logs go to tx.PID and tx.PID.THREAD there.
 	run_load "$WORK/pgbench-$name.txt" \
 		"$PGBENCH" --no-vacuum --protocol=prepared --client="$CONNECTIONS" --jobs="$THREADS" \
-		--time="$DURATION" --file="$BENCH_DIR/$name.sql" --log \
+		--time="$DURATION" --file="$BENCH_DIR/$script.sql" --log \
 		--log-prefix="$WORK/pgbench-$name-log/tx" \
 		--host=127.0.0.1 --port="$PG_PORT" --username=postgres dob
 }
 run_pgbench lookup
 run_pgbench upsert
+# The same promise in PostgreSQL's own terms: the upsert committed only once the replica
+# has flushed it (the replica as the synchronous standby), for the DR receipt's baseline.
+pg_psql "$PG_PORT" -qc "ALTER SYSTEM SET synchronous_standby_names = 'dob_dr'" -c "SELECT pg_reload_conf()" >/dev/null
+sync_deadline=$((SECONDS + 30))
+until [[ "$(pg_psql "$PG_PORT" -tAc "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'dob_dr' AND sync_state = 'sync'")" == 1 ]]; do
+	((SECONDS < sync_deadline)) || dob_die "the replica did not become the synchronous standby"
+	sleep 0.2
+done
+run_pgbench upsert-sync upsert
+pg_psql "$PG_PORT" -qc "ALTER SYSTEM RESET synchronous_standby_names" -c "SELECT pg_reload_conf()" >/dev/null
 
 # dob-api's memory after all the load.
 kill -0 "$API_PID" 2>/dev/null || dob_die "dob-api died during the benchmark"
@@ -194,7 +241,7 @@ us_to_ms() {
 	awk -v us="$1" 'BEGIN { printf "%.3f", us / 1000 }'
 }
 
-for f in "$WORK/wrk-get.txt" "$WORK/wrk-put.txt"; do
+for f in "$WORK/wrk-get.txt" "$WORK/wrk-put.txt" "$WORK/wrk-put-dr.txt"; do
 	grep -q '^BENCH_RESULT ' "$f" || {
 		cat "$f" >&2
 		dob_die "no result line in $f"
@@ -203,6 +250,7 @@ done
 
 get_rps="$(wrk_rps "$WORK/wrk-get.txt")"
 put_rps="$(wrk_rps "$WORK/wrk-put.txt")"
+put_dr_rps="$(wrk_rps "$WORK/wrk-put-dr.txt")"
 # pgbench_stats NAME: "tps count p50_us p99_us failed avg_ms" of one pgbench run; the
 # percentiles exact, from the per-transaction log (3rd field: latency in us).
 pgbench_stats() {
@@ -225,12 +273,15 @@ pgbench_stats() {
 }
 read -r pg_tps pg_count pg_p50 pg_p99 pg_failed pg_avg_ms < <(pgbench_stats lookup)
 read -r up_tps up_count up_p50 up_p99 up_failed up_avg_ms < <(pgbench_stats upsert)
+read -r us_tps us_count us_p50 us_p99 us_failed us_avg_ms < <(pgbench_stats upsert-sync)
 
 ratio_of() {
 	awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'
 }
 ratio="$(ratio_of "$get_rps" "$pg_tps")"
 put_ratio="$(ratio_of "$put_rps" "$up_tps")"
+put_dr_ratio="$(ratio_of "$put_dr_rps" "$up_tps")"
+put_dr_sync_ratio="$(ratio_of "$put_dr_rps" "$us_tps")"
 
 errors_line() { # LABEL FILE
 	printf '  %-8s non-2xx %s, socket errors: connect %s, read %s, write %s, timeout %s\n' \
@@ -254,28 +305,39 @@ report="$OUT_DIR/summary.txt"
 	printf '%-16s %12s %10s %10s\n' "API PUT" "$put_rps" \
 		"$(us_to_ms "$(wrk_field "$WORK/wrk-put.txt" p50_us)")" \
 		"$(us_to_ms "$(wrk_field "$WORK/wrk-put.txt" p99_us)")"
+	printf '%-16s %12s %10s %10s\n' "API PUT (DR)" "$put_dr_rps" \
+		"$(us_to_ms "$(wrk_field "$WORK/wrk-put-dr.txt" p50_us)")" \
+		"$(us_to_ms "$(wrk_field "$WORK/wrk-put-dr.txt" p99_us)")"
 	printf '%-16s %12.1f %10s %10s\n' "pgbench lookup" "$pg_tps" \
 		"$(us_to_ms "$pg_p50")" "$(us_to_ms "$pg_p99")"
 	printf '%-16s %12.1f %10s %10s\n' "pgbench upsert" "$up_tps" \
 		"$(us_to_ms "$up_p50")" "$(us_to_ms "$up_p99")"
+	printf '%-16s %12.1f %10s %10s\n' "pgbench up. sync" "$us_tps" \
+		"$(us_to_ms "$us_p50")" "$(us_to_ms "$us_p99")"
 	printf '\nAPI GET / pgbench lookup: %s\n' "$ratio"
 	printf 'API PUT / pgbench upsert: %s\n' "$put_ratio"
+	printf 'API PUT with the DR receipt / pgbench upsert: %s\n' "$put_dr_ratio"
+	printf 'API PUT with the DR receipt / pgbench upsert, replica synchronous: %s\n' "$put_dr_sync_ratio"
 	printf 'dob-api memory after the runs: VmRSS %s, VmHWM %s\n' "$vm_rss" "$vm_hwm"
 	printf 'wrk errors:\n'
 	errors_line GET "$WORK/wrk-get.txt"
 	errors_line PUT "$WORK/wrk-put.txt"
+	errors_line "PUT (DR)" "$WORK/wrk-put-dr.txt"
 	printf 'pgbench lookup: %s transactions logged, %s failed; its own "latency average" %s ms\n' \
 		"$pg_count" "${pg_failed:-n/a}" "${pg_avg_ms:-n/a}"
 	printf 'pgbench upsert: %s transactions logged, %s failed; its own "latency average" %s ms\n' \
 		"$up_count" "${up_failed:-n/a}" "${up_avg_ms:-n/a}"
+	printf 'pgbench upsert, replica synchronous: %s transactions logged, %s failed; its own "latency average" %s ms\n' \
+		"$us_count" "${us_failed:-n/a}" "${us_avg_ms:-n/a}"
 	printf '(wrk latencies: from wrk; pgbench p50/p99: exact, from its per-transaction log)\n'
 } | tee "$report"
-cp "$WORK/wrk-get.txt" "$WORK/wrk-put.txt" "$WORK/pgbench-lookup.txt" "$WORK/pgbench-upsert.txt" "$OUT_DIR/"
+cp "$WORK/wrk-get.txt" "$WORK/wrk-put.txt" "$WORK/wrk-put-dr.txt" "$WORK/pgbench-lookup.txt" \
+	"$WORK/pgbench-upsert.txt" "$WORK/pgbench-upsert-sync.txt" "$OUT_DIR/"
 tail -n 50 "$WORK/dob-api.log" >"$OUT_DIR/dob-api.log.tail"
 dob_log "report and raw outputs in $OUT_DIR"
 
 fail=0
-for m in get put; do
+for m in get put put-dr; do
 	non2xx="$(wrk_field "$WORK/wrk-$m.txt" non2xx)"
 	if [[ "$non2xx" != 0 ]]; then
 		dob_log "error: API ${m^^}: $non2xx responses with a status >= 400"

@@ -30,8 +30,8 @@ DOB_TIMEZONE                IANA zone that defines \"today\" (default UTC)
 DOB_DRAIN_SECONDS           after SIGTERM, seconds readiness reports 503 while requests
                             are still served (default 5; 0: no drain period)
 DOB_FENCE_BUCKETS           cross-region write fence: buckets holding the promotion epoch
-DOB_DR_SLOT                 the DR region's replication slot: a PUT is answered 204 only
-                            once it has flushed the commit (503 after
+DOB_DR_RECEIPT_SLOT         the DR region's replication slot on this cluster: a PUT is
+                            answered 204 only once it has flushed the commit (503 after
                             DOB_DR_RECEIPT_TIMEOUT_MS, default 3000); with the fence,
                             detaches after DOB_DR_DETACH_AFTER_MS (default 10000)
 RUST_LOG                    log level (default info)",

@@ -191,6 +191,18 @@ archive_parameters() {
 	EOF
 }
 
+# The DR standby cluster notices a lost upstream within seconds (a killed leader sends no
+# reset) and tries the hosts again every second: eu-west-1's dob-api waits for its receipt
+# (DOB_DR_RECEIPT_SLOT) and detaches after DOB_DR_DETACH_AFTER_MS without one, which an
+# in-region failover must not reach.
+standby_parameters() {
+	[[ -n "$standby_of" ]] || return 0
+	cat <<-EOF
+		    wal_receiver_timeout: 5s
+		    wal_retrieve_retry_interval: 1s
+	EOF
+}
+
 recovery_conf() {
 	[[ -n "$pgbackrest_config" && -z "$standby_of" ]] || return 0
 	cat <<-EOF
@@ -307,6 +319,7 @@ cat >"$tmp" <<-EOF
 	    unix_socket_directories: $(yaml_string "$socket_dir")
 	$(ssl_parameters)
 	$(archive_parameters)
+	$(standby_parameters)
 	$(recovery_conf)
 	  pg_hba:
 	$(hba_lines)

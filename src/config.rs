@@ -64,7 +64,7 @@ pub struct ApiConfig {
     pub drain: Duration,
     /// Cross-region write fencing (`DOB_FENCE_BUCKETS` and friends); `None` is off.
     pub fence: Option<crate::failover::fence::FenceConfig>,
-    /// The DR region's receipt before a 204 (`DOB_DR_SLOT` and friends); `None` is off.
+    /// The DR region's receipt before a 204 (`DOB_DR_RECEIPT_SLOT` and friends); `None` is off.
     pub dr_receipt: Option<crate::api::dr_receipt::DrReceiptConfig>,
 }
 

@@ -431,6 +431,8 @@ module "primary_region_host" {
   fence_buckets                  = local.primary_fence_buckets
   fence_home_region              = var.primary_region
   fence_peer_cidr                = var.dr_vpc_cidr
+  # A 204 waits for the DR standby cluster's flush (its slot, kept by Patroni).
+  dr_receipt_slot = "dob_dr"
 
   # The passwords and the certificate are in SSM before the host first boots.
   depends_on = [module.credentials]

@@ -810,6 +810,7 @@ def render_user_data(root: Path, render_dir: Path) -> int:
         "patroni_url": "",
         "fence_buckets": "",
         "fence_home_region": "",
+        "dr_receipt_slot": "",
     }
     etcd = "a=http://10.10.0.10:2380,b=http://10.10.1.10:2380,witness=http://10.10.2.10:2380"
     fence = dict(fence_buckets="b@eu-west-1,b-eu-central-1@eu-central-1", fence_home_region="eu-west-1")
@@ -821,7 +822,8 @@ def render_user_data(root: Path, render_dir: Path) -> int:
                         replica_cidrs="10.10.1.10/32,10.20.0.10/32", host_address="10.10.0.10",
                         etcd_initial_cluster=etcd, etcd_name="a", secrets_parameter_prefix="/dob/patroni/",
                         patroni_url="http://10.10.0.10:8008", data_units=patroni_data_units,
-                        units=patroni_units + ["dob-backup.timer", "dob-metrics.timer"], **fence),
+                        units=patroni_units + ["dob-backup.timer", "dob-metrics.timer"],
+                        dr_receipt_slot="dob_dr", **fence),
         "witness": dict(database_url=url, s3_bucket="b", s3_region="eu-west-1", primary_host="",
                         replica_cidrs="", host_address="10.10.2.10", etcd_initial_cluster=etcd,
                         etcd_name="witness", units=["dob-role-setup.service", "etcd.service"]),

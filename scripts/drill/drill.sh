@@ -54,21 +54,33 @@
 #              which is verified, copied in and swapped in. Every write acknowledged
 #              before the time is back; every later one is in the kept database
 #              (nothing silently lost); pgbackrest verify passes
+#   dr_detach  the DR region (its host and its bucket) unreachable from eu-west-1 for
+#              60 s, no takeover: writes wait for the DR receipt, eu-west-1 records
+#              itself detached in a majority of the fence buckets and goes on alone
+#              (at most 15 s without an acknowledged write), and re-attaches by itself
+#              once the DR region is back and has caught up
+#   fence_store_outage
+#              every fence bucket unreachable from eu-west-1 for 60 s: nothing is
+#              acknowledged without a lease; writes resume within 10 s of the return
 #   region_loss
 #              eu-west-1 is cut off from the internet side and the DR region (its
 #              hosts still see each other); once DNS answers the DR region, the
 #              operator step: dob-promote --takeover on the DR host; writes resume
 #              through DNS; then eu-west-1 comes back, and writers sent straight to
 #              its hosts get no write acknowledged
-# S3 is moto_server (from .venv): eu-central-1's bucket on the client host, eu-west-1's
-# on a host of its own (s3west, 10.71.0.101) that is cut off with its region. a and b
+# S3 is moto_server (from .venv), one server per region, each on a host of its own:
+# eu-west-1's (s3west, 10.71.0.101, cut off with its region), eu-central-1's (s3dr,
+# 10.71.0.103) and the fence witness region's (s3witness, 10.71.0.102). eu-west-1's
+# dob-api waits for the DR receipt (DOB_DR_RECEIPT_SLOT=dob_dr); the in-region
+# scenarios require that it never detached. a and b
 # archive their WAL with pgBackRest (asynchronous archive-push, as the hosts) into
 # eu-west-1's bucket, through a TLS endpoint on their own loopback (HAProxy with a
 # certificate of the drill's CA for "localhost": pgBackRest speaks S3 over TLS only and
 # checks the name, as it checks AWS's), the stand-in of the VPC's S3 endpoint.
 # Each scenario's result goes to target/drill/report.json and is printed as a table:
 # rto_s (fault to the first acknowledged write after it), acked_lost (acknowledged
-# writes missing at the end), failed_requests, split_brain_writes.
+# writes missing at the end), failed_requests, split_brain_writes, write_unavailable_s
+# (the longest stretch without an acknowledged write).
 #
 # Everything runs inside namespaces the drill creates; every process, namespace and
 # the work directory (/var/tmp/dob-drill.*) are removed on exit. DOB_DRILL_KEEP=1
@@ -97,7 +109,7 @@ mkdir -p "$REPORT_DIR"
 SUBNET=10.71.0
 NET=dobdrill-net
 declare -A IP=([a]="$SUBNET.11" [b]="$SUBNET.12" [witness]="$SUBNET.13" [dr]="$SUBNET.21"
-	[client]="$SUBNET.100" [s3west]="$SUBNET.101" [s3witness]="$SUBNET.102")
+	[client]="$SUBNET.100" [s3west]="$SUBNET.101" [s3witness]="$SUBNET.102" [s3dr]="$SUBNET.103")
 PG_NODES=(a b)
 ETCD_NODES=(a b witness)
 WEST_NODES=(a b witness)
@@ -141,7 +153,7 @@ cleanup() {
 	local status=$?
 	set +e
 	trap '' INT TERM
-	for node in client a b witness dr s3west s3witness; do
+	for node in client a b witness dr s3west s3witness s3dr; do
 		ip netns pids "$(ns "$node")" 2>/dev/null | xargs -r kill -9 2>/dev/null
 		ip netns del "$(ns "$node")" 2>/dev/null
 	done
@@ -235,6 +247,9 @@ net_up() {
 		ip -n "$NET" link set "v-$node" master br0 up
 		ip -n "$(ns "$node")" addr add "${IP[$node]}/24" dev eth0
 		ip -n "$(ns "$node")" link set eth0 up
+		# As the image's sysctl: a connect to a lost host gives up after 7 s (the WAL
+		# receiver has no connect timeout of its own).
+		ip netns exec "$(ns "$node")" sysctl -q -w net.ipv4.tcp_syn_retries=2
 	done
 	# The DR region is another region away: delay both ways on its link. Some kernels
 	# are built without netem (sch_netem); the drill then runs without the delay and
@@ -413,9 +428,11 @@ pgbackrest_on() {
 		--stanza=dob --log-level-console=warn "$@"
 }
 
+# PGCONNECT_TIMEOUT as patroni.service sets it: PostgreSQL's own connections (the WAL
+# receiver's) give up on a host that does not answer and try the next one.
 start_patroni() {
 	local node=$1
-	start_bg "$node" patroni runuser -u postgres -- patroni "$WORK/$node/patroni.yml"
+	start_bg "$node" patroni env PGCONNECT_TIMEOUT=3 runuser -u postgres -- patroni "$WORK/$node/patroni.yml"
 }
 
 # eu-west-1's hosts follow the leader; the DR host reads its own (standby) server.
@@ -445,6 +462,22 @@ write_host_env() {
 		DOB_FENCE_INTERVAL_MS=1000
 		AWS_ACCESS_KEY_ID=drill
 		AWS_SECRET_ACCESS_KEY=drill
+	EOF
+	# eu-west-1's dob-api answers 204 only once the DR region has flushed the commit.
+	[[ $node == dr ]] || echo "DOB_DR_RECEIPT_SLOT=dob_dr" >>"$WORK/$node/dob.env"
+}
+
+# The DR receipt state eu-west-1 recorded (the witness bucket's copy), as JSON; null when
+# it cannot be read. A signed GET (boto3, from the S3 server's virtualenv): objects are
+# private.
+detach_record() {
+	in_ns client timeout 10 "$DOB_ROOT/.venv/bin/python" - "$S3_WITNESS" "$WITNESS_BUCKET" 2>/dev/null <<-'EOF' || echo null
+		import json, sys
+		import boto3
+		s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1",
+		                  aws_access_key_id="drill", aws_secret_access_key="drill")
+		body = s3.get_object(Bucket=sys.argv[2], Key="dob/fence/detach.json")["Body"].read()
+		print(json.dumps(json.loads(body)))
 	EOF
 }
 
@@ -633,16 +666,16 @@ now() { date +%s.%N; }
 # Each region's S3: eu-west-1's on its own host (it goes down with the region),
 # eu-central-1's on the internet side.
 S3_WEST="http://${IP[s3west]}:5000"
-S3_DR="http://${IP[client]}:5000"
+S3_DR="http://${IP[s3dr]}:5000"
 S3_WITNESS="http://${IP[s3witness]}:5000"
 s3_up() {
 	in_ns client curl -fs -m 1 -o /dev/null "$1/"
 }
 
 start_s3() {
-	mkdir -p "$WORK/client" "$WORK/s3west" "$WORK/s3witness"
+	mkdir -p "$WORK/client" "$WORK/s3west" "$WORK/s3witness" "$WORK/s3dr"
 	start_bg s3west moto "$MOTO" -H "${IP[s3west]}" -p 5000
-	start_bg client moto "$MOTO" -H "${IP[client]}" -p 5000
+	start_bg s3dr moto "$MOTO" -H "${IP[s3dr]}" -p 5000
 	start_bg s3witness moto "$MOTO" -H "${IP[s3witness]}" -p 5000
 	wait_for "eu-west-1's S3 server" 30 s3_up "$S3_WEST"
 	wait_for "eu-central-1's S3 server" 30 s3_up "$S3_DR"
@@ -799,7 +832,7 @@ events="$WORK/events.jsonl"
 fault="$(now)"
 rolling_restart
 sleep 3
-printf '{"scenario":"rolling_deploy","fault":%s,"end":%s}\n' "$fault" "$(now)" >>"$events"
+printf '{"scenario":"rolling_deploy","fault":%s,"detach":%s,"end":%s}\n' "$fault" "$(detach_record)" "$(now)" >>"$events"
 
 # switchover: the planned change of leader, as an operator runs it on a host.
 from_leader="$(leader)"
@@ -813,8 +846,8 @@ to_leader="$(leader || true)"
 dob_log "switchover: dob-promote exited $switch_exit; leader $from_leader -> $to_leader"
 wait_for "$from_leader to stream from $to_leader" 120 is_replica_streaming "$from_leader"
 wait_for "the NLB stand-in to have both hosts in service" 60 nlb_all_up
-printf '{"scenario":"switchover","fault":%s,"from":"%s","to":"%s","exit":%s,"end":%s}\n' \
-	"$fault" "$from_leader" "$to_leader" "$switch_exit" "$(now)" >>"$events"
+printf '{"scenario":"switchover","fault":%s,"from":"%s","to":"%s","exit":%s,"detach":%s,"end":%s}\n' \
+	"$fault" "$from_leader" "$to_leader" "$switch_exit" "$(detach_record)" "$(now)" >>"$events"
 
 # A backup before the failovers: after them it comes from an earlier timeline.
 first_leader="$(leader)"
@@ -833,7 +866,7 @@ dob_log "az_loss: killed host $victim (the leader)"
 wait_for "a new leader" 60 leader >/dev/null
 dob_log "az_loss: $(leader) leads"
 sleep 20
-printf '{"scenario":"az_loss","fault":%s,"victim":"%s","end":%s}\n' "$fault" "$victim" "$(now)" >>"$events"
+printf '{"scenario":"az_loss","fault":%s,"victim":"%s","detach":%s,"end":%s}\n' "$fault" "$victim" "$(detach_record)" "$(now)" >>"$events"
 
 # the victim comes back as it boots: links up, etcd, Patroni, dob-api
 ip -n "$NET" link set "v-$victim" up
@@ -843,7 +876,7 @@ dob_log "rejoin: $victim streams from $(leader) again"
 # Back in service behind the NLB stand-in (two passing checks, 10 s apart) before the
 # next fault, as an operator would wait before calling the incident over.
 wait_for "the NLB stand-in to have both hosts in service" 60 nlb_all_up
-printf '{"scenario":"rejoin_after_az_loss","node":"%s","end":%s}\n' "$victim" "$(now)" >>"$events"
+printf '{"scenario":"rejoin_after_az_loss","node":"%s","detach":%s,"end":%s}\n' "$victim" "$(detach_record)" "$(now)" >>"$events"
 sleep 5
 
 # partition: the leader loses the other etcd members (and the other database) but stays
@@ -873,8 +906,8 @@ wait_for "$other to take the leader key" 60 is_leader "$other"
 dob_log "partition: $other leads"
 sleep 10
 load_stop inaz
-printf '{"scenario":"partition","fault":%s,"victim":"%s","demoted":%s,"end":%s}\n' \
-	"$fault" "$cut" "${demoted_at:-null}" "$(now)" >>"$events"
+printf '{"scenario":"partition","fault":%s,"victim":"%s","demoted":%s,"detach":%s,"end":%s}\n' \
+	"$fault" "$cut" "${demoted_at:-null}" "$(detach_record)" "$(now)" >>"$events"
 
 heal "$cut" "$other" witness
 wait_for "$cut to rejoin as a streaming replica" 120 is_replica_streaming "$cut"
@@ -956,6 +989,62 @@ pitr_json="$(cat "$WORK/pitr.json" 2>/dev/null)"
 printf '{"scenario":"pitr","fault":%s,"target":"%s","restore_exit":%s,"verify_exit":%s,"restored":%s,"result":%s,"end":%s}\n' \
 	"$fault" "$target" "$restore_exit" "$verify_exit" "$restored" "$pitr_json" "$(now)" >>"$events"
 
+# dr_detach: the DR region (its database host and its bucket) unreachable from eu-west-1
+# for 60 s, no takeover. Writes wait for the DR receipt, then eu-west-1 records itself
+# detached in a majority (its own bucket and the witness's) and goes on alone; once the
+# DR region is back and has caught up, it re-attaches by itself.
+wait_for "the DR standby cluster to stream from eu-west-1" 60 dr_streaming
+load_start detach dns client
+sleep 5
+for node in "${PG_NODES[@]}"; do
+	partition "$node" dr s3dr
+done
+fault="$(now)"
+dob_log "dr_detach: the DR region cut off from eu-west-1"
+sleep 30
+detach_during="$(detach_record)"
+sleep 30
+for node in "${PG_NODES[@]}"; do
+	heal "$node" dr s3dr
+done
+healed="$(now)"
+dob_log "dr_detach: the DR region is back"
+reattached=null
+deadline=$((SECONDS + 120))
+while ((SECONDS < deadline)); do
+	if [[ "$(detach_record | python3 -c 'import json, sys; print(json.load(sys.stdin)["state"])' 2>/dev/null)" == attached ]]; then
+		reattached="$(now)"
+		break
+	fi
+	sleep 1
+done
+dob_log "dr_detach: DR receipt state now $(detach_record)"
+sleep 3
+load_stop detach
+printf '{"scenario":"dr_detach","fault":%s,"healed":%s,"reattached":%s,"detach_during":%s,"detach_after":%s,"end":%s}\n' \
+	"$fault" "$healed" "$reattached" "$detach_during" "$(detach_record)" "$(now)" >>"$events"
+
+# fence_store_outage: every fence bucket unreachable from eu-west-1 for 60 s. Its write
+# leases run out (nothing acknowledged without one), and writes resume by themselves
+# once a majority of the buckets answers again.
+load_start fence dns client
+sleep 5
+for node in "${PG_NODES[@]}"; do
+	partition "$node" s3west s3dr s3witness
+done
+fault="$(now)"
+dob_log "fence_store_outage: every fence bucket cut off from eu-west-1"
+sleep 60
+for node in "${PG_NODES[@]}"; do
+	heal "$node" s3west s3dr s3witness
+done
+returned="$(now)"
+dob_log "fence_store_outage: the buckets answer again"
+sleep 20
+load_stop fence
+printf '{"scenario":"fence_store_outage","fault":%s,"returned":%s,"end":%s}\n' \
+	"$fault" "$returned" "$(now)" >>"$events"
+
 # region_loss: all of eu-west-1 cut off from the internet side and from the DR region
 # (its hosts still see one another, so its leader keeps leading), under load through
 # DNS. The operator step once DNS answers the DR region: dob-promote --takeover there.
@@ -963,7 +1052,7 @@ wait_for "the DR standby cluster to stream from eu-west-1" 60 dr_streaming
 load_start region dns client
 sleep 5
 for node in "${WEST_NODES[@]}"; do
-	partition "$node" client dr
+	partition "$node" client dr s3dr
 done
 # The region's S3 goes with it.
 partition s3west client dr "${WEST_NODES[@]}"
@@ -988,7 +1077,7 @@ sleep 15
 # hosts (past the NLB stand-in, which would refuse them for a failing health check)
 # must get nothing acknowledged.
 for node in "${WEST_NODES[@]}"; do
-	heal "$node" client dr
+	heal "$node" client dr s3dr
 done
 heal s3west client dr "${WEST_NODES[@]}"
 returned="$(now)"

@@ -13,12 +13,26 @@ Exits 1 when any scenario is not ok.
 - acked_lost: writes acknowledged (204) in the scenario's window that the final leader
   does not hold with the acknowledged date.
 - failed_requests: writes through the NLB in the window that were not acknowledged.
+- write_unavailable_s: the longest stretch, from the fault to the scenario's end (or its
+  load's last request), in which the clients that follow DNS had no write acknowledged.
 - split_brain_writes: writes sent to the cut-off leader's host after the cut, acknowledged,
   and not in the final table: acknowledged by a server that was no longer the leader.
   (Writes its dob-api acknowledged through the new leader are in the final table.)
   In region_loss: writes acknowledged by eu-west-1 after it came back (by the writers
   sent straight to its hosts, or through DNS to its NLB): after the takeover only the
   DR region may acknowledge a write.
+
+The in-region scenarios (rolling_deploy, switchover, az_loss, rejoin_after_az_loss,
+partition) also require the DR receipt state to be unchanged (attached,
+the same sequence number as at the previous scenario's end): eu-west-1 never went on
+without the DR region's receipt.
+
+In dr_detach (the DR region cut off from eu-west-1 for 60 s, no takeover) and
+fence_store_outage (every fence bucket cut off from eu-west-1 for 60 s), acked_lost
+counts the scenario's acknowledged writes missing from the DR region's table at the end.
+dr_detach also requires write_unavailable_s <= 15, the receipt state `detached` during
+the cut and `attached` again afterwards; fence_store_outage requires writes to resume
+within 10 s of the buckets' return.
 
 In pitr: acked_lost counts writes acknowledged before the recorded time of the bad
 DELETE that are not in `users` after dob-restore --to-time (every writer's, the whole
@@ -77,6 +91,29 @@ def main() -> int:
         return [a for a in acks if final.get(a["user"]) != a["date"]]
 
     all_lost = lost(main_acked) + lost(inaz_acked)
+    # The DR receipt state's sequence number as of the previous event (0: --fence-init's).
+    detach_seq = {"last": 0}
+
+    # Which load (clients that follow DNS) each scenario ran under.
+    load_of = {
+        "rolling_deploy": "main", "switchover": "main", "az_loss": "main",
+        "rejoin_after_az_loss": "main", "partition": "main", "rejoin": "main",
+        "pitr": "pitr", "dr_detach": "detach", "fence_store_outage": "fence",
+        "region_loss": "region",
+    }
+
+    def write_unavailable_s(load, start, end):
+        """The longest stretch from `start` to `end` (or the load's last request, if
+        earlier) in which the load had no write acknowledged."""
+        acked = read_jsonl(os.path.join(args.load, f"{load}.acked.jsonl"))
+        failed = read_jsonl(os.path.join(args.load, f"{load}.failed.jsonl"))
+        sent = [a["t"] for a in acked] + [f["t"] for f in failed]
+        if not sent:
+            return None
+        end = min(end, max(sent))
+        times = sorted(a["acked_at"] for a in acked if start <= a["acked_at"] <= end)
+        edges = [start] + times + [end]
+        return round(max(b - a for a, b in zip(edges, edges[1:])), 2) if end > start else 0.0
     scenarios = []
     previous_end = main_acked[0]["t"] if main_acked else 0.0
     for event in events:
@@ -152,6 +189,51 @@ def main() -> int:
                 + ", ".join(f"{k}={v}" for k, v in sorted(sums.items()))
                 + f"; {len(main_acked) + len(inaz_acked)} acknowledged writes in the whole run, {len(all_lost)} missing"
             )
+        elif name in ("dr_detach", "fence_store_outage"):
+            load = load_of[name]
+            acked = read_jsonl(os.path.join(args.load, f"{load}.acked.jsonl"))
+            failed_here = read_jsonl(os.path.join(args.load, f"{load}.failed.jsonl"))
+            # The DR region's table at the end: it holds everything eu-west-1 shipped.
+            missing = [a for a in acked if dr_final.get(a["user"]) != a["date"]]
+            result["acked_lost"] = len(missing)
+            result["failed_requests"] = len([f for f in failed_here if f["t"] >= start])
+            gap = write_unavailable_s(load, start, end)
+            result["write_unavailable_s"] = gap
+            after = [a["acked_at"] for a in acked if a["t"] >= start]
+            result["rto_s"] = round(min(after) - start, 2) if after else None
+            if name == "dr_detach":
+                during = event.get("detach_during") or {}
+                after_heal = event.get("detach_after") or {}
+                result["ok"] = (
+                    not missing
+                    and gap is not None
+                    and gap <= 15
+                    and during.get("state") == "detached"
+                    and event.get("reattached") is not None
+                    and after_heal.get("state") == "attached"
+                )
+                result["detail"] = (
+                    f"DR receipt state 30 s into the cut: {during.get('state')} (WAL position confirmed "
+                    f"before it: {during.get('confirmed_lsn')}); after the DR region came back: "
+                    f"{after_heal.get('state')}"
+                    + (
+                        f" {event['reattached'] - event['healed']:.1f} s later"
+                        if event.get("reattached") is not None
+                        else ""
+                    )
+                    + f"; {len(acked)} writes acknowledged, {len(missing)} missing in the DR region at the end; "
+                    f"longest stretch without an acknowledged write {gap} s (at most 15)"
+                )
+            else:
+                resumed = [a["acked_at"] for a in acked if a["acked_at"] >= event["returned"]]
+                resume_s = round(min(resumed) - event["returned"], 2) if resumed else None
+                result["resume_s"] = resume_s
+                result["ok"] = not missing and resume_s is not None and resume_s <= 10
+                result["detail"] = (
+                    f"every fence bucket cut off from eu-west-1 for {event['returned'] - start:.0f} s; "
+                    f"writes resumed {resume_s} s after the buckets answered again (at most 10); "
+                    f"{len(acked)} writes acknowledged, {len(missing)} missing in the DR region at the end"
+                )
         elif name == "region_loss":
             region_acked = read_jsonl(os.path.join(args.load, "region.acked.jsonl"))
             region_failed = read_jsonl(os.path.join(args.load, "region.failed.jsonl"))
@@ -253,18 +335,38 @@ def main() -> int:
                 f"the backup from before the failovers: drill exit {event['old_backup_drill_exit']} "
                 "(4 = refused, older timeline)"
             )
+        # In-region scenarios: the DR region must never have been detached (every 204
+        # waited for its receipt), so the record is the one the previous event saw.
+        if "detach" in event:
+            detach = event["detach"] or {}
+            attached = detach.get("state") == "attached" and detach.get("seq") == detach_seq["last"]
+            detach_seq["last"] = detach.get("seq", -1)
+            result["dr_never_detached"] = attached
+            result["ok"] = result["ok"] and attached
+            result["detail"] += (
+                "; the DR region stayed attached"
+                if attached
+                else f"; the DR receipt state changed: {json.dumps(event['detach'])}"
+            )
+        if name in load_of and "write_unavailable_s" not in result:
+            result["write_unavailable_s"] = write_unavailable_s(load_of[name], start, end)
         scenarios.append(result)
 
     report = {"scenarios": scenarios, "ok": all(s["ok"] for s in scenarios)}
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
         f.write("\n")
-    print(f"{'scenario':<22} {'ok':<4} {'rto_s':>7} {'acked_lost':>10} {'failed':>7} {'split_brain':>11}")
+    print(
+        f"{'scenario':<22} {'ok':<4} {'rto_s':>7} {'acked_lost':>10} {'failed':>7} {'split_brain':>11} "
+        f"{'unavail_s':>9}"
+    )
     for s in scenarios:
         rto = "-" if s["rto_s"] is None else f"{s['rto_s']:.2f}"
+        gap = s.get("write_unavailable_s")
+        gap = "-" if gap is None else f"{gap:.2f}"
         print(
             f"{s['name']:<22} {'yes' if s['ok'] else 'NO':<4} {rto:>7} {s['acked_lost']:>10} "
-            f"{s['failed_requests']:>7} {s['split_brain_writes']:>11}"
+            f"{s['failed_requests']:>7} {s['split_brain_writes']:>11} {gap:>9}"
         )
         print(f"    {s['detail']}")
     return 0 if report["ok"] else 1

@@ -40,7 +40,7 @@ pub struct App {
     /// The longest a PUT can take to commit once it starts (pool wait plus statement
     /// timeout): a write goes ahead only if the lease outlasts it.
     pub write_hold: std::time::Duration,
-    /// The DR region's receipt a committed PUT waits for, when `DOB_DR_SLOT` is set.
+    /// The DR region's receipt a committed PUT waits for, when `DOB_DR_RECEIPT_SLOT` is set.
     pub dr_receipt: Option<Arc<crate::api::dr_receipt::DrReceipt>>,
 }
 
@@ -205,10 +205,10 @@ fn put_hello(app: &App, request: &Request) -> Reply {
         .store
         .upsert_date_of_birth(username.as_str(), dob.date())
     {
-        Ok(()) => match &app.dr_receipt {
+        Ok(position) => match &app.dr_receipt {
             None => Reply::empty(204),
             // The connection is back in the pool; only this request waits.
-            Some(dr) => match dr.wait() {
+            Some(dr) => match dr.wait(position) {
                 Receipt::Confirmed | Receipt::Alone => Reply::empty(204),
                 Receipt::TimedOut => Reply::error(
                     503,

@@ -98,7 +98,7 @@ pub struct DbSnapshot {
     /// with fencing off); 0 when fenced or without a current lease.
     pub fence_writable: bool,
     pub http: HttpSnapshot,
-    /// The DR region's receipt, when `DOB_DR_SLOT` is set.
+    /// The DR region's receipt, when `DOB_DR_RECEIPT_SLOT` is set.
     pub dr: Option<crate::api::dr_receipt::ReceiptStats>,
 }
 

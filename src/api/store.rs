@@ -28,6 +28,7 @@
 
 use crate::api::breaker::{Admission, Breaker};
 use crate::api::coalesce::Coalescer;
+use crate::api::dr_receipt::{position_of, WalPosition, POSITION_SQL};
 use crate::config::ApiConfig;
 use crate::db::migrate;
 use crate::{Error, Result};
@@ -119,6 +120,7 @@ pub struct Conn {
     get_many_stmt: Option<Statement>,
     upsert_stmt: Option<Statement>,
     upsert_many_stmt: Option<Statement>,
+    position_stmt: Option<Statement>,
     /// Set when this connection must not go back into the pool.
     broken: bool,
 }
@@ -130,6 +132,7 @@ impl Conn {
             Query::GetMany => (&mut self.get_many_stmt, GET_MANY_SQL),
             Query::Upsert => (&mut self.upsert_stmt, UPSERT_SQL),
             Query::UpsertMany => (&mut self.upsert_many_stmt, UPSERT_MANY_SQL),
+            Query::Position => (&mut self.position_stmt, POSITION_SQL),
         };
         if let Some(stmt) = slot {
             return Ok(stmt.clone());
@@ -146,6 +149,8 @@ enum Query {
     GetMany,
     Upsert,
     UpsertMany,
+    /// Where the last commit ended in the WAL (for the DR receipt).
+    Position,
 }
 
 /// r2d2 manager: `r2d2_postgres` connects; this wrapper learns the server's role and
@@ -182,6 +187,7 @@ impl r2d2::ManageConnection for Manager {
             get_many_stmt: None,
             upsert_stmt: None,
             upsert_many_stmt: None,
+            position_stmt: None,
             broken: false,
         })
     }
@@ -240,7 +246,10 @@ pub struct Store {
     schema_attempted: AtomicBool,
     pool_timeout: Duration,
     lookups: Coalescer<Box<str>, Option<Date>, StoreError>,
-    writes: Coalescer<(Box<str>, Date), (), StoreError>,
+    /// Each write answered with the WAL insert position read right after its commit, on
+    /// the same connection, when `wal_position_after_write` (the DR receipt's target).
+    writes: Coalescer<(Box<str>, Date), Option<WalPosition>, StoreError>,
+    wal_position_after_write: bool,
     breaker: Breaker,
     /// When readiness last succeeded, in milliseconds since `epoch` (0: never).
     last_ready_ms: AtomicU64,
@@ -283,6 +292,7 @@ impl Store {
             pool_timeout: config.pool_timeout,
             lookups: Coalescer::new(config.lookup_concurrency, StoreError::Unavailable),
             writes: Coalescer::new(config.write_concurrency, StoreError::Unavailable),
+            wal_position_after_write: config.dr_receipt.is_some(),
             breaker: Breaker::new(config.breaker_cooldown, Instant::now()),
             last_ready_ms: AtomicU64::new(0),
             ready_grace: config.ready_grace,
@@ -429,12 +439,14 @@ impl Store {
     /// One upsert, so concurrent PUTs of the same user never duplicate it; PUTs that
     /// arrive while `write_concurrency` batches are committing are coalesced into the
     /// next one (see `coalesce`). Returns once the statement carrying this write has
-    /// committed.
+    /// committed, with the WAL insert position read after that commit on the same
+    /// connection (at or past its commit record) when the DR receipt wants one; `None`
+    /// when it was not asked for or could not be read.
     pub fn upsert_date_of_birth(
         &self,
         username: &str,
         dob: Date,
-    ) -> std::result::Result<(), StoreError> {
+    ) -> std::result::Result<Option<WalPosition>, StoreError> {
         self.writes
             .submit((username.into(), dob), |batch| self.upsert_batch(batch))
     }
@@ -442,23 +454,23 @@ impl Store {
     fn upsert_batch(
         &self,
         batch: &[&(Box<str>, Date)],
-    ) -> std::result::Result<Vec<()>, StoreError> {
+    ) -> std::result::Result<Vec<Option<WalPosition>>, StoreError> {
         if let [(username, dob)] = batch {
             let username: &str = username;
             return self
                 .upsert(Query::Upsert, &[&username, dob])
-                .map(|()| vec![()]);
+                .map(|position| vec![position]);
         }
         let (names, dates) = last_write_per_user(batch);
         self.upsert(Query::UpsertMany, &[&names, &dates])
-            .map(|()| vec![(); batch.len()])
+            .map(|position| vec![position; batch.len()])
     }
 
     fn upsert(
         &self,
         query: Query,
         params: &[&(dyn postgres::types::ToSql + Sync)],
-    ) -> std::result::Result<(), StoreError> {
+    ) -> std::result::Result<Option<WalPosition>, StoreError> {
         self.with_conn(|conn| {
             let stmt = conn.statement(query)?;
             conn.client.execute(&stmt, params)?;
@@ -466,9 +478,21 @@ impl Store {
                 // The write worked, so this server has been promoted since we connected.
                 conn.in_recovery = false;
             }
-            Ok(())
+            if !self.wal_position_after_write {
+                return Ok(None);
+            }
+            // Autocommit: the statement's transaction has committed, so the insert
+            // position now is at or past its commit record, on this very server. A
+            // failure here leaves the write unconfirmable: 503, outcome unknown (and a
+            // broken connection is found by its next use).
+            let position = conn
+                .statement(Query::Position)
+                .and_then(|stmt| conn.client.query_one(&stmt, &[]))
+                .ok()
+                .and_then(|row| position_of(&row));
+            Ok(position)
         })
-        .inspect(|()| self.role.store(Role::Primary.to_u8(), Ordering::Relaxed))
+        .inspect(|_| self.role.store(Role::Primary.to_u8(), Ordering::Relaxed))
     }
 
     /// Readiness: the database answers a query now. Returns its role.

@@ -418,7 +418,7 @@ fn a_region_whose_dr_stops_confirming_detaches_in_a_majority_goes_on_and_reattac
         &shared_s3().endpoint(),
         WEST,
         &[
-            ("DOB_DR_SLOT", &slot),
+            ("DOB_DR_RECEIPT_SLOT", &slot),
             ("DOB_DR_RECEIPT_TIMEOUT_MS", "500"),
             ("DOB_DR_DETACH_AFTER_MS", "1500"),
         ],

@@ -570,7 +570,7 @@ fn with_a_dr_slot_a_put_is_answered_204_only_once_the_replica_has_flushed_it() {
     let app = TestApp::spawn_with(
         &pair.api_url(),
         &[
-            ("DOB_DR_SLOT", &pair.replica_name),
+            ("DOB_DR_RECEIPT_SLOT", &pair.replica_name),
             ("DOB_DR_RECEIPT_TIMEOUT_MS", "1500"),
         ],
     );
@@ -637,7 +637,7 @@ fn a_dr_slot_that_does_not_exist_confirms_nothing() {
     let app = TestApp::spawn_with(
         &pair.api_url(),
         &[
-            ("DOB_DR_SLOT", "no_such_slot"),
+            ("DOB_DR_RECEIPT_SLOT", "no_such_slot"),
             ("DOB_DR_RECEIPT_TIMEOUT_MS", "300"),
         ],
     );

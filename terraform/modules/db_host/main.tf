@@ -76,6 +76,7 @@ locals {
     patroni_url                    = local.patroni_role ? "http://${var.private_ip}:8008" : ""
     fence_buckets                  = var.fence_buckets
     fence_home_region              = var.fence_home_region
+    dr_receipt_slot                = var.dr_receipt_slot
     tls_ca_parameter               = var.tls_ca_parameter
     tls_cert_parameter             = var.tls_cert_parameter
     tls_key_parameter              = var.tls_key_parameter

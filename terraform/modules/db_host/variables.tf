@@ -312,6 +312,12 @@ variable "fence_peer_cidr" {
   default     = ""
 }
 
+variable "dr_receipt_slot" {
+  description = "DOB_DR_RECEIPT_SLOT: the DR region's replication slot on this cluster; dob-api answers a PUT 204 only once it has flushed the commit. Empty: no DR receipt."
+  type        = string
+  default     = ""
+}
+
 variable "fence_home_region" {
   description = "DOB_FENCE_HOME_REGION: the region dob-promote --fence-init names in epoch 0 (the writer until a takeover)."
   type        = string
