@@ -467,6 +467,10 @@ write_host_env() {
 	[[ $node == dr ]] || echo "DOB_DR_RECEIPT_SLOT=dob_dr" >>"$WORK/$node/dob.env"
 }
 
+dr_attached() {
+	[[ "$(detach_record | python3 -c 'import json, sys; print(json.load(sys.stdin)["state"])' 2>/dev/null)" == attached ]]
+}
+
 # The DR receipt state eu-west-1 recorded (the witness bucket's copy), as JSON; null when
 # it cannot be read. A signed GET (boto3, from the S3 server's virtualenv): objects are
 # private.
@@ -994,6 +998,10 @@ printf '{"scenario":"pitr","fault":%s,"target":"%s","restore_exit":%s,"verify_ex
 # detached in a majority (its own bucket and the witness's) and goes on alone; once the
 # DR region is back and has caught up, it re-attaches by itself.
 wait_for "the DR standby cluster to stream from eu-west-1" 60 dr_streaming
+# Attached before the fault (a restore's WAL, just before, may have outrun the DR
+# region for a while): what happens next is this scenario's doing.
+wait_for "eu-west-1 to be attached to the DR region" 90 dr_attached
+detach_before="$(detach_record)"
 load_start detach dns client
 sleep 5
 for node in "${PG_NODES[@]}"; do
@@ -1012,7 +1020,7 @@ dob_log "dr_detach: the DR region is back"
 reattached=null
 deadline=$((SECONDS + 120))
 while ((SECONDS < deadline)); do
-	if [[ "$(detach_record | python3 -c 'import json, sys; print(json.load(sys.stdin)["state"])' 2>/dev/null)" == attached ]]; then
+	if dr_attached; then
 		reattached="$(now)"
 		break
 	fi
@@ -1021,8 +1029,8 @@ done
 dob_log "dr_detach: DR receipt state now $(detach_record)"
 sleep 3
 load_stop detach
-printf '{"scenario":"dr_detach","fault":%s,"healed":%s,"reattached":%s,"detach_during":%s,"detach_after":%s,"end":%s}\n' \
-	"$fault" "$healed" "$reattached" "$detach_during" "$(detach_record)" "$(now)" >>"$events"
+printf '{"scenario":"dr_detach","fault":%s,"healed":%s,"reattached":%s,"detach_before":%s,"detach_during":%s,"detach_after":%s,"end":%s}\n' \
+	"$fault" "$healed" "$reattached" "$detach_before" "$detach_during" "$(detach_record)" "$(now)" >>"$events"
 
 # fence_store_outage: every fence bucket unreachable from eu-west-1 for 60 s. Its write
 # leases run out (nothing acknowledged without one), and writes resume by themselves

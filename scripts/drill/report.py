@@ -202,10 +202,13 @@ def main() -> int:
             after = [a["acked_at"] for a in acked if a["t"] >= start]
             result["rto_s"] = round(min(after) - start, 2) if after else None
             if name == "dr_detach":
+                before = event.get("detach_before") or {}
                 during = event.get("detach_during") or {}
                 after_heal = event.get("detach_after") or {}
                 result["ok"] = (
                     not missing
+                    and before.get("state") == "attached"
+                    and during.get("seq", -1) > before.get("seq", 0)
                     and gap is not None
                     and gap <= 15
                     and during.get("state") == "detached"

@@ -12,12 +12,13 @@
 //!   bucket and a small witness bucket in a third region. A change counts once it is in
 //!   a majority of them; a reader believes only valid records from a majority.
 //! - `epoch` (`<prefix>/fence/epoch.json`) names the writing region and an epoch that
-//!   only grows. Only the takeover (the operators' role) writes it; `dob-promote
-//!   --fence-init` creates it at deploy (epoch 0, the home region). A missing or
-//!   unreadable record is never "writer": fewer than a majority of valid records and
-//!   nobody writes.
+//!   only grows. Only the takeover writes it, and `dob-promote --fence-init` creates it
+//!   at deploy (epoch 0, the home region), both on the DR host; the home region's host
+//!   role is explicitly denied it. A missing or unreadable record is never "writer":
+//!   fewer than a majority of valid records and nobody writes.
 //! - `detach` (`<prefix>/fence/detach.json`) says whether the writing region still waits
-//!   for the DR region's receipt before a 204. Only the writing region's hosts write it.
+//!   for the DR region's receipt before a 204. The writing region's `dob-api`s write it
+//!   (`--fence-init` creates it).
 //! - Every `dob-api` reads the records every `DOB_FENCE_INTERVAL_MS` and acknowledges a
 //!   write only while it holds a *lease*: a read round *sent* less than
 //!   `DOB_FENCE_LEASE_MS` ago found this region the writer in a majority, and the write
@@ -205,7 +206,7 @@ impl FenceConfig {
 }
 
 /// Which region writes, from when, and who decided: the `epoch` key, written only by a
-/// takeover (the operators' role; every host role is denied it) or by `--fence-init`.
+/// takeover or by `--fence-init` (the home region's host role is denied it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FenceRecord {
     pub epoch: u64,
@@ -220,7 +221,7 @@ pub struct FenceRecord {
 }
 
 /// Whether the writing region still waits for the DR region's receipt before a 204:
-/// the `detach` key, written only by the writing region's hosts.
+/// the `detach` key, written by the writing region's `dob-api`s.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DetachRecord {
     /// The promotion epoch the writing region held when it wrote this.
