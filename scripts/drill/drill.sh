@@ -54,8 +54,9 @@
 #              which is verified, copied in and swapped in. Every write acknowledged
 #              before the time is back; every later one is in the kept database
 #              (nothing silently lost); pgbackrest verify passes
-#   dr_detach  the DR region (its host and its bucket) unreachable from eu-west-1 for
-#              60 s, no takeover: writes wait for the DR receipt, eu-west-1 records
+#   dr_detach  once eu-west-1 is attached, the DR region (its host and its bucket)
+#              unreachable from eu-west-1 for 60 s, no takeover: writes wait for the
+#              DR receipt, eu-west-1 records
 #              itself detached in a majority of the fence buckets and goes on alone
 #              (at most 15 s without an acknowledged write), and re-attaches by itself
 #              once the DR region is back and has caught up
