@@ -391,8 +391,16 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
     // in a majority the read below overlaps.
     let finding = detach_finding(&fence::read_detach(&all), total, next.superseded);
     record_finding(&mut report, &finding);
+    let promoted = matches!(state, ClusterState::Leading { .. });
     if let Some(window) = &report.loss_window {
-        if !options.accept_data_loss {
+        if promoted {
+            // A re-run after the promotion (copying the record to the buckets that
+            // lacked it): the loss was decided then; say it again, refuse nothing.
+            report.warnings.push(format!(
+                "already promoted; the old region's loss window: {}",
+                window.describe()
+            ));
+        } else if !options.accept_data_loss {
             return Err(Error::with_source(
                 "the takeover stopped before promoting",
                 Refused {
@@ -400,12 +408,13 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
                     epoch: next.record.epoch,
                 },
             ));
+        } else {
+            report.accepted_data_loss = true;
+            report.warnings.push(format!(
+                "promoting with --accept-data-loss: {}",
+                window.describe()
+            ));
         }
-        report.accepted_data_loss = true;
-        report.warnings.push(format!(
-            "promoting with --accept-data-loss: {}",
-            window.describe()
-        ));
     }
     if let ClusterState::Standby { .. } = state {
         let wait = lease_wait(&options.fence);
