@@ -64,6 +64,7 @@ PGDATA_DIR="$WORK/pg"
 REPLICA_DIR="$WORK/replica"
 API_PID=""
 API_DR_PID=""
+STARTED_PID=""
 LOAD_PID=""
 
 # shellcheck disable=SC2317 # called by the EXIT trap
@@ -79,6 +80,10 @@ cleanup() {
 	fi
 	if [[ -n "$API_DR_PID" ]]; then
 		stop_pid "$API_DR_PID" 15
+	fi
+	# A dob-api that never became ready (start_api exited before its pid was kept).
+	if [[ -n "$STARTED_PID" ]]; then
+		stop_pid "$STARTED_PID" 15
 	fi
 	[[ ! -e "$REPLICA_DIR/PG_VERSION" ]] || pg_stop "$REPLICA_DIR" || true
 	pg_stop "$PGDATA_DIR" || true
@@ -114,28 +119,31 @@ pg_start "$REPLICA_DIR" "$WORK/replica.log"
 
 # --- dob-api ------------------------------------------------------------------------------
 
+# start_api PORT LOG [VAR=VALUE...]: a dob-api on PORT, logging to LOG, with extra
+# settings; its pid in STARTED_PID once /readyz answers.
+start_api() {
+	local port=$1 log=$2
+	shift 2
+	env DOB_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/dob" \
+		DOB_LISTEN="127.0.0.1:$port" RUST_LOG=info DOB_DRAIN_SECONDS=0 DOB_ALLOW_INSECURE_DB=1 \
+		"$@" "$API_BIN" 2>"$log" &
+	STARTED_PID=$!
+	if ! wait_http_ok "http://127.0.0.1:$port/readyz" 60 "$STARTED_PID"; then
+		tail -n 20 "$log" >&2 || true
+		exit 1
+	fi
+}
+
 API_PORT="$(free_port "$PG_PORT")"
 API="http://127.0.0.1:$API_PORT"
 dob_log "dob-api on $API (workers ${DOB_WORKERS:-default}, pool ${DOB_POOL_SIZE:-default})"
-DOB_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/dob" \
-	DOB_LISTEN="127.0.0.1:$API_PORT" RUST_LOG=info DOB_DRAIN_SECONDS=0 DOB_ALLOW_INSECURE_DB=1 \
-	"$API_BIN" 2>"$WORK/dob-api.log" &
-API_PID=$!
-if ! wait_http_ok "$API/readyz" 60 "$API_PID"; then
-	tail -n 20 "$WORK/dob-api.log" >&2 || true
-	exit 1
-fi
+start_api "$API_PORT" "$WORK/dob-api.log"
+API_PID=$STARTED_PID
 API_DR_PORT="$(free_port "$API_PORT")"
 API_DR="http://127.0.0.1:$API_DR_PORT"
 dob_log "dob-api with the DR receipt (slot dob_dr) on $API_DR"
-DOB_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/dob" DOB_DR_RECEIPT_SLOT=dob_dr \
-	DOB_LISTEN="127.0.0.1:$API_DR_PORT" RUST_LOG=info DOB_DRAIN_SECONDS=0 DOB_ALLOW_INSECURE_DB=1 \
-	"$API_BIN" 2>"$WORK/dob-api-dr.log" &
-API_DR_PID=$!
-if ! wait_http_ok "$API_DR/readyz" 60 "$API_DR_PID"; then
-	tail -n 20 "$WORK/dob-api-dr.log" >&2 || true
-	exit 1
-fi
+start_api "$API_DR_PORT" "$WORK/dob-api-dr.log" DOB_DR_RECEIPT_SLOT=dob_dr
+API_DR_PID=$STARTED_PID
 
 # --- seed -------------------------------------------------------------------------------
 

@@ -503,6 +503,18 @@ pub fn timezone(value: Option<String>) -> Result<(TimeZone, String)> {
     }
 }
 
+/// A duration in milliseconds from `key`, within `min..=max`, else `default` when unset.
+pub(crate) fn millis_in_range(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<Duration> {
+    parse_in_range(get, key, default as usize, min as usize, max as usize)
+        .map(|ms| Duration::from_millis(ms as u64))
+}
+
 fn parse_in_range(
     get: &impl Fn(&str) -> Option<String>,
     key: &str,

@@ -78,20 +78,9 @@ impl DrReceiptConfig {
                 format!("{slot:?} is not a replication slot name (a-z, 0-9, _; at most 63)"),
             ));
         }
-        let millis = |key: &str, default: u64, min: u64, max: u64| match get(key) {
-            None => Ok(Duration::from_millis(default)),
-            Some(raw) => raw
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|ms| (min..=max).contains(ms))
-                .map(Duration::from_millis)
-                .ok_or_else(|| {
-                    crate::Error::config(key, format!("{raw:?} is not from {min} to {max}"))
-                }),
-        };
-        let timeout = millis("DOB_DR_RECEIPT_TIMEOUT_MS", 3_000, 10, 60_000)?;
-        let detach_after = millis("DOB_DR_DETACH_AFTER_MS", 10_000, 1_000, 600_000)?;
+        use crate::config::millis_in_range;
+        let timeout = millis_in_range(get, "DOB_DR_RECEIPT_TIMEOUT_MS", 3_000, 10, 60_000)?;
+        let detach_after = millis_in_range(get, "DOB_DR_DETACH_AFTER_MS", 10_000, 1_000, 600_000)?;
         Ok(Some(DrReceiptConfig {
             slot,
             timeout,
@@ -898,6 +887,14 @@ mod tests {
             &[
                 ("DOB_DR_RECEIPT_SLOT", "dob_dr"),
                 ("DOB_DR_RECEIPT_TIMEOUT_MS", "soon"),
+            ],
+            &[
+                ("DOB_DR_RECEIPT_SLOT", "dob_dr"),
+                ("DOB_DR_DETACH_AFTER_MS", "999"),
+            ],
+            &[
+                ("DOB_DR_RECEIPT_SLOT", "dob_dr"),
+                ("DOB_DR_DETACH_AFTER_MS", "-1"),
             ],
         ] {
             let bad: &'static [(&'static str, &'static str)] =

@@ -152,19 +152,8 @@ impl FenceConfig {
                 ));
             }
         }
-        let millis = |key: &str, default: u64, min: u64, max: u64| -> Result<Duration> {
-            match get(key) {
-                None => Ok(Duration::from_millis(default)),
-                Some(raw) => raw
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|v| (min..=max).contains(v))
-                    .map(Duration::from_millis)
-                    .ok_or_else(|| {
-                        Error::config(key, format!("{raw:?} is not from {min} to {max}"))
-                    }),
-            }
+        let millis = |key: &str, default, min, max| {
+            crate::config::millis_in_range(&get, key, default, min, max)
         };
         let lease = millis("DOB_FENCE_LEASE_MS", 15_000, 2_000, 600_000)?;
         let interval = millis("DOB_FENCE_INTERVAL_MS", 2_000, 200, 60_000)?;
@@ -1235,6 +1224,18 @@ mod tests {
         assert!(takeover_clean > 1_000, "{takeover_clean} of {runs}");
     }
 
+    /// Epoch 1 naming the DR region, as a takeover writes it.
+    fn taken_by_dr() -> Vec<u8> {
+        serde_json::to_vec(&FenceRecord {
+            epoch: 1,
+            writer_region: DR.into(),
+            promoted_at: "t1".into(),
+            previous_writer_region: Some(WEST.into()),
+            promoted_by: None,
+        })
+        .unwrap()
+    }
+
     fn model_deployment() -> [crate::failover::quorum::model::ModelStore; 3] {
         use crate::failover::quorum::model::ModelStore;
         let stores = [
@@ -1305,14 +1306,7 @@ mod tests {
         let stores = model_deployment();
         let all: Vec<&dyn RecordStore> = stores.iter().map(|s| s as &dyn RecordStore).collect();
         // A takeover's epoch 1 is in two buckets; the home region still thinks epoch 0.
-        let taken = serde_json::to_vec(&FenceRecord {
-            epoch: 1,
-            writer_region: DR.into(),
-            promoted_at: "t1".into(),
-            previous_writer_region: Some(WEST.into()),
-            promoted_by: None,
-        })
-        .unwrap();
+        let taken = taken_by_dr();
         stores[1].put_raw(EPOCH_KEY, &taken);
         stores[2].put_raw(EPOCH_KEY, &taken);
         let err = super::detach(&all, WEST, 0, None, "t2", None).unwrap_err();
@@ -1373,14 +1367,7 @@ mod tests {
         assert_eq!(first.iter().filter(|o| o.result == "failed").count(), 2);
         stores[2].set_down(false);
         // A takeover happened meanwhile on a and w: running init again keeps it.
-        let taken = serde_json::to_vec(&FenceRecord {
-            epoch: 1,
-            writer_region: DR.into(),
-            promoted_at: "t1".into(),
-            previous_writer_region: Some(WEST.into()),
-            promoted_by: None,
-        })
-        .unwrap();
+        let taken = taken_by_dr();
         stores[0].put_raw(EPOCH_KEY, &taken);
         let again = initialize(&all, WEST, "t2", None);
         assert!(
