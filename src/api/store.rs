@@ -8,8 +8,9 @@
 //! follows a promotion without a restart.
 //!
 //! Every wait is bounded: connecting (`connect_timeout`), waiting for a pooled
-//! connection (`pool_timeout`), unacknowledged writes to a dead host
-//! (`tcp_user_timeout`) and statements (`statement_timeout`). So while the database is
+//! connection (`pool_timeout`, which also bounds a request's wait in the coalescing
+//! queue), unacknowledged writes to a dead host (`tcp_user_timeout`) and statements
+//! (`statement_timeout`). So while the database is
 //! down, requests fail fast and the pool reconnects by itself when it returns. Faster
 //! still: once a request finds the database unreachable, a circuit breaker
 //! ([`crate::api::breaker`]) fails requests at once for a cooldown, letting one through at a
@@ -290,8 +291,16 @@ impl Store {
             schema_ready: AtomicBool::new(false),
             schema_attempted: AtomicBool::new(false),
             pool_timeout: config.pool_timeout,
-            lookups: Coalescer::new(config.lookup_concurrency, StoreError::Unavailable),
-            writes: Coalescer::new(config.write_concurrency, StoreError::Unavailable),
+            lookups: Coalescer::new(
+                config.lookup_concurrency,
+                StoreError::Unavailable,
+                StoreError::Unavailable,
+            ),
+            writes: Coalescer::new(
+                config.write_concurrency,
+                StoreError::Unavailable,
+                StoreError::Unavailable,
+            ),
             wal_position_after_write: config.dr_receipt.is_some(),
             breaker: Breaker::new(config.breaker_cooldown, Instant::now()),
             last_ready_ms: AtomicU64::new(0),
@@ -404,7 +413,9 @@ impl Store {
         username: &str,
     ) -> std::result::Result<Option<Date>, StoreError> {
         self.lookups
-            .submit(username.into(), |names| self.lookup_batch(names))
+            .submit(username.into(), self.queue_deadline(), |names| {
+                self.lookup_batch(names)
+            })
     }
 
     // The coalescer hands out its requests by reference; each request is the boxed name.
@@ -448,7 +459,15 @@ impl Store {
         dob: Date,
     ) -> std::result::Result<Option<WalPosition>, StoreError> {
         self.writes
-            .submit((username.into(), dob), |batch| self.upsert_batch(batch))
+            .submit((username.into(), dob), self.queue_deadline(), |batch| {
+                self.upsert_batch(batch)
+            })
+    }
+
+    /// A request waits behind busy batches as long as it would for a pooled connection
+    /// (`DOB_POOL_TIMEOUT_MS`), then answers 503 unrun.
+    fn queue_deadline(&self) -> Instant {
+        Instant::now() + self.pool_timeout
     }
 
     fn upsert_batch(
