@@ -33,7 +33,7 @@ DOB_FENCE_BUCKETS           cross-region write fence: buckets holding the promot
 DOB_DR_RECEIPT_SLOT         the DR region's replication slot on this cluster: a PUT is
                             answered 204 only once it has flushed the commit (503 after
                             DOB_DR_RECEIPT_TIMEOUT_MS, default 3000); with the fence,
-                            detaches after DOB_DR_DETACH_AFTER_MS (default 10000)
+                            detaches after DOB_DR_DETACH_AFTER_MS (default 12000)
 RUST_LOG                    log level (default info)",
     exit_codes: "\
 0  clean shutdown after SIGTERM or SIGINT

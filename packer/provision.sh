@@ -193,11 +193,13 @@ printf '%s\n' "# Installed by dob's provision.sh: Patroni (as postgres) opens th
 # PostgreSQL's WAL receiver connects without a timeout of its own (PGCONNECT_TIMEOUT is not
 # honoured by it): a lost leader's address would hold a replica, and the DR standby
 # cluster, for the kernel's SYN retries (over two minutes) before it tries the next host.
-# Two retries give up after 7 s; eu-west-1's dob-api detaches from the DR region after
-# DOB_DR_DETACH_AFTER_MS (10 s) without its receipt.
+# One retry gives up after 3 s: after an in-region failover the DR standby cluster tries
+# the lost leader's address first on every attempt, and the new leader must be reached
+# well within DOB_DR_DETACH_AFTER_MS (12 s), after which eu-west-1's dob-api detaches
+# from the DR region. Inside a VPC a SYN is lost about never twice in a row.
 install -d -m 0755 /etc/sysctl.d
-printf '%s\n' "# Installed by dob's provision.sh: connects to a lost host give up after 7 s." \
-	"net.ipv4.tcp_syn_retries = 2" >/etc/sysctl.d/60-dob.conf
+printf '%s\n' "# Installed by dob's provision.sh: connects to a lost host give up after 3 s." \
+	"net.ipv4.tcp_syn_retries = 1" >/etc/sysctl.d/60-dob.conf
 install -d -m 0750 -o root -g dob /etc/dob
 install -m 0640 -o root -g dob "$source_dir/dob.env.example" /etc/dob/dob.env.example
 # First-boot marker and state of role-setup.sh (root only).

@@ -248,9 +248,9 @@ net_up() {
 		ip -n "$NET" link set "v-$node" master br0 up
 		ip -n "$(ns "$node")" addr add "${IP[$node]}/24" dev eth0
 		ip -n "$(ns "$node")" link set eth0 up
-		# As the image's sysctl: a connect to a lost host gives up after 7 s (the WAL
+		# As the image's sysctl: a connect to a lost host gives up after 3 s (the WAL
 		# receiver has no connect timeout of its own).
-		ip netns exec "$(ns "$node")" sysctl -q -w net.ipv4.tcp_syn_retries=2
+		ip netns exec "$(ns "$node")" sysctl -q -w net.ipv4.tcp_syn_retries=1
 	done
 	# The DR region is another region away: delay both ways on its link. Some kernels
 	# are built without netem (sch_netem); the drill then runs without the delay and
@@ -869,9 +869,17 @@ kill_host "$victim"
 fault="$(now)"
 dob_log "az_loss: killed host $victim (the leader)"
 wait_for "a new leader" 60 leader >/dev/null
+promoted="$(now)"
 dob_log "az_loss: $(leader) leads"
+# How long the DR standby cluster takes to stream from the new leader: eu-west-1's
+# writes wait for its receipt meanwhile, and it must stay well below
+# DOB_DR_DETACH_AFTER_MS.
+wait_for "the DR standby cluster to stream from the new leader" 60 dr_streaming
+dr_back="$(now)"
+dob_log "az_loss: the DR region streams again $(python3 -c "print(round($dr_back - $promoted, 1))") s after the promotion"
 sleep 20
-printf '{"scenario":"az_loss","fault":%s,"victim":"%s","detach":%s,"end":%s}\n' "$fault" "$victim" "$(detach_record)" "$(now)" >>"$events"
+printf '{"scenario":"az_loss","fault":%s,"victim":"%s","promoted":%s,"dr_back":%s,"detach":%s,"end":%s}\n' \
+	"$fault" "$victim" "$promoted" "$dr_back" "$(detach_record)" "$(now)" >>"$events"
 
 # the victim comes back as it boots: links up, etcd, Patroni, dob-api
 ip -n "$NET" link set "v-$victim" up

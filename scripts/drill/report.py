@@ -158,6 +158,12 @@ def main() -> int:
             result["rto_s"] = round(min(after) - start, 2) if after else None
             result["ok"] = result["rto_s"] is not None and result["rto_s"] < 30 and result["acked_lost"] == 0
             result["detail"] = f"leader {event['victim']} killed; {len(in_window)} writes acknowledged in the window"
+            if event.get("dr_back") is not None:
+                result["dr_reconnect_s"] = round(event["dr_back"] - event["promoted"], 2)
+                result["detail"] += (
+                    f"; the DR region streamed from the new leader {result['dr_reconnect_s']} s after "
+                    "it was seen leading"
+                )
         elif name == "partition":
             cut_acks = [a for a in inaz_acked if a["t"] >= start]
             demoted = event.get("demoted")

@@ -80,7 +80,7 @@ impl DrReceiptConfig {
         }
         use crate::config::millis_in_range;
         let timeout = millis_in_range(get, "DOB_DR_RECEIPT_TIMEOUT_MS", 3_000, 10, 60_000)?;
-        let detach_after = millis_in_range(get, "DOB_DR_DETACH_AFTER_MS", 10_000, 1_000, 600_000)?;
+        let detach_after = millis_in_range(get, "DOB_DR_DETACH_AFTER_MS", 12_000, 1_000, 600_000)?;
         Ok(Some(DrReceiptConfig {
             slot,
             timeout,
@@ -342,9 +342,12 @@ impl DrReceipt {
     }
 
     fn detached_now(&self) -> bool {
-        self.fence
-            .as_ref()
-            .is_some_and(|f| f.state.detached_at(Instant::now()).is_some())
+        self.fence.as_ref().is_some_and(|f| {
+            // Still detached once the answer has left (see `ACK_MARGIN`).
+            f.state
+                .detached_at(Instant::now() + crate::failover::fence::ACK_MARGIN)
+                .is_some()
+        })
     }
 
     /// Called after a PUT's COMMIT, with its database connection released: blocks until

@@ -40,6 +40,8 @@ pub struct App {
     /// The longest a PUT can take to commit once it starts (pool wait plus statement
     /// timeout): a write goes ahead only if the lease outlasts it.
     pub write_hold: std::time::Duration,
+    /// PUTs committed after their lease ran out, answered 503 "outcome unknown".
+    pub late_commits: std::sync::atomic::AtomicU64,
     /// The DR region's receipt a committed PUT waits for, when `DOB_DR_RECEIPT_SLOT` is set.
     pub dr_receipt: Option<Arc<crate::api::dr_receipt::DrReceipt>>,
 }
@@ -201,24 +203,44 @@ fn put_hello(app: &App, request: &Request) -> Reply {
             return Reply::error(503, &refusal.to_string()).with_retry_after(READ_ONLY_RETRY_AFTER);
         }
     }
-    match app
+    let position = match app
         .store
         .upsert_date_of_birth(username.as_str(), dob.date())
     {
-        Ok(position) => match &app.dr_receipt {
-            None => Reply::empty(204),
-            // The connection is back in the pool; only this request waits.
-            Some(dr) => match dr.wait(position) {
-                Receipt::Confirmed | Receipt::Alone => Reply::empty(204),
-                Receipt::TimedOut => Reply::error(
-                    503,
-                    "the write was committed in this region, but the DR region has not confirmed it in time: its outcome is unknown; retry",
-                )
-                .with_retry_after(1),
-            },
-        },
-        Err(err) => store_error(err),
+        Ok(position) => position,
+        Err(err) => return store_error(err),
+    };
+    // The connection is back in the pool; only this request waits.
+    if let Some(dr) = &app.dr_receipt {
+        match dr.wait(position) {
+            Receipt::Confirmed | Receipt::Alone => {}
+            Receipt::TimedOut => return Reply::error(
+                503,
+                "the write was committed in this region, but the DR region has not confirmed it in time: its outcome is unknown; retry",
+            )
+            .with_retry_after(1),
+        }
     }
+    // The lease checked before the statement may have run out while the commit or the
+    // receipt waited (a hung synchronous commit, a long write queue): a takeover may be
+    // promoting the DR region now, and a 204 must not outlive the lease.
+    if let Some(fence) = &app.fence {
+        if fence
+            .check_write(
+                std::time::Instant::now(),
+                crate::failover::fence::ACK_MARGIN,
+            )
+            .is_err()
+        {
+            app.late_commits.fetch_add(1, Ordering::Relaxed);
+            return Reply::error(
+                503,
+                "the write was committed in this region, but this region's write lease ran out before it could be acknowledged: its outcome is unknown; retry",
+            )
+            .with_retry_after(READ_ONLY_RETRY_AFTER);
+        }
+    }
+    Reply::empty(204)
 }
 
 fn is_json_media_type(value: &str) -> bool {
@@ -356,6 +378,7 @@ fn metrics(app: &App) -> Reply {
             f.check_write(std::time::Instant::now(), app.write_hold)
                 .is_ok()
         }),
+        fence_late_commits: load(&app.late_commits),
         http: HttpSnapshot {
             connections_open: front.open.load(Ordering::Relaxed) as u64,
             connections_max: app.max_connections as u64,

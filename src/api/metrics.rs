@@ -97,6 +97,8 @@ pub struct DbSnapshot {
     /// 1 while this host may acknowledge writes under the cross-region fence (always 1
     /// with fencing off); 0 when fenced or without a current lease.
     pub fence_writable: bool,
+    /// PUTs whose lease ran out between the check before the statement and the answer.
+    pub fence_late_commits: u64,
     pub http: HttpSnapshot,
     /// The DR region's receipt, when `DOB_DR_RECEIPT_SLOT` is set.
     pub dr: Option<crate::api::dr_receipt::ReceiptStats>,
@@ -225,6 +227,13 @@ impl Metrics {
         for (name, help, value) in gauges {
             write_single(&mut out, "gauge", name, help, value);
         }
+        write_single(
+            &mut out,
+            "counter",
+            "dob_fence_late_commits_total",
+            "PUTs committed after their write lease ran out, answered 503 (outcome unknown).",
+            db.fence_late_commits,
+        );
         let http = &db.http;
         let counters: [(&str, &str, u64); 6] = [
             (
@@ -375,6 +384,7 @@ mod tests {
             schema_ready: true,
             draining: false,
             fence_writable: true,
+            fence_late_commits: 0,
             http: HttpSnapshot {
                 panics: 2,
                 ..HttpSnapshot::default()

@@ -169,6 +169,7 @@ impl Server {
             http_stats: Arc::new(front::Stats::default()),
             max_connections,
             write_hold: config.pool_timeout + config.statement_timeout,
+            late_commits: std::sync::atomic::AtomicU64::new(0),
             dr_receipt,
             fence,
         };

@@ -52,6 +52,11 @@ pub const EPOCH_KEY: &str = "fence/epoch.json";
 pub const DETACH_KEY: &str = "fence/detach.json";
 /// One S3 request of a read round or a takeover's write may take this long.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// A 204 is sent only with at least this much of the lease left after its COMMIT (and
+/// after its DR receipt): the time from that check to the answer leaving the host, with
+/// room for a stalled thread. Far below the lease less a read interval, so it refuses
+/// nothing while the fence answers.
+pub const ACK_MARGIN: Duration = Duration::from_secs(1);
 /// Credentials from an instance profile expire: the watcher builds its clients anew
 /// this often (and after any failed read).
 const RECONNECT_EVERY: Duration = Duration::from_secs(300);

@@ -2,7 +2,8 @@
 //! S3 server: conditional writes refuse a stale version; without records in a majority
 //! of the buckets nothing is acknowledged; the home region writes once `--fence-init`
 //! has created them and stops at once when a later epoch in a majority names another
-//! region; garbage is never read as "no record".
+//! region; garbage is never read as "no record"; a commit that outlived its lease is
+//! answered "outcome unknown", never 204.
 
 use crate::api::{put_dob_at, send, wait_until};
 use crate::helpers::*;
@@ -383,6 +384,64 @@ fn a_fence_record_that_is_not_one_never_hands_writes_back() {
         "the readable record to be read",
         || status_of_put(&api, "Grace").0 == 204,
     );
+}
+
+#[test]
+fn a_commit_that_outlives_its_lease_is_answered_outcome_unknown() {
+    let db = fresh_database();
+    let buckets = Buckets::new();
+    assert_eq!(fence_init(&buckets.spec()).0, 0);
+    let api = spawn_api_at(
+        &shared_pg().url(&db),
+        &buckets.spec(),
+        &shared_s3().endpoint(),
+        WEST,
+        // Room for the statement to wait on a lock while the fence turns.
+        &[
+            ("DOB_STATEMENT_TIMEOUT_MS", "4000"),
+            ("DOB_FENCE_LEASE_MS", "6000"),
+        ],
+    );
+    ready(&api);
+    wait_until(Duration::from_secs(5), "the records to be read", || {
+        status_of_put(&api, "Heidi").0 == 204
+    });
+    // Another session holds Heidi's row: the next PUT of Heidi passes the lease check
+    // and then waits in its statement, as a hung COMMIT would.
+    let mut blocker = sql(&db);
+    let mut held = blocker.transaction().unwrap();
+    held.execute(
+        "SELECT 1 FROM users WHERE username = 'Heidi' FOR UPDATE",
+        &[],
+    )
+    .unwrap();
+    let addr = api.addr;
+    let put = std::thread::spawn(move || put_dob_at(addr, "Heidi", "1984-02-29"));
+    std::thread::sleep(Duration::from_millis(300));
+    // A takeover's epoch lands meanwhile, and is read.
+    buckets.dr.put(EPOCH_KEY, &record(1, DR));
+    buckets.witness.put(EPOCH_KEY, &record(1, DR));
+    wait_until(Duration::from_secs(2), "the fence to be read", || {
+        metric(&api, "dob_fence_writable") == 0.0
+    });
+    held.commit().unwrap();
+    let answer = put.join().unwrap();
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(
+        answer.body.contains("outcome is unknown"),
+        "{}",
+        answer.body
+    );
+    // It did commit: which is why the answer is "unknown", not "refused".
+    let stored: String = sql(&db)
+        .query_one(
+            "SELECT date_of_birth::text FROM users WHERE username = 'Heidi'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, "1984-02-29");
+    assert_eq!(metric(&api, "dob_fence_late_commits_total"), 1.0);
 }
 
 fn detach_state(bucket: &TestBucket) -> Option<dob::failover::fence::DetachRecord> {
