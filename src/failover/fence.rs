@@ -36,6 +36,7 @@
 //! the buckets.
 
 use crate::config::S3Config;
+use crate::failover::promote::Lsn;
 use crate::failover::quorum::{
     self, majority_records, Read, RecordStore, S3RecordStore, StoreRead, WriteReport,
 };
@@ -221,11 +222,14 @@ pub struct DetachRecord {
     /// The promotion epoch the writing region held when it wrote this.
     pub epoch: u64,
     pub state: AttachState,
-    /// With `detached`: the last WAL position the DR region confirmed before the
-    /// writing region went on alone. Writes after it may exist only there.
+    /// With `detached` and `reattaching`: the last WAL position the DR region confirmed
+    /// before the writing region first went on alone. Writes after it may exist only
+    /// there.
     #[serde(default)]
     pub confirmed_lsn: Option<String>,
-    /// RFC 3339, when the state changed.
+    /// RFC 3339: with `detached` and `reattaching`, when the writing region first went
+    /// on alone (another host's later detach, and the way back, keep it); with
+    /// `attached`, when the region re-attached.
     pub since: String,
     #[serde(default)]
     pub by: Option<String>,
@@ -597,25 +601,50 @@ pub fn detach_in_force(
 /// only if its record is older. Returns the report and the record written.
 fn write_attach_state(
     stores: &[&dyn RecordStore],
-    make: impl FnOnce(u64) -> DetachRecord,
+    make: impl FnOnce(u64, Option<&DetachRecord>) -> DetachRecord,
 ) -> std::result::Result<(WriteReport, DetachRecord), String> {
     let reads = read_detach(stores);
     let latest = reads
         .iter()
         .filter_map(|r| r.read.record())
-        .map(|r| r.seq)
-        .max()
-        .unwrap_or(0);
+        .max_by_key(|r| r.seq);
     let seq = latest
+        .map_or(0, |r| r.seq)
         .checked_add(1)
         .ok_or("the detach record's sequence number is at its largest: settle it by hand")?;
-    let record = make(seq);
+    let record = make(seq, latest);
     let admit = |current: Option<&DetachRecord>| match current {
         Some(c) if c.seq >= seq => Err(format!("holds a newer record (sequence {})", c.seq)),
         _ => Ok(()),
     };
     let report = quorum::write_majority(stores, DETACH_KEY, &record, &admit);
     Ok((report, record))
+}
+
+/// Where the window of writes acknowledged alone starts, for a record about to be
+/// written at `epoch`: while the latest record at that epoch is not `attached` (another
+/// host detached first, or the region is on its way back), the window is still open, so
+/// its start stays: the earlier time and the lower confirmed WAL position (none known
+/// beats any). Otherwise it starts now, at `confirmed`.
+pub fn loss_window_start(
+    latest: Option<&DetachRecord>,
+    epoch: u64,
+    now: &str,
+    confirmed: Option<String>,
+) -> (String, Option<String>) {
+    let Some(open) = latest.filter(|r| r.epoch == epoch && r.state != AttachState::Attached) else {
+        return (now.to_owned(), confirmed);
+    };
+    let lower = match (open.confirmed_lsn.as_deref(), confirmed.as_deref()) {
+        (Some(a), Some(b)) => match (Lsn::parse(a), Lsn::parse(b)) {
+            (Some(x), Some(y)) if y < x => confirmed.clone(),
+            (Some(_), Some(_)) => open.confirmed_lsn.clone(),
+            // An unreadable position bounds nothing.
+            _ => None,
+        },
+        _ => None,
+    };
+    (open.since.clone(), lower)
 }
 
 /// The writing region's half of the detach protocol, run by a `dob-api` whose DR region
@@ -630,13 +659,16 @@ pub fn detach(
     now: &str,
     by: Option<String>,
 ) -> std::result::Result<DetachLease, String> {
-    let (report, record) = write_attach_state(stores, |seq| DetachRecord {
-        epoch,
-        state: AttachState::Detached,
-        confirmed_lsn,
-        since: now.to_owned(),
-        by,
-        seq,
+    let (report, record) = write_attach_state(stores, |seq, latest| {
+        let (since, confirmed_lsn) = loss_window_start(latest, epoch, now, confirmed_lsn);
+        DetachRecord {
+            epoch,
+            state: AttachState::Detached,
+            confirmed_lsn,
+            since,
+            by,
+            seq,
+        }
     })?;
     if !report.won() {
         return Err(format!(
@@ -671,13 +703,25 @@ pub fn write_reattach(
     now: &str,
     by: Option<String>,
 ) -> std::result::Result<u64, String> {
-    let (report, record) = write_attach_state(stores, |seq| DetachRecord {
-        epoch,
-        state,
-        confirmed_lsn: None,
-        since: now.to_owned(),
-        by,
-        seq,
+    let (report, record) = write_attach_state(stores, |seq, latest| {
+        let (since, confirmed_lsn) = match state {
+            AttachState::Attached => (now.to_owned(), None),
+            // The way back adds nothing to the window: it keeps what the detach opened.
+            _ => loss_window_start(
+                latest,
+                epoch,
+                now,
+                latest.and_then(|r| r.confirmed_lsn.clone()),
+            ),
+        };
+        DetachRecord {
+            epoch,
+            state,
+            confirmed_lsn,
+            since,
+            by,
+            seq,
+        }
     })?;
     if report.won() {
         Ok(record.seq)
@@ -1304,6 +1348,67 @@ mod tests {
             detach_finding(&reads, 3, 0),
             DetachFinding::Detached(r) if r.seq == 4
         ));
+    }
+
+    #[test]
+    fn a_second_hosts_detach_and_the_way_back_keep_where_the_window_began() {
+        let stores = model_deployment();
+        let all: Vec<&dyn RecordStore> = stores.iter().map(|s| s as &dyn RecordStore).collect();
+        let first = super::detach(&all, WEST, 0, Some("0/5000".into()), "t1", Some("a".into()));
+        assert!(first.is_ok(), "{first:?}");
+        // Host b's watcher gave up on the DR region a moment later, having seen less
+        // confirmed: the window is the union of both.
+        assert!(
+            super::detach(&all, WEST, 0, Some("0/4000".into()), "t2", Some("b".into())).is_ok()
+        );
+        let record = latest_detach(&all).unwrap();
+        assert_eq!(
+            (record.since.as_str(), record.confirmed_lsn.as_deref()),
+            ("t1", Some("0/4000"))
+        );
+        assert_eq!(record.by.as_deref(), Some("b"));
+
+        // Re-attaching: no more writes alone, but the window is not closed yet.
+        write_reattach(&all, 0, AttachState::Reattaching, "t3", None).unwrap();
+        let record = latest_detach(&all).unwrap();
+        assert_eq!(
+            (record.since.as_str(), record.confirmed_lsn.as_deref()),
+            ("t1", Some("0/4000"))
+        );
+
+        // Attached closes it; the next detach opens a new one.
+        write_reattach(&all, 0, AttachState::Attached, "t4", None).unwrap();
+        assert_eq!(latest_detach(&all).unwrap().confirmed_lsn, None);
+        assert!(super::detach(&all, WEST, 0, Some("0/9000".into()), "t5", None).is_ok());
+        let record = latest_detach(&all).unwrap();
+        assert_eq!(
+            (record.since.as_str(), record.confirmed_lsn.as_deref()),
+            ("t5", Some("0/9000"))
+        );
+    }
+
+    #[test]
+    fn a_window_opened_under_an_older_epoch_or_without_a_position_is_not_carried_over() {
+        let open = |epoch, lsn: Option<&str>| DetachRecord {
+            epoch,
+            state: AttachState::Detached,
+            confirmed_lsn: lsn.map(Into::into),
+            since: "t1".into(),
+            by: None,
+            seq: 3,
+        };
+        let older = open(0, Some("0/1"));
+        assert_eq!(
+            loss_window_start(Some(&older), 1, "t9", Some("0/8".into())),
+            ("t9".into(), Some("0/8".into()))
+        );
+        let unknown = open(1, None);
+        assert_eq!(
+            loss_window_start(Some(&unknown), 1, "t9", Some("0/8".into())),
+            ("t1".into(), None),
+            "no known position bounds nothing"
+        );
+        assert_eq!(loss_window_start(None, 1, "t9", None), ("t9".into(), None));
     }
 
     #[test]
