@@ -28,6 +28,15 @@ fn main() -> ExitCode {
             dob::logging::init();
             return takeover(patroni_config, env_file, dry_run, json, accept_data_loss);
         }
+        Ok(Command::Follow {
+            patroni_config,
+            env_file,
+            dry_run,
+            json,
+        }) => {
+            dob::logging::init();
+            return follow(patroni_config, env_file, dry_run, json);
+        }
         Ok(Command::FenceInit { env_file, json }) => {
             dob::logging::init();
             return fence_init(env_file, json);
@@ -188,12 +197,18 @@ fn takeover(
         Ok(fence) => fence,
         Err(message) => return fail(json, what, message, 2),
     };
+    let peer_slot = match peer_slot() {
+        Ok(slot) => slot,
+        Err(message) => return fail(json, what, message, 2),
+    };
     let options = dob::failover::takeover::TakeoverOptions {
         patroni_config,
         fence,
         dry_run,
         json,
         accept_data_loss,
+        peer_slot,
+        socket_dir: dob::failover::local_pg::socket_dir(&|key: &str| std::env::var(key).ok()),
     };
     match dob::failover::takeover::run(&options) {
         Ok(report) => {
@@ -227,9 +242,117 @@ fn takeover(
             ExitCode::SUCCESS
         }
         Err(err) => {
-            let refused = std::error::Error::source(&err)
-                .is_some_and(|s| s.is::<dob::failover::takeover::Refused>());
-            fail(json, what, err.chain(), if refused { 7 } else { 1 })
+            let Some(refused) = std::error::Error::source(&err)
+                .and_then(|s| s.downcast_ref::<dob::failover::takeover::Refused>())
+            else {
+                return fail(json, what, err.chain(), 1);
+            };
+            // The operator decides on the loss window: it goes out whole, as JSON too.
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "result": "refused",
+                        "error": err.chain(),
+                        "epoch": refused.epoch,
+                        "loss_window": refused.window,
+                    })
+                );
+            }
+            eprintln!("dob-promote: {what} refused: {}", err.chain());
+            ExitCode::from(7)
         }
+    }
+}
+
+/// `DOB_DR_SLOT` (default `dob_dr`): the slot a writing region keeps for the other.
+fn peer_slot() -> Result<String, String> {
+    let slot = std::env::var("DOB_DR_SLOT")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "dob_dr".to_owned());
+    if dob::failover::follow::valid_slot(&slot) {
+        Ok(slot)
+    } else {
+        Err(format!(
+            "DOB_DR_SLOT={slot:?} is not a slot name (lower-case letters, digits, _)"
+        ))
+    }
+}
+
+fn follow(
+    patroni_config: std::path::PathBuf,
+    env_file: Option<std::path::PathBuf>,
+    dry_run: bool,
+    json: bool,
+) -> ExitCode {
+    let what = "follow";
+    let fence = match fence_config(env_file) {
+        Ok(fence) => fence,
+        Err(message) => return fail(json, what, message, 2),
+    };
+    let slot = match peer_slot() {
+        Ok(slot) => slot,
+        Err(message) => return fail(json, what, message, 2),
+    };
+    let peer_hosts: Vec<String> = std::env::var("DOB_PEER_HOSTS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .collect();
+    if peer_hosts.is_empty() {
+        return fail(
+            json,
+            what,
+            "DOB_PEER_HOSTS is not set (in the environment or the env file): the other region's database hosts".into(),
+            2,
+        );
+    }
+    if let Some(bad) = peer_hosts
+        .iter()
+        .find(|h| !dob::failover::follow::valid_host(h))
+    {
+        return fail(
+            json,
+            what,
+            format!("DOB_PEER_HOSTS lists {bad:?}, which is not a host name or address"),
+            2,
+        );
+    }
+    let options = dob::failover::follow::FollowOptions {
+        patroni_config,
+        fence,
+        peer_hosts,
+        slot,
+        socket_dir: dob::failover::local_pg::socket_dir(&|key: &str| std::env::var(key).ok()),
+        dry_run,
+        json,
+    };
+    match dob::failover::follow::run(&options) {
+        Ok(report) => {
+            for warning in &report.warnings {
+                log::warn!("{warning}");
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).expect("the report serialises")
+                );
+            }
+            eprintln!(
+                "dob-promote: {} {} (epoch {}): {} is the standby leader of this region",
+                match report.result {
+                    "dry-run" => "would follow",
+                    "already-following" => "already follows",
+                    _ => "follows",
+                },
+                report.writer_region,
+                report.epoch,
+                report.leader
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => fail(json, what, err.chain(), 1),
     }
 }

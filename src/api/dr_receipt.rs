@@ -67,12 +67,7 @@ impl DrReceiptConfig {
             return Ok(None);
         };
         let slot = slot.trim().to_owned();
-        // PostgreSQL's own rule for slot names.
-        if slot.len() > 63
-            || !slot
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
+        if !crate::failover::follow::valid_slot(&slot) {
             return Err(crate::Error::config(
                 "DOB_DR_RECEIPT_SLOT",
                 format!("{slot:?} is not a replication slot name (a-z, 0-9, _; at most 63)"),

@@ -1,10 +1,14 @@
 //! Changing which database takes writes, all through `dob-promote`: promoting a local
-//! streaming replica, a planned switchover through Patroni, and the cross-region
-//! takeover; and the write fence (promotion epoch in S3, write lease) that keeps the
+//! streaming replica, a planned switchover through Patroni, the cross-region
+//! takeover and the way back (a region that no longer writes follows the one that does); and the write fence (promotion epoch in S3, write lease) that keeps the
 //! old region from writing after a takeover, which `dob-api` also obeys.
 
 // Cross-region write fencing: the promotion epoch in S3 and the write lease.
 pub mod fence;
+// `dob-promote --follow`: a region the fence does not name follows the writing one.
+pub mod follow;
+// One query on this host's own server, through psql as the postgres user.
+pub mod local_pg;
 // Records in several buckets that count only once a majority holds them.
 pub mod quorum;
 // dob-promote: checks that promoting the local replica is safe, promotes, verifies.

@@ -19,6 +19,7 @@ dob-promote --switchover [--candidate NAME] [--patroni-config PATH]
             [--dry-run] [--json]
 dob-promote --takeover [--patroni-config PATH] [--env-file PATH]
             [--accept-data-loss] [--dry-run] [--json]
+dob-promote --follow [--patroni-config PATH] [--env-file PATH] [--dry-run] [--json]
 dob-promote --fence-init [--env-file PATH] [--json]",
     flags: "\
 --switchover          in the region, where Patroni manages PostgreSQL: a planned change
@@ -34,12 +35,19 @@ dob-promote --fence-init [--env-file PATH] [--json]",
                       dob-api stops writing, then promotes the local Patroni standby
                       cluster (patronictl edit-config) and waits for a new timeline.
                       Safe to re-run. See docs/failover.md
+                      Before promoting, while the old writer still streams here (a
+                      failback), waits until its WAL is flushed here
 --accept-data-loss    with --takeover: promote even though the old region acknowledged
                       writes the DR region may lack; the report gives that window
+--follow              in a region the fence does not name the writer (the home region
+                      back after a takeover; the DR region after a failback): make the
+                      local Patroni cluster a standby cluster of DOB_PEER_HOSTS, the
+                      writing region's hosts (its leader is rewound where it wrote
+                      apart), and wait until its standby leader runs. Safe to re-run
 --fence-init          at deploy: create the fence records (epoch 0 naming
                       DOB_FENCE_HOME_REGION, DR receipt attached) in every bucket that
                       has none; never replaces a record
---env-file PATH       with --takeover or --fence-init: read variables the environment
+--env-file PATH       with --takeover, --follow or --fence-init: read variables the environment
                       does not set from PATH (default /etc/dob/dob.env when it exists)
 --patroni-config PATH Patroni's configuration (default DOB_PATRONI_CONFIG, else
                       /etc/patroni/config.yml)
@@ -71,13 +79,17 @@ DOB_DATABASE_CA_FILE  CA that signed the servers' certificates (sslmode=verify-f
 DOB_PATRONI_CONFIG    default --patroni-config
 DOB_REGION, DOB_FENCE_BUCKETS, DOB_FENCE_HOME_REGION, DOB_FENCE_LEASE_MS,
 DOB_FENCE_INTERVAL_MS, DOB_S3_PREFIX, DOB_S3_ENDPOINT
-                      the write fence, for --takeover and --fence-init (also read from
-                      --env-file)
+                      the write fence, for --takeover, --follow and --fence-init (also
+                      read from --env-file)
+DOB_PEER_HOSTS        --follow: the other region's database hosts, comma-separated
+DOB_DR_SLOT           the slot a writing region keeps for the other one (default dob_dr)
+DOB_PG_SOCKET_DIR     --takeover: the local server's socket directory, to read its WAL
+                      receiver (default /var/run/postgresql); DOB_PG_BIN, psql's directory
 RUST_LOG              log level (default info)
 AWS credentials (--takeover): the standard chain (environment, profile, instance profile).",
     exit_codes: "\
 0  promoted (or, with --dry-run, would promote); switched over; took over; every
-   bucket holds the fence records (--fence-init)
+   bucket holds the fence records (--fence-init); following (--follow)
 1  error (with --fence-init: some bucket holds no valid record)
 2  bad command line; with --takeover or --fence-init, also a bad or missing fence
    configuration
@@ -86,8 +98,10 @@ AWS credentials (--takeover): the standard chain (environment, profile, instance
 5  replication lag beyond --max-lag-bytes (or replay did not catch up)
 6  promotion did not complete or the server did not accept a write afterwards
 7  --takeover refused: the old region acknowledged writes without the DR region's
-   receipt (or that cannot be ruled out); the new epoch stays recorded, nothing
-   takes writes, and --accept-data-loss promotes",
+   receipt (or that cannot be ruled out), or an old writer still streaming here did
+   not catch up; the new epoch stays recorded, nothing takes writes, and
+   --accept-data-loss promotes. With --json: {\"result\": \"refused\", \"error\",
+   \"epoch\", \"loss_window\": {\"after_lsn\", \"since\", \"by\", \"why\"}}",
 };
 
 #[derive(Debug, PartialEq, Eq)]
@@ -103,6 +117,13 @@ pub enum Command {
         dry_run: bool,
         json: bool,
         accept_data_loss: bool,
+    },
+    /// `--follow`: the local cluster becomes a standby cluster of the writing region.
+    Follow {
+        patroni_config: PathBuf,
+        env_file: Option<PathBuf>,
+        dry_run: bool,
+        json: bool,
     },
     /// `--fence-init`: the fence records a deploy starts from.
     FenceInit {
@@ -125,7 +146,7 @@ pub fn parse_args(
     let mut metrics_file = None;
     let (mut switchover, mut candidate, mut patroni_config) = (false, None, None);
     let (mut takeover, mut env_file) = (false, None);
-    let (mut fence_init, mut accept_data_loss) = (false, false);
+    let (mut fence_init, mut accept_data_loss, mut follow) = (false, false, false);
     while let Some(arg) = parser.next_arg()? {
         let flag = match arg {
             Arg::Flag(flag) => flag,
@@ -176,6 +197,7 @@ pub fn parse_args(
             "--env-file" => env_file = Some(PathBuf::from(parser.value()?)),
             "--switchover" => switchover = true,
             "--takeover" => takeover = true,
+            "--follow" => follow = true,
             "--fence-init" => fence_init = true,
             "--accept-data-loss" => accept_data_loss = true,
             "--force" => force = true,
@@ -196,6 +218,7 @@ pub fn parse_args(
     };
     if fence_init {
         if takeover
+            || follow
             || switchover
             || database_url.is_some()
             || !primary_urls.is_empty()
@@ -209,6 +232,25 @@ pub fn parse_args(
             return Err("--fence-init takes only --env-file and --json".into());
         }
         return Ok(Command::FenceInit { env_file, json });
+    }
+    if follow {
+        if takeover
+            || switchover
+            || database_url.is_some()
+            || !primary_urls.is_empty()
+            || force
+            || allow_data_loss
+            || accept_data_loss
+            || candidate.is_some()
+        {
+            return Err("--follow takes only --patroni-config, --env-file, --dry-run and --json: the fence and DOB_PEER_HOSTS know the rest".into());
+        }
+        return Ok(Command::Follow {
+            patroni_config: patroni_config_or_default(patroni_config),
+            env_file,
+            dry_run,
+            json,
+        });
     }
     if accept_data_loss && !takeover {
         return Err(
@@ -235,7 +277,7 @@ pub fn parse_args(
         });
     }
     if env_file.is_some() {
-        return Err("--env-file goes with --takeover or --fence-init".into());
+        return Err("--env-file goes with --takeover, --follow or --fence-init".into());
     }
     if switchover {
         if database_url.is_some() || !primary_urls.is_empty() || force || allow_data_loss {
@@ -429,6 +471,18 @@ mod tests {
             })
         ));
         assert_eq!(
+            parse(
+                &["--follow", "--patroni-config", "/p.yml", "--json"],
+                |_| None
+            ),
+            Ok(Command::Follow {
+                patroni_config: PathBuf::from("/p.yml"),
+                env_file: None,
+                dry_run: false,
+                json: true,
+            })
+        );
+        assert_eq!(
             parse(&["--fence-init", "--json"], |_| None),
             Ok(Command::FenceInit {
                 env_file: None,
@@ -445,6 +499,9 @@ mod tests {
             &["--switchover", "--accept-data-loss"],
             &["--fence-init", "--takeover"],
             &["--fence-init", "--dry-run"],
+            &["--follow", "--takeover"],
+            &["--follow", "--accept-data-loss"],
+            &["--follow", "--database-url", "postgresql://h/dob"],
         ] {
             assert!(parse(bad, |_| None).is_err(), "{bad:?}");
         }

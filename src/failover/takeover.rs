@@ -13,10 +13,17 @@
 //!    known), refuse, reporting the loss window, unless the operator passed
 //!    `--accept-data-loss`. The two majorities overlap, so either the old region saw
 //!    N+1 before it could write alone, or this read sees its detach (docs/design.md).
+//!    The window starts no later than what the member about to be promoted has flushed
+//!    ([`LossWindow::narrow_to_local_flush`]).
 //! 5. Wait out the lease ([`lease_wait`]): every `dob-api` of the old region has by then
-//!    read N+1 or lost its lease, and every write it let through has committed.
-//! 6. Remove `standby_cluster` from the Patroni configuration (`patronictl edit-config`):
-//!    Patroni promotes the standby leader. Wait until it leads on a new timeline.
+//!    read N+1 or lost its lease, and every write it let through has committed. Then,
+//!    while the old writer still streams here, wait until everything it flushed is
+//!    flushed here ([`catch_up_from`]); when the old writer is the DR region (a
+//!    failback), whose writes no receipt vouches for, a receiver that is not caught up
+//!    refuses like a detach.
+//! 6. Remove `standby_cluster` from the Patroni configuration (`patronictl edit-config`)
+//!    and keep the permanent slot the other region will follow through: Patroni
+//!    promotes the standby leader. Wait until it leads on a new timeline.
 //!
 //! A re-run after a crash or a refusal continues from where it stopped: a record that
 //! already names this region is written again where it is missing, and a cluster that
@@ -27,6 +34,7 @@ use crate::failover::fence::{
     self, detach_finding, top_record, DetachFinding, DetachRecord, FenceConfig, FenceRecord,
     FenceStores, EPOCH_KEY,
 };
+use crate::failover::promote::Lsn;
 use crate::failover::quorum::{self, majority_records, StoreRead};
 use crate::failover::switchover::{parse_members, patronictl, Member};
 use crate::{Error, Result};
@@ -52,7 +60,62 @@ pub struct TakeoverOptions {
     /// Promote even though the old region acknowledged writes without the DR region
     /// (or that cannot be ruled out): a person accepts the reported loss window.
     pub accept_data_loss: bool,
+    /// `DOB_DR_SLOT`: the permanent slot the promoted cluster keeps for the other
+    /// region, which follows it through `dob-promote --follow`.
+    pub peer_slot: String,
+    /// The local server's socket directory, to read its WAL receiver.
+    pub socket_dir: PathBuf,
 }
+
+/// How the local standby leader stands with the old writer's WAL once the old
+/// writer's leases have run out (after the lease wait).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum CatchUp {
+    /// No WAL receiver streams from the old writer: it is unreachable.
+    NotStreaming,
+    /// Everything the old writer had flushed, as of a message received after the
+    /// lease wait, is flushed here.
+    CaughtUp { lsn: String },
+    /// Streaming, not there yet.
+    Behind { flushed: String, upstream: String },
+}
+
+/// The query [`catch_up_from`] reads: `pg_stat_wal_receiver`, with the messages that
+/// count limited to those received after `after_unix` (seconds since the epoch).
+pub fn catch_up_sql(after_unix: f64) -> String {
+    format!(
+        "SELECT status, coalesce(flushed_lsn::text, ''), coalesce(latest_end_lsn::text, ''), \
+         coalesce((flushed_lsn >= latest_end_lsn)::text, 'false'), \
+         coalesce((last_msg_receipt_time > to_timestamp({after_unix:.3}))::text, 'false') \
+         FROM pg_stat_wal_receiver"
+    )
+}
+
+/// Reads [`catch_up_sql`]'s rows. The sender reports its flushed end of WAL with its
+/// messages (`latest_end_lsn`); a message received after the old writer stopped
+/// writing, with everything up to the highest such end flushed here, means nothing it
+/// acknowledged is missing.
+pub fn catch_up_from(rows: &[Vec<String>]) -> CatchUp {
+    let Some(row) = rows.first().filter(|r| r.len() == 5 && r[0] == "streaming") else {
+        return CatchUp::NotStreaming;
+    };
+    let yes = |v: &str| matches!(v, "t" | "true");
+    if yes(&row[3]) && yes(&row[4]) {
+        CatchUp::CaughtUp {
+            lsn: row[1].clone(),
+        }
+    } else {
+        CatchUp::Behind {
+            flushed: row[1].clone(),
+            upstream: row[2].clone(),
+        }
+    }
+}
+
+/// How long the takeover waits for the local standby leader to catch up with an old
+/// writer it still streams from.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where the local cluster stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +273,30 @@ impl LossWindow {
         }
     }
 
+    /// The member about to be promoted must hold what the DR region confirmed before the
+    /// detach: a standby leader that changed inside the DR region, or a member copied
+    /// anew, may have flushed less. Then the window starts at what this member holds,
+    /// and the returned warning says so. `local_flush` is `None` when it cannot be read.
+    pub fn narrow_to_local_flush(&mut self, local_flush: Option<Lsn>) -> Option<String> {
+        let confirmed = self.after_lsn.as_deref().and_then(Lsn::parse)?;
+        let Some(local) = local_flush else {
+            return Some(format!(
+                "this member's flushed WAL position cannot be read, so whether it holds everything the DR region confirmed (to {confirmed}) is unknown"
+            ));
+        };
+        if local >= confirmed {
+            return None;
+        }
+        self.after_lsn = Some(local.to_string());
+        self.why = format!(
+            "{}, and this member has flushed only to {local}, below the {confirmed} the DR region confirmed",
+            self.why
+        );
+        Some(format!(
+            "this member has flushed the old region's WAL only to {local}, below the {confirmed} the DR region confirmed before the detach: the loss window starts at {local}"
+        ))
+    }
+
     fn describe(&self) -> String {
         let mut parts = vec![self.why.clone()];
         if let Some(lsn) = &self.after_lsn {
@@ -267,6 +354,9 @@ pub struct TakeoverReport {
     pub previous_timeline: u32,
     pub timeline: u32,
     pub lease_wait_s: f64,
+    /// Where the local standby leader stood with the old writer's WAL before promoting.
+    pub catch_up: Option<CatchUp>,
+    pub catch_up_s: f64,
     pub promote_s: f64,
     pub warnings: Vec<String>,
 }
@@ -349,6 +439,8 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
         previous_timeline,
         timeline: previous_timeline,
         lease_wait_s: 0.0,
+        catch_up: None,
+        catch_up_s: 0.0,
         promote_s: 0.0,
         warnings,
     };
@@ -357,6 +449,9 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
         // detach before the real run).
         let finding = detach_finding(&fence::read_detach(&all), total, next.superseded);
         record_finding(&mut report, &finding);
+        if let ClusterState::Standby { .. } = state {
+            narrow_to_this_member(options, &mut report);
+        }
         return Ok(report);
     }
     log::info!(
@@ -392,6 +487,9 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
     let finding = detach_finding(&fence::read_detach(&all), total, next.superseded);
     record_finding(&mut report, &finding);
     let promoted = matches!(state, ClusterState::Leading { .. });
+    if !promoted {
+        narrow_to_this_member(options, &mut report);
+    }
     if let Some(window) = &report.loss_window {
         if promoted {
             // A re-run after the promotion (copying the record to the buckets that
@@ -424,7 +522,16 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
         );
         std::thread::sleep(wait.saturating_sub(written_at.elapsed()));
         report.lease_wait_s = written_at.elapsed().as_secs_f64();
+        let old_writer = next
+            .record
+            .previous_writer_region
+            .clone()
+            .unwrap_or_default();
+        wait_for_catch_up(options, &old_writer, &mut report)?;
         let started = Instant::now();
+        // The other region follows through this slot once it is back
+        // (dob-promote --follow there).
+        let slot = format!("slots.{}={{type: physical}}", options.peer_slot);
         patronictl(
             config,
             &[
@@ -433,6 +540,8 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
                 "--quiet",
                 "-s",
                 "standby_cluster=null",
+                "-s",
+                &slot,
             ],
         )?;
         let deadline = started + PROMOTE_TIMEOUT;
@@ -459,6 +568,107 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
         report.promote_s = started.elapsed().as_secs_f64();
     }
     Ok(report)
+}
+
+/// Before promoting: while the old writer is still streaming to us (a planned move, a
+/// failback), wait until everything it flushed is flushed here. The home region's
+/// acknowledged writes are the DR receipt's to vouch for, so when it is unreachable
+/// the detach finding says what may be lost; the other region writes without any
+/// receipt, so when *it* is the old writer, only a caught-up receiver proves nothing is.
+fn wait_for_catch_up(
+    options: &TakeoverOptions,
+    old_writer: &str,
+    report: &mut TakeoverReport,
+) -> Result<()> {
+    let receipted = old_writer == options.fence.home_region;
+    let after = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+    let started = Instant::now();
+    let catch_up = loop {
+        let state =
+            match crate::failover::local_pg::query(&options.socket_dir, &catch_up_sql(after)) {
+                Ok(rows) => catch_up_from(&rows),
+                Err(err) => {
+                    report.warnings.push(format!(
+                        "cannot read the local WAL receiver: {}",
+                        err.chain()
+                    ));
+                    CatchUp::NotStreaming
+                }
+            };
+        match &state {
+            CatchUp::CaughtUp { .. } | CatchUp::NotStreaming => break state,
+            CatchUp::Behind { .. } if started.elapsed() >= CATCH_UP_TIMEOUT => break state,
+            CatchUp::Behind { .. } => std::thread::sleep(Duration::from_millis(500)),
+        }
+    };
+    report.catch_up_s = started.elapsed().as_secs_f64();
+    report.catch_up = Some(catch_up.clone());
+    let gap = match &catch_up {
+        CatchUp::CaughtUp { .. } => return Ok(()),
+        CatchUp::NotStreaming if receipted => return Ok(()),
+        CatchUp::Behind { flushed, upstream } if receipted => {
+            report.warnings.push(format!(
+                "the old writer's WAL is flushed here to {flushed}, not to {upstream}: what lies between was never acknowledged while the DR receipt held"
+            ));
+            return Ok(());
+        }
+        CatchUp::NotStreaming => format!(
+            "the old writer ({old_writer}) acknowledges writes without this region's receipt, and it does not stream here, so what it acknowledged last may be missing"
+        ),
+        CatchUp::Behind { flushed, upstream } => format!(
+            "after {} s this region has flushed the old writer's WAL to {flushed}, not to {upstream}",
+            CATCH_UP_TIMEOUT.as_secs()
+        ),
+    };
+    let window = LossWindow {
+        after_lsn: match &catch_up {
+            CatchUp::Behind { flushed, .. } => Some(flushed.clone()),
+            _ => None,
+        },
+        since: None,
+        by: None,
+        why: gap,
+    };
+    if options.accept_data_loss {
+        report.accepted_data_loss = true;
+        report.warnings.push(format!(
+            "promoting with --accept-data-loss: {}",
+            window.describe()
+        ));
+        if report.loss_window.is_none() {
+            report.loss_window = Some(window);
+        }
+        return Ok(());
+    }
+    Err(Error::with_source(
+        "the takeover stopped before promoting",
+        Refused {
+            window,
+            epoch: report.epoch,
+        },
+    ))
+}
+
+/// What this member has flushed of the old writer's WAL: received and synced by the
+/// WAL receiver, or replayed (after a restart the receiver's position starts unknown).
+pub const LOCAL_FLUSH_SQL: &str =
+    "SELECT coalesce(greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text, '')";
+
+/// A loss window from the detach record starts no later than what this member holds.
+fn narrow_to_this_member(options: &TakeoverOptions, report: &mut TakeoverReport) {
+    let Some(window) = report.loss_window.as_mut() else {
+        return;
+    };
+    let local = crate::failover::local_pg::query(&options.socket_dir, LOCAL_FLUSH_SQL)
+        .ok()
+        .and_then(|rows| {
+            rows.first()
+                .and_then(|r| r.first())
+                .and_then(|v| Lsn::parse(v))
+        });
+    if let Some(warning) = window.narrow_to_local_flush(local) {
+        report.warnings.push(warning);
+    }
 }
 
 fn record_finding(report: &mut TakeoverReport, finding: &DetachFinding) {
@@ -500,6 +710,85 @@ mod tests {
             store: "cut".into(),
             read: quorum::Read::Failed("timeout".into()),
         }
+    }
+
+    #[test]
+    fn only_a_receiver_streaming_past_the_old_writers_last_message_is_caught_up() {
+        let row = |status: &str, caught: &str, fresh: &str| {
+            vec![vec![
+                status.to_owned(),
+                "0/5000100".to_owned(),
+                "0/5000000".to_owned(),
+                caught.to_owned(),
+                fresh.to_owned(),
+            ]]
+        };
+        assert_eq!(catch_up_from(&[]), CatchUp::NotStreaming);
+        assert_eq!(
+            catch_up_from(&row("waiting", "t", "t")),
+            CatchUp::NotStreaming
+        );
+        assert_eq!(
+            catch_up_from(&row("streaming", "t", "t")),
+            CatchUp::CaughtUp {
+                lsn: "0/5000100".into()
+            }
+        );
+        // Flushed to the last end it heard of, but nothing heard since the lease wait
+        // ended: the old writer may have flushed more meanwhile.
+        for (caught, fresh) in [("t", "f"), ("f", "t"), ("false", "false")] {
+            assert!(
+                matches!(
+                    catch_up_from(&row("streaming", caught, fresh)),
+                    CatchUp::Behind { .. }
+                ),
+                "{caught} {fresh}"
+            );
+        }
+        assert!(catch_up_sql(1796625736.5).contains("to_timestamp(1796625736.500)"));
+    }
+
+    #[test]
+    fn a_loss_window_starts_no_later_than_what_this_member_flushed() {
+        let detached = || LossWindow {
+            after_lsn: Some("0/5000".into()),
+            since: Some("2026-12-07T10:00:00Z".into()),
+            by: Some("a".into()),
+            why: "the old region recorded itself detached from the DR region".into(),
+        };
+        let mut window = detached();
+        assert_eq!(window.narrow_to_local_flush(Lsn::parse("0/6000")), None);
+        assert_eq!(
+            window,
+            detached(),
+            "a member at or past the confirmed position"
+        );
+        assert_eq!(window.narrow_to_local_flush(Lsn::parse("0/5000")), None);
+
+        let warning = window.narrow_to_local_flush(Lsn::parse("0/4000"));
+        assert!(warning.is_some_and(|w| w.contains("0/4000") && w.contains("0/5000")));
+        assert_eq!(window.after_lsn.as_deref(), Some("0/4000"));
+        assert!(
+            window.why.contains("flushed only to 0/4000"),
+            "{}",
+            window.why
+        );
+
+        let mut unread = detached();
+        assert!(unread.narrow_to_local_flush(None).is_some());
+        assert_eq!(
+            unread.after_lsn.as_deref(),
+            Some("0/5000"),
+            "kept when unknown"
+        );
+
+        // A window without a confirmed position (an unreadable detach) stays as it is.
+        let mut unknown = LossWindow {
+            after_lsn: None,
+            ..detached()
+        };
+        assert_eq!(unknown.narrow_to_local_flush(Lsn::parse("0/1")), None);
+        assert_eq!(unknown.after_lsn, None);
     }
 
     #[test]
