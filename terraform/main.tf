@@ -433,6 +433,8 @@ module "primary_region_host" {
   fence_peer_cidr                = var.dr_vpc_cidr
   # A 204 waits for the DR standby cluster's flush (its slot, kept by Patroni).
   dr_receipt_slot = "dob_dr"
+  # Back after a takeover, dob-promote --follow makes this cluster the DR region's standby.
+  peer_hosts = local.dr_ip
 
   # The passwords and the certificate are in SSM before the host first boots.
   depends_on = [module.credentials]
@@ -512,9 +514,11 @@ module "dr" {
   replication_password_parameter = var.replication_password_parameter
   # A Patroni standby cluster with its own one-member etcd, following whichever primary
   # region host leads; dob-promote --takeover promotes it.
-  etcd_initial_cluster     = "dr=http://${local.dr_ip}:2380"
-  etcd_name                = "dr"
-  standby_of               = "${local.primary_ip},${local.replica_ip}"
+  etcd_initial_cluster = "dr=http://${local.dr_ip}:2380"
+  etcd_name            = "dr"
+  standby_of           = "${local.primary_ip},${local.replica_ip}"
+  # After a failback, dob-promote --follow makes this cluster a standby of them again.
+  peer_hosts               = "${local.primary_ip},${local.replica_ip}"
   secrets_parameter_prefix = var.patroni_secrets_parameter_prefix
   fence_buckets            = local.dr_fence_buckets
   fence_home_region        = var.primary_region

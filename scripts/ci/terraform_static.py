@@ -811,6 +811,7 @@ def render_user_data(root: Path, render_dir: Path) -> int:
         "fence_buckets": "",
         "fence_home_region": "",
         "dr_receipt_slot": "",
+        "peer_hosts": "",
     }
     etcd = "a=http://10.10.0.10:2380,b=http://10.10.1.10:2380,witness=http://10.10.2.10:2380"
     fence = dict(fence_buckets="b@eu-west-1,b-eu-central-1@eu-central-1", fence_home_region="eu-west-1")
@@ -823,14 +824,14 @@ def render_user_data(root: Path, render_dir: Path) -> int:
                         etcd_initial_cluster=etcd, etcd_name="a", secrets_parameter_prefix="/dob/patroni/",
                         patroni_url="http://10.10.0.10:8008", data_units=patroni_data_units,
                         units=patroni_units + ["dob-backup.timer", "dob-metrics.timer"],
-                        dr_receipt_slot="dob_dr", **fence),
+                        dr_receipt_slot="dob_dr", peer_hosts="10.20.0.10", **fence),
         "witness": dict(database_url=url, s3_bucket="b", s3_region="eu-west-1", primary_host="",
                         replica_cidrs="", host_address="10.10.2.10", etcd_initial_cluster=etcd,
                         etcd_name="witness", units=["dob-role-setup.service", "etcd.service"]),
         "dr-standby": dict(database_url="postgresql://dob@127.0.0.1:5432/dob?sslmode=verify-full", s3_bucket="b-eu-central-1",
                            s3_region="eu-central-1", primary_host="", replica_cidrs="10.10.0.10/32,10.10.1.10/32",
                            host_address="10.20.0.10", etcd_initial_cluster="dr=http://10.20.0.10:2380",
-                           etcd_name="dr", standby_of="10.10.0.10,10.10.1.10",
+                           etcd_name="dr", standby_of="10.10.0.10,10.10.1.10", peer_hosts="10.10.0.10,10.10.1.10",
                            secrets_parameter_prefix="/dob/patroni/", patroni_url="http://10.20.0.10:8008",
                            data_units=patroni_data_units, units=patroni_units + ["dob-restore-drill.timer", "dob-metrics.timer"],
                            **fence),

@@ -77,6 +77,7 @@ locals {
     fence_buckets                  = var.fence_buckets
     fence_home_region              = var.fence_home_region
     dr_receipt_slot                = var.dr_receipt_slot
+    peer_hosts                     = var.peer_hosts
     tls_ca_parameter               = var.tls_ca_parameter
     tls_cert_parameter             = var.tls_cert_parameter
     tls_key_parameter              = var.tls_key_parameter

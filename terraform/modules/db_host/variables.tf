@@ -312,6 +312,12 @@ variable "fence_peer_cidr" {
   default     = ""
 }
 
+variable "peer_hosts" {
+  description = "DOB_PEER_HOSTS: the other region's database hosts (comma list), which dob-promote --follow makes this cluster a standby cluster of once the fence names the other region the writer. Empty: --follow refuses."
+  type        = string
+  default     = ""
+}
+
 variable "dr_receipt_slot" {
   description = "DOB_DR_RECEIPT_SLOT: the DR region's replication slot on this cluster; dob-api answers a PUT 204 only once it has flushed the commit. Empty: no DR receipt."
   type        = string
