@@ -311,6 +311,10 @@ cat >"$tmp" <<-EOF
 	  connect_address: $address:5432
 	  data_dir: $(yaml_string "$data_dir")
 	  bin_dir: $(yaml_string "$bin_dir")
+	  # Patroni rewrites this file before each connection it hands to libpq (the
+	  # replication user's for primary_conninfo, the rewind user's for pg_rewind): one
+	  # per data directory, so two instances on one machine never read each other's.
+	  pgpass: $(yaml_string "$(dirname "$data_dir")/pgpass")
 	  use_unix_socket: true
 	  # A new replica's copy starts at once instead of after a spread checkpoint.
 	  basebackup:
