@@ -102,6 +102,19 @@ fn switchover(options: &dob::failover::switchover::SwitchoverOptions) -> ExitCod
 const HOST_ENV_FILE: &str = "/etc/dob/dob.env";
 
 /// Prints a failure of `--takeover` or `--fence-init` and returns its exit code.
+/// A report's warnings to the log, and the report itself to stdout with --json.
+fn log_and_print(report: &impl serde::Serialize, warnings: &[String], json: bool) {
+    for warning in warnings {
+        log::warn!("{warning}");
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(report).expect("the report serialises")
+        );
+    }
+}
+
 fn fail(json: bool, what: &str, message: String, code: u8) -> ExitCode {
     if json {
         println!(
@@ -212,15 +225,7 @@ fn takeover(
     };
     match dob::failover::takeover::run(&options) {
         Ok(report) => {
-            for warning in &report.warnings {
-                log::warn!("{warning}");
-            }
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&report).expect("the report serialises")
-                );
-            }
+            log_and_print(&report, &report.warnings, json);
             eprintln!(
                 "dob-promote: {} {}: epoch {} recorded in {}; {} leads on timeline {} (was {})",
                 if dry_run {
@@ -331,15 +336,7 @@ fn follow(
     };
     match dob::failover::follow::run(&options) {
         Ok(report) => {
-            for warning in &report.warnings {
-                log::warn!("{warning}");
-            }
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&report).expect("the report serialises")
-                );
-            }
+            log_and_print(&report, &report.warnings, json);
             eprintln!(
                 "dob-promote: {} {} (epoch {}): {} is the standby leader of this region",
                 match report.result {

@@ -233,16 +233,14 @@ pub fn parse_args(
         }
         return Ok(Command::FenceInit { env_file, json });
     }
+    // What only a local promotion or a switchover takes.
+    let local_flags = database_url.is_some()
+        || !primary_urls.is_empty()
+        || force
+        || allow_data_loss
+        || candidate.is_some();
     if follow {
-        if takeover
-            || switchover
-            || database_url.is_some()
-            || !primary_urls.is_empty()
-            || force
-            || allow_data_loss
-            || accept_data_loss
-            || candidate.is_some()
-        {
+        if takeover || switchover || local_flags || accept_data_loss {
             return Err("--follow takes only --patroni-config, --env-file, --dry-run and --json: the fence and DOB_PEER_HOSTS know the rest".into());
         }
         return Ok(Command::Follow {
@@ -259,13 +257,7 @@ pub fn parse_args(
         );
     }
     if takeover {
-        if switchover
-            || database_url.is_some()
-            || !primary_urls.is_empty()
-            || force
-            || allow_data_loss
-            || candidate.is_some()
-        {
+        if switchover || local_flags {
             return Err("--takeover takes only --patroni-config, --env-file, --accept-data-loss, --dry-run and --json: Patroni and the fence configuration know the rest".into());
         }
         return Ok(Command::Takeover {
