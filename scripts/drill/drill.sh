@@ -63,9 +63,29 @@
 #   fence_store_outage
 #              every fence bucket unreachable from eu-west-1 for 60 s: nothing is
 #              acknowledged without a lease; writes resume within 10 s of the return
+#   takeover_in_flight
+#              eu-west-1's leader cut off from its synchronous standby and the DR
+#              region while writers inside eu-west-1 wait on it (60 s client timeout),
+#              the takeover at once: nothing acknowledged is missing from the promoted
+#              DR region, nothing acknowledged by eu-west-1 after the promotion
+#   failback   (after it) as below
+#   region_split
+#              eu-west-1 loses the DR region and its bucket but keeps its own bucket,
+#              the witness's and its clients (and writers inside it): it detaches and
+#              goes on alone; the operator's takeover refuses (exit 7) with the loss
+#              window, then with --accept-data-loss promotes the DR region; nothing
+#              lost outside that window, nothing acknowledged by eu-west-1 after the
+#              promotion, at most 120 s without an acknowledged write through DNS
+#   failback   (after it) the runbook's way home: dob-promote --follow on
+#              eu-west-1's leader host (a standby
+#              cluster of the DR region, its leader rewound), dob-promote --takeover
+#              there (it waits until eu-west-1 holds everything the DR region
+#              flushed), dob-promote --follow in the DR region; under load through
+#              DNS, nothing acknowledged is lost and eu-west-1 re-attaches
 #   region_loss
-#              eu-west-1 is cut off from the internet side and the DR region (its
-#              hosts still see each other); once DNS answers the DR region, the
+#              eu-west-1 is cut off from the internet side, the DR region and the
+#              witness region (its hosts still see each other), while writers inside
+#              it keep writing to its hosts; once DNS answers the DR region, the
 #              operator step: dob-promote --takeover on the DR host; writes resume
 #              through DNS; then eu-west-1 comes back, and writers sent straight to
 #              its hosts get no write acknowledged
@@ -81,7 +101,9 @@
 # Each scenario's result goes to target/drill/report.json and is printed as a table:
 # rto_s (fault to the first acknowledged write after it), acked_lost (acknowledged
 # writes missing at the end), failed_requests, split_brain_writes, write_unavailable_s
-# (the longest stretch without an acknowledged write).
+# (the longest stretch without an acknowledged write); the JSON adds outcome_unknown
+# (503s for writes that committed unconfirmed) and, with a takeover,
+# takeover_to_first_write_s.
 #
 # Everything runs inside namespaces the drill creates; every process, namespace and
 # the work directory (/var/tmp/dob-drill.*) are removed on exit. DOB_DRILL_KEEP=1
@@ -452,8 +474,8 @@ api_url() {
 # keys are moto's placeholders). dob-api gets it in its environment, dob-promote
 # --takeover reads it with --env-file (the drill's hosts share one file system).
 write_host_env() {
-	local node=$1 region=$WEST_REGION
-	[[ $node != dr ]] || region=$DR_REGION
+	local node=$1 region=$WEST_REGION peers=${IP[dr]}
+	[[ $node != dr ]] || region=$DR_REGION peers="${IP[a]},${IP[b]}"
 	mkdir -p "$WORK/$node"
 	cat >"$WORK/$node/dob.env" <<-EOF
 		DOB_REGION=$region
@@ -463,26 +485,49 @@ write_host_env() {
 		DOB_FENCE_INTERVAL_MS=1000
 		AWS_ACCESS_KEY_ID=drill
 		AWS_SECRET_ACCESS_KEY=drill
+		DOB_PEER_HOSTS=$peers
+		DOB_PG_SOCKET_DIR=$WORK/$node/run
+		DOB_PG_BIN=$PG_BIN
 	EOF
 	# eu-west-1's dob-api answers 204 only once the DR region has flushed the commit.
 	[[ $node == dr ]] || echo "DOB_DR_RECEIPT_SLOT=dob_dr" >>"$WORK/$node/dob.env"
 }
 
-dr_attached() {
-	[[ "$(detach_record | python3 -c 'import json, sys; print(json.load(sys.stdin)["state"])' 2>/dev/null)" == attached ]]
+# The DR receipt state in force: a detach recorded under an older epoch than the fence's
+# was settled by the takeover that ended that epoch, so the new writer starts attached.
+dr_state_is() {
+	[[ "$(detach_record | python3 -c '
+import json, sys
+record = json.load(sys.stdin)
+superseded = record["epoch"] < record.get("fence_epoch", record["epoch"])
+print("attached" if superseded else record["state"])' 2>/dev/null)" == "$1" ]]
 }
 
-# The DR receipt state eu-west-1 recorded (the witness bucket's copy), as JSON; null when
-# it cannot be read. A signed GET (boto3, from the S3 server's virtualenv): objects are
-# private.
+dr_attached() { dr_state_is attached; }
+
+# dob-promote on `node` as an operator runs it there: that host's Patroni configuration
+# and /etc/dob/dob.env, nothing else from the drill's environment.
+promote_on() {
+	local node=$1
+	shift
+	in_ns "$node" env -i PATH=/usr/bin:/bin "$BIN_DIR/dob-promote" "$@" \
+		--patroni-config "$WORK/$node/patroni.yml" --env-file "$WORK/$node/dob.env"
+}
+
+# The DR receipt state the writing region recorded (the witness bucket's copy), as JSON,
+# with the fence's epoch beside it as `fence_epoch`; null when it cannot be read. A signed
+# GET (boto3, from the S3 server's virtualenv): objects are private.
 detach_record() {
 	in_ns client timeout 10 "$DOB_ROOT/.venv/bin/python" - "$S3_WITNESS" "$WITNESS_BUCKET" 2>/dev/null <<-'EOF' || echo null
 		import json, sys
 		import boto3
 		s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1",
 		                  aws_access_key_id="drill", aws_secret_access_key="drill")
-		body = s3.get_object(Bucket=sys.argv[2], Key="dob/fence/detach.json")["Body"].read()
-		print(json.dumps(json.loads(body)))
+		def read(key):
+		    return json.loads(s3.get_object(Bucket=sys.argv[2], Key=f"dob/fence/{key}.json")["Body"].read())
+		record = read("detach")
+		record["fence_epoch"] = read("epoch")["epoch"]
+		print(json.dumps(record))
 	EOF
 }
 
@@ -703,7 +748,7 @@ start_dns() {
 	mkdir -p "$WORK/dns"
 	start_bg client dns python3 "$PWD/scripts/drill/dns.py" --primary "${IP[client]}:8080" \
 		--secondary "${IP[client]}:8081" --out "$DNS_ANSWER" --events "$WORK/dns/events.jsonl" \
-		--interval 10 --threshold 3 --max-seconds 1200
+		--interval 10 --threshold 3 --max-seconds 2400
 	wait_for "the DNS stand-in's first answer" 30 test -s "$DNS_ANSWER"
 }
 
@@ -778,16 +823,84 @@ live_timeline() {
 }
 
 # load_start NAME TARGET NODE: TARGET is a URL, or "dns" for the DNS stand-in's answer.
+# load_start NAME TARGET NODE [load.py options...]
 load_start() {
 	local name=$1 target=$2 node=$3
+	shift 3
 	local -a to=(--url "$target")
 	[[ $target != dns ]] || to=(--dns "$DNS_ANSWER")
 	start_bg "$node" "load-$name" python3 "$PWD/scripts/drill/load.py" "${to[@]}" \
-		--out "$WORK/load" --name "$name" --rate 40 --max-seconds 900
+		--out "$WORK/load" --name "$name" --rate 40 --max-seconds 900 "$@"
 }
 
 load_stop() {
 	touch "$WORK/load/$1.stop"
+}
+
+# A JSON file's text, or null when it is missing or empty.
+json_file() {
+	local text
+	text="$(cat "$1" 2>/dev/null)"
+	printf '%s' "${text:-null}"
+}
+
+# Whether every named load on `node` has exited (its last request answered or timed out).
+loads_done() {
+	local node=$1 name pid state
+	shift
+	for name in "$@"; do
+		pid="$(cat "$WORK/$node/load-$name.pid" 2>/dev/null)" || continue
+		state="$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)" || continue
+		[[ -z "$state" || "$state" == Z ]] || return 1
+	done
+}
+
+# failback: the runbook's way home after a takeover (`after` names the scenario that
+# made it). eu-west-1, reachable again, follows the DR region (dob-promote --follow: a
+# standby cluster, its leader rewound past what it wrote alone); then the takeover in
+# eu-west-1 (a new epoch naming it, the DR region's leases run out, eu-west-1 catches up
+# with everything the DR region flushed, promotion); then the DR region follows
+# eu-west-1 again and re-attaches. Under load through DNS (load `back-<after>`).
+fail_back() {
+	local after=$1
+	local name="back-$after" files="$WORK/failback-$after"
+	local fault follow_west_exit=0 west_standby="" failback_at failback_exit=0 follow_dr_exit=0 home
+	load_start "$name" dns client
+	sleep 3
+	fault="$(now)"
+	# On the host that leads eu-west-1, as the runbook says.
+	promote_on "$(leader || echo a)" --follow --json >"$files-follow-west.json" 2>>"$WORK/takeover.log" || follow_west_exit=$?
+	dob_log "failback: dob-promote --follow in eu-west-1 exited $follow_west_exit: $(cat "$files-follow-west.json")"
+	for _ in $(seq 1 120); do
+		west_standby="$(leader || true)"
+		[[ -n "$west_standby" && "$(psql_on "$west_standby" -c "SELECT status FROM pg_stat_wal_receiver" 2>/dev/null)" == streaming ]] && break
+		west_standby=""
+		sleep 1
+	done
+	[[ -n "$west_standby" ]] || dob_die "eu-west-1's standby leader does not stream from the DR region"
+	dob_log "failback: $west_standby streams from the DR region"
+	failback_at="$(now)"
+	promote_on "$west_standby" --takeover --json >"$files-takeover.json" 2>>"$WORK/takeover.log" || failback_exit=$?
+	dob_log "failback: dob-promote --takeover in eu-west-1 exited $failback_exit: $(cat "$files-takeover.json")"
+	promote_on dr --follow --json >"$files-follow-dr.json" 2>>"$WORK/takeover.log" || follow_dr_exit=$?
+	dob_log "failback: dob-promote --follow in the DR region exited $follow_dr_exit: $(cat "$files-follow-dr.json")"
+	wait_for "the DR standby cluster to stream from eu-west-1" 180 dr_streaming
+	wait_for "eu-west-1 to be attached to the DR region" 120 dr_attached
+	wait_for "the DNS stand-in to answer eu-west-1" 150 dns_answers "${IP[client]}:8080"
+	home="$(now)"
+	dob_log "failback: writes are home after $(python3 -c "print(round($home - $fault, 1))") s"
+	wait_for "the NLB stand-in to have both hosts in service" 120 nlb_all_up
+	for node in "${PG_NODES[@]}"; do
+		[[ "$node" == "$(leader)" ]] || wait_for "$node to stream from $(leader)" 120 is_replica_streaming "$node"
+	done
+	sleep 5
+	load_stop "$name"
+	sleep 2
+	psql_on "$(leader)" -c "COPY (SELECT username, date_of_birth FROM users) TO STDOUT" >"$files-users.tsv"
+	printf '{"scenario":"failback","after":"%s","load":"%s","users":"%s","fault":%s,"follow_west_exit":%s,"follow_west":%s,"failback_at":%s,"failback_exit":%s,"failback":%s,"follow_dr_exit":%s,"follow_dr":%s,"home":%s,"detach_end":%s,"end":%s}\n' \
+		"$after" "$name" "$files-users.tsv" "$fault" "$follow_west_exit" "$(json_file "$files-follow-west.json")" \
+		"$failback_at" "$failback_exit" "$(json_file "$files-takeover.json")" "$follow_dr_exit" \
+		"$(json_file "$files-follow-dr.json")" "$home" "$(detach_record)" "$(now)" >>"$events"
 }
 
 # --- the run -------------------------------------------------------------------------
@@ -1062,14 +1175,118 @@ load_stop fence
 printf '{"scenario":"fence_store_outage","fault":%s,"returned":%s,"end":%s}\n' \
 	"$fault" "$returned" "$(now)" >>"$events"
 
-# region_loss: all of eu-west-1 cut off from the internet side and from the DR region
-# (its hosts still see one another, so its leader keeps leading), under load through
-# DNS. The operator step once DNS answers the DR region: dob-promote --takeover there.
+# takeover_in_flight: eu-west-1's leader cut off from its synchronous standby and from the
+# DR region (database host and bucket) while writers inside eu-west-1 wait on it (their
+# commits hang on the synchronous standby; each client waits up to 60 s), and the
+# operator's takeover in the DR region right away. A commit that the leader finishes
+# after the takeover must not be acknowledged: the lease check after COMMIT answers it
+# 503 (outcome unknown), and the watcher cannot detach under an epoch that has moved on.
 wait_for "the DR standby cluster to stream from eu-west-1" 60 dr_streaming
+wait_for "eu-west-1 to be attached to the DR region" 90 dr_attached
+flight_leader="$(leader)"
+flight_standby=""
+for node in "${PG_NODES[@]}"; do
+	[[ "$node" == "$flight_leader" ]] || flight_standby=$node
+done
+load_start flight dns client
+for i in 1 2 3; do
+	load_start "flightin$i" "http://${IP[$flight_leader]}:8080" "$flight_leader" --timeout 60
+done
+sleep 5
+partition "$flight_leader" "$flight_standby" dr s3dr
+fault="$(now)"
+dob_log "takeover_in_flight: leader $flight_leader cut off from $flight_standby and the DR region, writers waiting on it"
+sleep 3
+flight_exit=0
+promote_on dr --takeover --json >"$WORK/flight-takeover.json" 2>>"$WORK/takeover.log" || flight_exit=$?
+promoted="$(now)"
+dob_log "takeover_in_flight: dob-promote --takeover exited $flight_exit: $(cat "$WORK/flight-takeover.json")"
+wait_for "the DNS stand-in to answer the DR region" 150 dns_answers "${IP[client]}:8081"
+dns_switched="$(now)"
+dob_log "takeover_in_flight: DNS answers the DR region after $(python3 -c "print(round($dns_switched - $fault, 1))") s"
+# Every writer inside eu-west-1 has its answer (204, 503 or its own 60 s timeout)
+# before the count.
+for i in 1 2 3; do
+	load_stop "flightin$i"
+done
+wait_for "the writers inside eu-west-1 to have their answers" 90 loads_done "$flight_leader" flightin1 flightin2 flightin3
+load_stop flight
+sleep 2
+psql_on dr -c "COPY (SELECT username, date_of_birth FROM users) TO STDOUT" >"$WORK/flight-dr-users.tsv"
+heal "$flight_leader" "$flight_standby" dr s3dr
+printf '{"scenario":"takeover_in_flight","fault":%s,"leader":"%s","takeover_exit":%s,"takeover":%s,"promoted":%s,"dns_switched":%s,"dr_users":"%s","end":%s}\n' \
+	"$fault" "$flight_leader" "$flight_exit" "$(json_file "$WORK/flight-takeover.json")" "$promoted" \
+	"$dns_switched" "$WORK/flight-dr-users.tsv" "$(now)" >>"$events"
+fail_back takeover_in_flight
+
+# region_split: eu-west-1 loses the DR region (its database host and its bucket) but
+# keeps its own bucket, the witness's and its clients, under load through DNS and from
+# writers inside eu-west-1 straight at its hosts. It detaches (its own bucket and the
+# witness's are a majority) and goes on alone. The operator's takeover then refuses,
+# reporting the loss window (exit 7), and fences eu-west-1 (the epoch is recorded first);
+# repeated with --accept-data-loss it promotes the DR region.
+wait_for "the DR standby cluster to stream from eu-west-1" 60 dr_streaming
+wait_for "eu-west-1 to be attached to the DR region" 90 dr_attached
+load_start split dns client
+for node in "${PG_NODES[@]}"; do
+	load_start "splitin$node" "http://${IP[$node]}:8080" "$node"
+done
+sleep 5
+for node in "${PG_NODES[@]}"; do
+	partition "$node" dr s3dr
+done
+fault="$(now)"
+dob_log "region_split: eu-west-1 cut off from the DR region and its bucket"
+wait_for "eu-west-1 to record itself detached" 60 dr_state_is detached
+detached="$(now)"
+dob_log "region_split: eu-west-1 detached after $(python3 -c "print(round($detached - $fault, 1))") s: $(detach_record)"
+# Writes acknowledged alone meanwhile: the loss the operator will be told about.
+sleep 10
+refused_exit=0
+refused_at="$(now)"
+promote_on dr --takeover --json >"$WORK/split-refused.json" 2>>"$WORK/takeover.log" || refused_exit=$?
+dob_log "region_split: dob-promote --takeover exited $refused_exit: $(cat "$WORK/split-refused.json")"
+accepted_at="$(now)"
+accept_exit=0
+promote_on dr --takeover --accept-data-loss --json >"$WORK/split-takeover.json" 2>>"$WORK/takeover.log" || accept_exit=$?
+promoted="$(now)"
+dob_log "region_split: dob-promote --takeover --accept-data-loss exited $accept_exit: $(cat "$WORK/split-takeover.json")"
+wait_for "the DNS stand-in to answer the DR region" 150 dns_answers "${IP[client]}:8081"
+dns_switched="$(now)"
+dob_log "region_split: DNS answers the DR region after $(python3 -c "print(round($dns_switched - $fault, 1))") s"
+sleep 10
+load_stop split
+for node in "${PG_NODES[@]}"; do
+	load_stop "splitin$node"
+done
+sleep 2
+psql_on dr -c "COPY (SELECT username, date_of_birth FROM users) TO STDOUT" >"$WORK/split-dr-users.tsv"
+for node in "${PG_NODES[@]}"; do
+	heal "$node" dr s3dr
+done
+refused_json="$(cat "$WORK/split-refused.json" 2>/dev/null)"
+[[ -n "$refused_json" ]] || refused_json=null
+split_json="$(cat "$WORK/split-takeover.json" 2>/dev/null)"
+[[ -n "$split_json" ]] || split_json=null
+printf '{"scenario":"region_split","fault":%s,"detached":%s,"refused_at":%s,"refused_exit":%s,"refused":%s,"accepted_at":%s,"accept_exit":%s,"takeover":%s,"promoted":%s,"dns_switched":%s,"end":%s}\n' \
+	"$fault" "$detached" "$refused_at" "$refused_exit" "$refused_json" "$accepted_at" "$accept_exit" \
+	"$split_json" "$promoted" "$dns_switched" "$(now)" >>"$events"
+fail_back region_split
+
+# region_loss: all of eu-west-1 cut off from the internet side, from the DR region and
+# from the witness region (its hosts still see one another, so its leader keeps
+# leading), under load through DNS and from writers inside eu-west-1 that keep writing
+# to its hosts. The operator step once DNS answers the DR region: dob-promote
+# --takeover there.
+wait_for "the DR standby cluster to stream from eu-west-1" 60 dr_streaming
+wait_for "eu-west-1 to be attached to the DR region" 90 dr_attached
 load_start region dns client
+for node in "${PG_NODES[@]}"; do
+	load_start "regionin$node" "http://${IP[$node]}:8080" "$node"
+done
 sleep 5
 for node in "${WEST_NODES[@]}"; do
-	partition "$node" client dr s3dr
+	partition "$node" client dr s3dr s3witness
 done
 # The region's S3 goes with it.
 partition s3west client dr "${WEST_NODES[@]}"
@@ -1079,22 +1296,19 @@ wait_for "the DNS stand-in to answer the DR region" 120 dns_answers "${IP[client
 dns_switched="$(now)"
 dob_log "region_loss: DNS answers the DR region after $(python3 -c "print(round($dns_switched - $fault, 1))") s"
 # The runbook's first step: what it would do, changing nothing.
-in_ns dr env -i PATH=/usr/bin:/bin "$BIN_DIR/dob-promote" --takeover --dry-run \
-	--patroni-config "$WORK/dr/patroni.yml" --env-file "$WORK/dr/dob.env" \
-	>>"$WORK/takeover.log" 2>&1 || dob_die "dob-promote --takeover --dry-run failed"
+promote_on dr --takeover --dry-run >>"$WORK/takeover.log" 2>&1 || dob_die "dob-promote --takeover --dry-run failed"
 dr_role="$(in_ns client curl -fsS -m 2 "http://${IP[dr]}:8008/patroni" | python3 -c 'import json, sys; print(json.load(sys.stdin)["role"])')"
 [[ "$dr_role" == standby_leader ]] || dob_die "after --dry-run the DR host is $dr_role, not the standby leader"
 takeover_exit=0
-in_ns dr env -i PATH=/usr/bin:/bin "$BIN_DIR/dob-promote" --takeover \
-	--patroni-config "$WORK/dr/patroni.yml" --env-file "$WORK/dr/dob.env" --json \
-	>"$WORK/takeover.json" 2>>"$WORK/takeover.log" || takeover_exit=$?
+takeover_at="$(now)"
+promote_on dr --takeover --json >"$WORK/takeover.json" 2>>"$WORK/takeover.log" || takeover_exit=$?
 dob_log "region_loss: dob-promote --takeover exited $takeover_exit: $(cat "$WORK/takeover.json")"
 sleep 15
 # eu-west-1 comes back: its leader never stopped leading. Writers straight at its
 # hosts (past the NLB stand-in, which would refuse them for a failing health check)
 # must get nothing acknowledged.
 for node in "${WEST_NODES[@]}"; do
-	heal "$node" client dr s3dr
+	heal "$node" client dr s3dr s3witness
 done
 heal s3west client dr "${WEST_NODES[@]}"
 returned="$(now)"
@@ -1105,14 +1319,13 @@ done
 sleep 20
 for node in "${PG_NODES[@]}"; do
 	load_stop "back$node"
+	load_stop "regionin$node"
 done
 load_stop region
 # The runbook's step once eu-west-1's bucket answers again: the same command, which
 # copies the record to the bucket that lacked it.
 again_exit=0
-in_ns dr env -i PATH=/usr/bin:/bin "$BIN_DIR/dob-promote" --takeover \
-	--patroni-config "$WORK/dr/patroni.yml" --env-file "$WORK/dr/dob.env" --json \
-	>"$WORK/takeover-again.json" 2>>"$WORK/takeover.log" || again_exit=$?
+promote_on dr --takeover --json >"$WORK/takeover-again.json" 2>>"$WORK/takeover.log" || again_exit=$?
 dob_log "region_loss: dob-promote --takeover again exited $again_exit: $(cat "$WORK/takeover-again.json")"
 sleep 3
 west_leader="$(leader || echo none)"
@@ -1121,12 +1334,13 @@ takeover_json="$(cat "$WORK/takeover.json" 2>/dev/null)"
 [[ -n "$takeover_json" ]] || takeover_json=null
 again_json="$(cat "$WORK/takeover-again.json" 2>/dev/null)"
 [[ -n "$again_json" ]] || again_json=null
-printf '{"scenario":"region_loss","fault":%s,"dns_switched":%s,"takeover_exit":%s,"takeover":%s,"again_exit":%s,"again":%s,"returned":%s,"west_leader":"%s","region_delay_ms":%s,"end":%s}\n' \
-	"$fault" "$dns_switched" "$takeover_exit" "$takeover_json" "$again_exit" "$again_json" \
+printf '{"scenario":"region_loss","fault":%s,"dns_switched":%s,"takeover_at":%s,"takeover_exit":%s,"takeover":%s,"again_exit":%s,"again":%s,"returned":%s,"west_leader":"%s","region_delay_ms":%s,"end":%s}\n' \
+	"$fault" "$dns_switched" "$takeover_at" "$takeover_exit" "$takeover_json" "$again_exit" "$again_json" \
 	"$returned" "$west_leader" "$region_delay_ms" "$(now)" >>"$events"
 
 python3 scripts/drill/report.py --events "$events" --load "$WORK/load" \
 	--users "$WORK/final-users.tsv" --dr-users "$WORK/dr-users.tsv" --ttl "$TTL" \
+	--split-dr-users "$WORK/split-dr-users.tsv" \
 	--pitr-users "$WORK/pitr-users.tsv" --pitr-kept "$WORK/pitr-kept.tsv" \
 	--west-nlb "${IP[client]}:8080" --out "$REPORT_DIR/report.json"
 dob_log "done in $((SECONDS - started)) s; report in $REPORT_DIR/report.json"

@@ -2,7 +2,7 @@
 """Drill load client: writes through a URL and logs every acknowledged write.
 
     load.py (--url http://10.71.0.100:8080 | --dns FILE) --out DIR [--name NAME]
-            [--rate N] [--max-seconds S] [--max-requests N]
+            [--rate N] [--max-seconds S] [--max-requests N] [--timeout S]
 
 With --dns, the address comes from FILE, the DNS-failover stand-in's answer
 ("host:port"), read again once a second (a short DNS TTL): when the answer changes,
@@ -16,7 +16,8 @@ outcome (status, refused, timeout) goes to DIR/NAME.failed.jsonl with its time. 
 name the address the request went to ("via").
 
 Bounded: stops after --max-seconds or --max-requests, or on SIGTERM/SIGINT, or when
-DIR/NAME.stop exists. Only standard library; each request has a 2 s timeout.
+DIR/NAME.stop exists (checked between requests). Only standard library; each request
+has a --timeout (2 s; longer for a client that waits out a hung commit).
 """
 
 import argparse
@@ -46,6 +47,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=50.0, help="writes per second")
     parser.add_argument("--max-seconds", type=float, default=900.0)
     parser.add_argument("--max-requests", type=int, default=200_000)
+    parser.add_argument("--timeout", type=float, default=2.0, help="seconds per request")
     args = parser.parse_args()
 
     fixed = None
@@ -108,7 +110,7 @@ def main() -> int:
             try:
                 if conn is None:
                     host, port = via.rsplit(":", 1)
-                    conn = http.client.HTTPConnection(host, int(port), timeout=2)
+                    conn = http.client.HTTPConnection(host, int(port), timeout=args.timeout)
                     conn_via = via
                 conn.request("PUT", f"/hello/{user}", body, {"Content-Type": "application/json"})
                 response = conn.getresponse()

@@ -3,6 +3,7 @@
 
     report.py --events EVENTS.jsonl --load DIR --users FINAL.tsv --dr-users DR.tsv
               --pitr-users PITR.tsv --pitr-kept KEPT.tsv
+              --split-dr-users SPLIT.tsv
               --west-nlb HOST:PORT --ttl S --out REPORT.json
 
 Writes REPORT.json ({"scenarios": [...], "ok": bool}) and prints the same as a table.
@@ -34,6 +35,34 @@ dr_detach also requires write_unavailable_s <= 15, the receipt state `detached` 
 the cut and `attached` again afterwards; fence_store_outage requires writes to resume
 within 10 s of the buckets' return.
 
+In region_split (eu-west-1 cut from the DR region and its bucket, keeping its own, the
+witness's and its clients; the takeover refused, then run with --accept-data-loss):
+acked_lost counts acknowledged writes missing from the promoted DR region *outside* the
+window the refused takeover reported (from the detach to the promotion); those inside
+it are lost_in_window, the loss the operator accepted. split_brain_writes: eu-west-1's
+acknowledgements (through DNS or from the writers inside it) after the promotion began.
+It requires exit 7 then 0, write_unavailable_s <= 120.
+
+In takeover_in_flight (eu-west-1's leader cut from its synchronous standby and the DR
+region, writers inside eu-west-1 waiting on it, the takeover right away): acked_lost
+counts acknowledged writes, through DNS or inside, missing from the promoted DR region;
+split_brain_writes, eu-west-1's acknowledgements after the promotion began. The inside
+writers' other outcomes (503, their own 60 s timeout) are listed.
+
+Every scenario reports outcome_unknown: writes answered 503 because they committed but
+could not be confirmed (the DR receipt timed out, or the lease ran out after COMMIT).
+
+failback runs twice (after takeover_in_flight and after region_split; `after` says which).
+In failback (eu-west-1 follows, takes the writes back, the DR region follows):
+acked_lost counts the writes acknowledged through DNS meanwhile that eu-west-1's
+leader lacks at the end; split_brain_writes, the DR region's acknowledgements after
+eu-west-1's promotion began. It requires every step to exit 0, the takeover to have
+caught up with the DR region, and the DR receipt attached at the end.
+
+region_loss also runs writers inside eu-west-1 straight at its hosts: their
+acknowledged writes count in acked_lost (missing in the DR region) and in
+split_brain_writes (after the promotion began), apart from the DNS clients' numbers.
+
 In pitr: acked_lost counts writes acknowledged before the recorded time of the bad
 DELETE that are not in `users` after dob-restore --to-time (every writer's, the whole
 run), plus writes acknowledged after it that are in neither `users` nor the database the
@@ -41,7 +70,9 @@ recovery replaced (kept): nothing may be silently lost. rto_s is dob-restore's o
 to a verified recovery swapped in.
 
 FINAL.tsv is eu-west-1's `users` before pitr; PITR.tsv after it, KEPT.tsv the replaced
-database's; DR.tsv the DR region's at the end.
+database's; DR.tsv the DR region's at the end; SPLIT.tsv the DR region's right after
+region_split's takeover. takeover_in_flight and failback name their own tables (the DR
+region's after the takeover, eu-west-1's leader's after failing back) in their events.
 """
 
 import argparse
@@ -57,6 +88,21 @@ def read_jsonl(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+# The start of both "outcome unknown" answers (src/api/http.rs).
+UNKNOWN = "the write was committed in this region"
+
+
+def receipt_state(record):
+    """The DR receipt state in force: a detach recorded under an epoch older than the
+    fence's (`fence_epoch`, beside it in the drill's reads) was settled by the takeover
+    that ended that epoch, so the writer at the new one starts attached."""
+    if not record:
+        return None
+    if record.get("epoch", 0) < record.get("fence_epoch", record.get("epoch", 0)):
+        return "attached"
+    return record.get("state")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", required=True)
@@ -65,6 +111,7 @@ def main() -> int:
     parser.add_argument("--dr-users", required=True)
     parser.add_argument("--pitr-users", required=True)
     parser.add_argument("--pitr-kept", required=True)
+    parser.add_argument("--split-dr-users", required=True)
     parser.add_argument("--west-nlb", required=True)
     parser.add_argument("--ttl", type=float, required=True)
     parser.add_argument("--out", required=True)
@@ -99,8 +146,24 @@ def main() -> int:
         "rolling_deploy": "main", "switchover": "main", "az_loss": "main",
         "rejoin_after_az_loss": "main", "partition": "main", "rejoin": "main",
         "pitr": "pitr", "dr_detach": "detach", "fence_store_outage": "fence",
-        "region_loss": "region",
+        "region_split": "split", "takeover_in_flight": "flight", "region_loss": "region",
     }
+    every_failure = [
+        f
+        for entry in sorted(os.listdir(args.load))
+        if entry.endswith(".failed.jsonl")
+        for f in read_jsonl(os.path.join(args.load, entry))
+    ]
+
+    def load(name, kind="acked"):
+        return read_jsonl(os.path.join(args.load, f"{name}.{kind}.jsonl"))
+
+    def rfc3339(text):
+        """Seconds since the epoch of an RFC 3339 time with up to nanoseconds."""
+        from datetime import datetime
+        head, _, frac = text.rstrip("Z").partition(".")
+        base = datetime.fromisoformat(head + "+00:00").timestamp()
+        return base + (float("0." + frac) if frac else 0.0)
 
     def write_unavailable_s(load, start, end):
         """The longest stretch from `start` to `end` (or the load's last request, if
@@ -196,14 +259,14 @@ def main() -> int:
                 + f"; {len(main_acked) + len(inaz_acked)} acknowledged writes in the whole run, {len(all_lost)} missing"
             )
         elif name in ("dr_detach", "fence_store_outage"):
-            load = load_of[name]
-            acked = read_jsonl(os.path.join(args.load, f"{load}.acked.jsonl"))
-            failed_here = read_jsonl(os.path.join(args.load, f"{load}.failed.jsonl"))
+            its_load = load_of[name]
+            acked = load(its_load)
+            failed_here = load(its_load, "failed")
             # The DR region's table at the end: it holds everything eu-west-1 shipped.
             missing = [a for a in acked if dr_final.get(a["user"]) != a["date"]]
             result["acked_lost"] = len(missing)
             result["failed_requests"] = len([f for f in failed_here if f["t"] >= start])
-            gap = write_unavailable_s(load, start, end)
+            gap = write_unavailable_s(its_load, start, end)
             result["write_unavailable_s"] = gap
             after = [a["acked_at"] for a in acked if a["t"] >= start]
             result["rto_s"] = round(min(after) - start, 2) if after else None
@@ -243,6 +306,129 @@ def main() -> int:
                     f"writes resumed {resume_s} s after the buckets answered again (at most 10); "
                     f"{len(acked)} writes acknowledged, {len(missing)} missing in the DR region at the end"
                 )
+        elif name == "region_split":
+            split_dr = table(args.split_dr_users)
+            inside = load("splitina") + load("splitinb")
+            dns_acks = load("split")
+            acks = [a for a in dns_acks + inside if a["t"] >= start]
+            lost_split = [a for a in acks if split_dr.get(a["user"]) != a["date"]]
+            refused = event.get("refused") or {}
+            takeover = event.get("takeover") or {}
+            window = refused.get("loss_window") or {}
+            # The refusal's report names the window: from the detach's time to the
+            # promotion (the old region stopped within a lease of the first, refused, run).
+            since = rfc3339(window["since"]) if window.get("since") else None
+            promoted_from = event["accepted_at"] + takeover.get("lease_wait_s", 0)
+            outside = [a for a in lost_split if since is None or not (since <= a["acked_at"] <= promoted_from)]
+            west_acks = inside + [a for a in dns_acks if a.get("via") == args.west_nlb]
+            split = [a for a in west_acks if a["acked_at"] >= promoted_from]
+            gap = write_unavailable_s("split", start, end)
+            result["write_unavailable_s"] = gap
+            result["acked_lost"] = len(outside)
+            result["lost_in_window"] = len(lost_split) - len(outside)
+            result["split_brain_writes"] = len(split)
+            result["failed_requests"] = len([f for f in load("split", "failed") if f["t"] >= start])
+            dr_acks = [a["acked_at"] for a in dns_acks if a.get("via") != args.west_nlb and a["t"] >= start]
+            result["rto_s"] = round(min(dr_acks) - start, 2) if dr_acks else None
+            result["takeover_to_first_write_s"] = (
+                round(min(dr_acks) - event["promoted"], 2) if dr_acks else None
+            )
+            result["ok"] = (
+                event["refused_exit"] == 7
+                and since is not None
+                and event["accept_exit"] == 0
+                and takeover.get("accepted_data_loss") is True
+                and not outside
+                and not split
+                and gap is not None
+                and gap <= 120
+            )
+            result["detail"] = (
+                f"detached {event['detached'] - start:.1f} s after the cut; dob-promote --takeover exited "
+                f"{event['refused_exit']} ({window.get('why')}, writes after {window.get('after_lsn')} since "
+                f"{window.get('since')}); with --accept-data-loss exited {event['accept_exit']} (epoch "
+                f"{takeover.get('epoch')}, lease wait {takeover.get('lease_wait_s', 0):.1f} s); DNS answered the DR "
+                f"region {event['dns_switched'] - start:.1f} s after the cut; {len(acks)} writes acknowledged "
+                f"({len(inside)} by writers inside eu-west-1), {len(lost_split)} of them not in the promoted DR "
+                f"region, {len(outside)} outside the reported window; {len(split)} acknowledged by eu-west-1 "
+                "after the promotion"
+            )
+        elif name == "takeover_in_flight":
+            flight_dr = table(event["dr_users"])
+            inside = load("flightin1") + load("flightin2") + load("flightin3")
+            inside_failed = load("flightin1", "failed") + load("flightin2", "failed") + load("flightin3", "failed")
+            dns_acks = load("flight")
+            acks = [a for a in dns_acks + inside if a["t"] >= start]
+            lost_flight = [a for a in acks if flight_dr.get(a["user"]) != a["date"]]
+            takeover = event.get("takeover") or {}
+            promoted_from = event["promoted"] - takeover.get("promote_s", 0)
+            west_acks = [a for a in inside if a["t"] >= start] + [
+                a for a in dns_acks if a.get("via") == args.west_nlb and a["t"] >= start
+            ]
+            split = [a for a in west_acks if a["acked_at"] >= promoted_from]
+            waited = [f for f in inside_failed if f["t"] >= start]
+            result["acked_lost"] = len(lost_flight)
+            result["split_brain_writes"] = len(split)
+            result["failed_requests"] = len([f for f in load("flight", "failed") if f["t"] >= start])
+            dr_acks = [a["acked_at"] for a in dns_acks if a.get("via") != args.west_nlb and a["t"] >= start]
+            result["rto_s"] = round(min(dr_acks) - start, 2) if dr_acks else None
+            result["takeover_to_first_write_s"] = (
+                round(min(dr_acks) - event["promoted"], 2) if dr_acks else None
+            )
+            outcomes = {}
+            for f in waited:
+                kind = str(f["outcome"])
+                outcomes[kind] = outcomes.get(kind, 0) + 1
+            result["inside_outcomes"] = outcomes
+            result["ok"] = event["takeover_exit"] == 0 and not lost_flight and not split and bool(dr_acks)
+            result["detail"] = (
+                f"leader {event['leader']} cut off from its synchronous standby and the DR region; "
+                f"dob-promote --takeover exited {event['takeover_exit']} (epoch {takeover.get('epoch')}, lease wait "
+                f"{takeover.get('lease_wait_s', 0):.1f} s, DR receipt {takeover.get('dr_receipt')}); DNS answered "
+                f"the DR region {event['dns_switched'] - start:.1f} s after the cut; the writers inside eu-west-1: "
+                f"{len([a for a in inside if a['t'] >= start])} acknowledged, unanswered or refused {outcomes}; "
+                f"{len(acks)} writes acknowledged in all, {len(lost_flight)} of them not in the promoted DR region; "
+                f"{len(split)} acknowledged by eu-west-1 after the promotion"
+            )
+        elif name == "failback":
+            home_table = table(event["users"])
+            acks = [a for a in load(event["load"]) if a["t"] >= start]
+            lost_back = [a for a in acks if home_table.get(a["user"]) != a["date"]]
+            failback = event.get("failback") or {}
+            catch_up = failback.get("catch_up") or {}
+            promoted_from = event["failback_at"] + failback.get("lease_wait_s", 0)
+            # The DR region must not acknowledge a write once eu-west-1 may write.
+            split = [a for a in acks if a.get("via") != args.west_nlb and a["acked_at"] >= promoted_from]
+            result["acked_lost"] = len(lost_back)
+            result["split_brain_writes"] = len(split)
+            result["failed_requests"] = len([f for f in load(event["load"], "failed") if f["t"] >= start])
+            home_acks = [a["acked_at"] for a in acks if a.get("via") == args.west_nlb and a["acked_at"] >= promoted_from]
+            result["takeover_to_first_write_s"] = (
+                round(min(home_acks) - promoted_from, 2) if home_acks else None
+            )
+            detach_end = event.get("detach_end") or {}
+            end_state = receipt_state(detach_end)
+            result["ok"] = (
+                event["follow_west_exit"] == 0
+                and event["failback_exit"] == 0
+                and event["follow_dr_exit"] == 0
+                and catch_up.get("state") == "caught-up"
+                and not lost_back
+                and not split
+                and bool(home_acks)
+                and end_state == "attached"
+            )
+            follow_west = event.get("follow_west") or {}
+            result["detail"] = (
+                f"after {event['after']}: dob-promote --follow in eu-west-1 exited {event['follow_west_exit']} ({follow_west.get('leader')} "
+                f"was {follow_west.get('role_before')} on timeline {follow_west.get('timeline_before')}, following after "
+                f"{follow_west.get('follow_s', 0):.1f} s); --takeover there exited {event['failback_exit']} (epoch "
+                f"{failback.get('epoch')}, lease wait {failback.get('lease_wait_s', 0):.1f} s, caught up with the DR "
+                f"region: {catch_up.get('state')} at {catch_up.get('lsn')} in {failback.get('catch_up_s', 0):.1f} s); "
+                f"the DR region's --follow exited {event['follow_dr_exit']}; writes home (DNS) "
+                f"{event['home'] - start:.1f} s after the start; {len(acks)} writes acknowledged, {len(lost_back)} "
+                f"missing at home; DR receipt state at the end: {end_state}"
+            )
         elif name == "region_loss":
             region_acked = read_jsonl(os.path.join(args.load, "region.acked.jsonl"))
             region_failed = read_jsonl(os.path.join(args.load, "region.failed.jsonl"))
@@ -264,10 +450,23 @@ def main() -> int:
             ]
             first_dr = [a["acked_at"] for a in after_fault]
             takeover = event.get("takeover") or {}
+            # Writers left inside eu-west-1: counted apart from the clients that follow DNS.
+            inside = [a for a in load("regionina") + load("regioninb") if a["t"] >= start]
+            inside_sent = len(inside) + len(
+                [f for f in load("regionina", "failed") + load("regioninb", "failed") if f["t"] >= start]
+            )
+            inside_lost = [a for a in inside if dr_final.get(a["user"]) != a["date"]]
+            promoted_from = event.get("takeover_at", event["dns_switched"]) + takeover.get("lease_wait_s", 0)
+            inside_split = [a for a in inside if a["acked_at"] >= promoted_from]
             result["rto_s"] = round(min(first_dr) - start, 2) if first_dr else None
-            result["acked_lost"] = len(lost_after)
+            result["acked_lost"] = len(lost_after) + len(inside_lost)
             result["failed_requests"] = len([f for f in region_failed if f["t"] >= start])
-            result["split_brain_writes"] = len(west_after_return)
+            result["split_brain_writes"] = len(west_after_return) + len(inside_split)
+            result["inside_acked"] = len(inside)
+            if first_dr and event.get("takeover_at") is not None:
+                result["takeover_to_first_write_s"] = round(
+                    min(first_dr) - (event["takeover_at"] + takeover.get("lease_wait_s", 0)), 2
+                )
             result["writes_after_return"] = len(west_after_return)
             result["rpo_writes"] = len(rpo_lost)
             again = event.get("again") or {}
@@ -280,6 +479,10 @@ def main() -> int:
                 and not lost_after
                 and not west_after_return
                 and back_sent > 0
+                and inside_sent > 0
+                and not inside_lost
+                and not inside_split
+                and (result.get("write_unavailable_s") or write_unavailable_s("region", start, end) or 0) <= 90
             )
             result["detail"] = (
                 f"DR region {event.get('region_delay_ms', 0)} ms away each way; "
@@ -291,7 +494,9 @@ def main() -> int:
                 f"after eu-west-1 came back (leader {event['west_leader']}): {back_sent} writes sent straight to its hosts, "
                 f"{len(west_after_return)} acknowledged there; the takeover run again then: exit "
                 f"{event.get('again_exit')}, record in {again.get('fenced_buckets')}; cross-region RPO: "
-                f"{len(rpo_lost)} writes acknowledged before the cut did not reach the DR region"
+                f"{len(rpo_lost)} writes acknowledged before the cut did not reach the DR region; "
+                f"writers inside eu-west-1: {inside_sent} sent after the cut, {len(inside)} acknowledged, "
+                f"{len(inside_lost)} of them missing in the DR region"
             )
         elif name == "pitr":
             after_pitr = table(args.pitr_users)
@@ -357,8 +562,14 @@ def main() -> int:
                 if attached
                 else f"; the DR receipt state changed: {json.dumps(event['detach'])}"
             )
-        if name in load_of and "write_unavailable_s" not in result:
-            result["write_unavailable_s"] = write_unavailable_s(load_of[name], start, end)
+        load_name = event.get("load") or load_of.get(name)
+        if load_name and "write_unavailable_s" not in result:
+            result["write_unavailable_s"] = write_unavailable_s(load_name, start, end)
+        # Writes answered "outcome unknown" (committed, not confirmed: the DR receipt
+        # timed out or the lease ran out after COMMIT), by every client in the window.
+        result["outcome_unknown"] = len(
+            [f for f in every_failure if start <= f["t"] <= end and UNKNOWN in (f.get("reason") or "")]
+        )
         scenarios.append(result)
 
     report = {"scenarios": scenarios, "ok": all(s["ok"] for s in scenarios)}
