@@ -1110,8 +1110,7 @@ kept="$(python3 -c 'import json, sys; print((json.load(open(sys.argv[1])).get("p
 if [[ -n "$kept" ]]; then
 	psql_db "$pitr_on" "$kept" -c "COPY (SELECT username, date_of_birth FROM users) TO STDOUT" >"$WORK/pitr-kept.tsv"
 fi
-pitr_json="$(cat "$WORK/pitr.json" 2>/dev/null)"
-[[ -n "$pitr_json" ]] || pitr_json=null
+pitr_json="$(json_file "$WORK/pitr.json")"
 printf '{"scenario":"pitr","fault":%s,"target":"%s","restore_exit":%s,"verify_exit":%s,"restored":%s,"result":%s,"end":%s}\n' \
 	"$fault" "$target" "$restore_exit" "$verify_exit" "$restored" "$pitr_json" "$(now)" >>"$events"
 
@@ -1264,10 +1263,8 @@ psql_on dr -c "COPY (SELECT username, date_of_birth FROM users) TO STDOUT" >"$WO
 for node in "${PG_NODES[@]}"; do
 	heal "$node" dr s3dr
 done
-refused_json="$(cat "$WORK/split-refused.json" 2>/dev/null)"
-[[ -n "$refused_json" ]] || refused_json=null
-split_json="$(cat "$WORK/split-takeover.json" 2>/dev/null)"
-[[ -n "$split_json" ]] || split_json=null
+refused_json="$(json_file "$WORK/split-refused.json")"
+split_json="$(json_file "$WORK/split-takeover.json")"
 printf '{"scenario":"region_split","fault":%s,"detached":%s,"refused_at":%s,"refused_exit":%s,"refused":%s,"accepted_at":%s,"accept_exit":%s,"takeover":%s,"promoted":%s,"dns_switched":%s,"end":%s}\n' \
 	"$fault" "$detached" "$refused_at" "$refused_exit" "$refused_json" "$accepted_at" "$accept_exit" \
 	"$split_json" "$promoted" "$dns_switched" "$(now)" >>"$events"
@@ -1330,10 +1327,8 @@ dob_log "region_loss: dob-promote --takeover again exited $again_exit: $(cat "$W
 sleep 3
 west_leader="$(leader || echo none)"
 psql_on dr -c "COPY (SELECT username, date_of_birth FROM users) TO STDOUT" >"$WORK/dr-users.tsv"
-takeover_json="$(cat "$WORK/takeover.json" 2>/dev/null)"
-[[ -n "$takeover_json" ]] || takeover_json=null
-again_json="$(cat "$WORK/takeover-again.json" 2>/dev/null)"
-[[ -n "$again_json" ]] || again_json=null
+takeover_json="$(json_file "$WORK/takeover.json")"
+again_json="$(json_file "$WORK/takeover-again.json")"
 printf '{"scenario":"region_loss","fault":%s,"dns_switched":%s,"takeover_at":%s,"takeover_exit":%s,"takeover":%s,"again_exit":%s,"again":%s,"returned":%s,"west_leader":"%s","region_delay_ms":%s,"end":%s}\n' \
 	"$fault" "$dns_switched" "$takeover_at" "$takeover_exit" "$takeover_json" "$again_exit" "$again_json" \
 	"$returned" "$west_leader" "$region_delay_ms" "$(now)" >>"$events"
