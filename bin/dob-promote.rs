@@ -222,6 +222,11 @@ fn takeover(
         accept_data_loss,
         peer_slot,
         socket_dir: dob::failover::local_pg::socket_dir(&|key: &str| std::env::var(key).ok()),
+        repository: dob::failover::first_backup::Repository::from_lookup(
+            &|key: &str| std::env::var(key).ok(),
+            &|path: &std::path::Path| path.exists(),
+        ),
+        backup_timeout: dob::failover::first_backup::BACKUP_TIMEOUT,
     };
     match dob::failover::takeover::run(&options) {
         Ok(report) => {
@@ -244,7 +249,21 @@ fn takeover(
                 report.timeline,
                 report.previous_timeline
             );
-            ExitCode::SUCCESS
+            if let Some(backup) = &report.base_backup {
+                eprintln!(
+                    "dob-promote: first full backup {} (stopped {}) in {}: point-in-time recovery reaches any later time",
+                    backup.label, backup.stopped, backup.config
+                );
+            }
+            match &report.base_backup_error {
+                None => ExitCode::SUCCESS,
+                Some(why) => {
+                    eprintln!(
+                        "dob-promote: writes are on, but the first full backup failed: no point-in-time recovery after the takeover until one succeeds: {why}"
+                    );
+                    ExitCode::from(8)
+                }
+            }
         }
         Err(err) => {
             let Some(refused) = std::error::Error::source(&err)

@@ -60,10 +60,14 @@
 #                           fetches what it lacks from the repository (restore_command
 #                           archive-get: a replica whose slot was dropped, or a rewound old
 #                           leader, catches up from S3 instead of needing a new copy).
-#                           With DOB_STANDBY_OF: no archiving, only the standby
-#                           cluster's restore_command (the replicated repository).
-#                           Unset: no archiving (tests)
-#   DOB_PGBACKREST_STANZA   its stanza (default dob)
+#                           With DOB_STANDBY_OF it is the DR region's own repository:
+#                           archive_mode is on already, so the archiver starts at the
+#                           promotion (a standby never archives; turning archive_mode on
+#                           then would need a restart). Unset: no archiving (tests)
+#   DOB_PGBACKREST_UPSTREAM_CONFIG  with DOB_STANDBY_OF: pgBackRest's configuration for
+#                           the replicated repository of the region it follows (read
+#                           only): the standby cluster's restore_command
+#   DOB_PGBACKREST_STANZA   the stanza of both (default dob)
 # Exit 0 on success, 1 with a message otherwise.
 set -euo pipefail
 
@@ -115,6 +119,7 @@ key="${DOB_PG_KEY_FILE:-/etc/dob/tls/server.key}"
 ca="${DOB_PG_CA_FILE:-/etc/dob/tls/ca.pem}"
 pg_user="${DOB_PG_USER:-postgres}"
 pgbackrest_config="${DOB_PGBACKREST_CONFIG:-}"
+upstream_pgbackrest_config="${DOB_PGBACKREST_UPSTREAM_CONFIG:-}"
 pgbackrest_stanza="${DOB_PGBACKREST_STANZA:-dob}"
 
 [[ "$synchronous" == true || "$synchronous" == false ]] ||
@@ -160,8 +165,9 @@ dcs_region_part() {
 		[[ "$dr_slot" == none ]] || printf '      primary_slot_name: %s\n' "$dr_slot"
 		# WAL the upstream no longer has (a slot invalidated by max_slot_wal_keep_size,
 		# a long cut) comes from the replicated repository instead of a new copy.
-		if [[ -n "$pgbackrest_config" ]]; then
-			printf '      restore_command: %s\n' "$(yaml_string "$(pgbackrest_command 'archive-get %f "%p"')")"
+		if [[ -n "$upstream_pgbackrest_config" ]]; then
+			printf '      restore_command: %s\n' \
+				"$(yaml_string "$(pgbackrest_command 'archive-get %f "%p"' "$upstream_pgbackrest_config")")"
 		fi
 	elif [[ "$dr_slot" != none ]]; then
 		# Kept by whichever member leads, so the DR standby cluster's WAL survives a
@@ -175,15 +181,17 @@ dcs_region_part() {
 }
 
 # pgBackRest's command line as PostgreSQL runs it (configuration and stanza named, so
-# it never depends on the server's working directory or environment).
+# it never depends on the server's working directory or environment). The configuration
+# is DOB_PGBACKREST_CONFIG unless named.
 pgbackrest_command() {
-	printf 'pgbackrest --config=%s --stanza=%s %s' "$pgbackrest_config" "$pgbackrest_stanza" "$1"
+	printf 'pgbackrest --config=%s --stanza=%s %s' "${2:-$pgbackrest_config}" "$pgbackrest_stanza" "$1"
 }
 
-# WAL archiving to, and recovery from, the pgBackRest repository (DOB_PGBACKREST_CONFIG).
+# WAL archiving to the pgBackRest repository (DOB_PGBACKREST_CONFIG). In a standby
+# cluster the archiver stays idle until the promotion (archive_mode on, not always), then
+# archives the new timeline into the DR region's own repository from its first segment.
 archive_parameters() {
-	# A standby cluster never archives (its role may only read the repository).
-	[[ -n "$pgbackrest_config" && -z "$standby_of" ]] || return 0
+	[[ -n "$pgbackrest_config" ]] || return 0
 	cat <<-EOF
 		    archive_mode: 'on'
 		    archive_command: $(yaml_string "$(pgbackrest_command 'archive-push %p')")

@@ -5,8 +5,9 @@
 #   pg-is-primary.sh [--cluster 15/main]
 #
 # Where Patroni manages the cluster (DOB_PATRONI_URL set, e.g. http://10.0.1.10:8008, in
-# /etc/dob/dob.env), Patroni is asked instead (GET /leader): it alone knows whether this
-# node holds the leader key. A server cut off from the DCS is still writable for a few
+# /etc/dob/dob.env), Patroni is asked instead (GET /primary): it alone knows whether this
+# node holds the leader key and runs PostgreSQL as the primary (/leader would also answer
+# 200 on a standby cluster's leader, the DR host before a takeover). A server cut off from the DCS is still writable for a few
 # seconds before it demotes itself, and a backup of it would be a backup of a
 # history that is about to be discarded.
 #
@@ -41,17 +42,17 @@ while (($#)); do
 done
 
 if [[ -n "${DOB_PATRONI_URL:-}" ]]; then
-	if ! status="$(curl -sS -o /dev/null -m 5 -w '%{http_code}' "${DOB_PATRONI_URL%/}/leader" 2>&1)"; then
+	if ! status="$(curl -sS -o /dev/null -m 5 -w '%{http_code}' "${DOB_PATRONI_URL%/}/primary" 2>&1)"; then
 		echo "pg-is-primary: cannot ask Patroni at $DOB_PATRONI_URL: $status" >&2
 		exit 255
 	fi
 	case "$status" in
 	200)
-		echo "pg-is-primary: Patroni says this node is the leader" >&2
+		echo "pg-is-primary: Patroni says this node is the primary" >&2
 		exit 0
 		;;
 	503)
-		echo "pg-is-primary: Patroni says this node is not the leader: skipping" >&2
+		echo "pg-is-primary: Patroni says this node is not the primary: skipping" >&2
 		exit 1
 		;;
 	*)

@@ -101,9 +101,12 @@
 #                                       root:postgres), passed to patroni-config.sh as
 #                                       DOB_PGBACKREST_CONFIG: patroni archives WAL
 #                                       (asynchronous archive-push) and fetches it back
-#                                       (restore_command); dr-standby only fetches, from
-#                                       the replicated repository. Without a bucket: no
-#                                       archiving, with a warning
+#                                       (restore_command). dr-standby: its own
+#                                       repository is pgbackrest-dr/ (archiving from a
+#                                       takeover's promotion on); it fetches from the
+#                                       replicated pgbackrest/ (/etc/pgbackrest/
+#                                       upstream.conf). Without a bucket: no archiving,
+#                                       with a warning
 #   DOB_PGBACKREST_RETENTION_DAYS       full backups kept by pgBackRest's expire (default 14)
 #   DOB_PATRONI_SCOPE, DOB_SYNCHRONOUS_MODE, DOB_PATRONI_TTL, DOB_WATCHDOG, ...
 #                                       passed to patroni-config.sh (see its --help)
@@ -615,14 +618,20 @@ setup_consensus_role() {
 		app_cidrs
 	) | tr ' ' '\n' | grep -v '^$' | sort -u | paste -sd, -)"
 	install -d -m 0750 -o postgres -g postgres "$PATRONI_DIR"
-	# Only the primary region archives (patroni-config.sh gives a standby cluster only a
-	# restore_command): the DR host's role may not write the repository, and an
-	# archive_command that always fails would fill pg_wal there after a takeover. The DR
-	# host reads the replicated repository (restore_command; pgbackrest info and
-	# dob-restore --to-time by an operator).
-	local pgbackrest_config=""
-	pgbackrest_config="$(write_pgbackrest_config)"
-	DOB_HOST_ADDRESS="$address" DOB_ETCD_HOSTS="$(etcd_client_hosts "$cluster")" \
+	# The primary region archives into pgbackrest/ of its bucket, which S3 replicates to
+	# the DR region's. The DR host reads that copy (its standby cluster's restore_command,
+	# upstream.conf) and may not write it; its own repository, pgbackrest-dr/ of its
+	# bucket, is where it archives from the moment a takeover promotes it (archive_mode
+	# is on already: no restart then) and where dob-promote --takeover takes the first
+	# base backup.
+	local pgbackrest_config="" upstream_config=""
+	if [[ "$ROLE" == dr-standby ]]; then
+		pgbackrest_config="$(write_pgbackrest_config "$PGBACKREST_CONF" /pgbackrest-dr)"
+		upstream_config="$(write_pgbackrest_config "$PGBACKREST_UPSTREAM_CONF" /pgbackrest)"
+	else
+		pgbackrest_config="$(write_pgbackrest_config "$PGBACKREST_CONF" /pgbackrest)"
+	fi
+	DOB_PGBACKREST_UPSTREAM_CONFIG="$upstream_config" DOB_HOST_ADDRESS="$address" DOB_ETCD_HOSTS="$(etcd_client_hosts "$cluster")" \
 		DOB_PEER_CIDRS="$peers" DOB_PATRONI_NAME="$name" DOB_PATRONI_SCOPE="$scope" \
 		DOB_SECRETS_DIR="$SECRETS_DIR" DOB_PG_DATA_DIR="$DATA_DIR" \
 		DOB_PG_CERT_FILE="$TLS_CERT" DOB_PG_KEY_FILE="$TLS_KEY" DOB_PG_CA_FILE="$TLS_CA" \
@@ -635,10 +644,12 @@ setup_consensus_role() {
 	fi
 }
 
-# pgBackRest on a Patroni member of the primary region: its repository in the region's
-# backup bucket. Prints the configuration's path, or nothing when there is no bucket.
+# pgBackRest's configuration CONF for the repository at REPO_PATH of the region's backup
+# bucket. Prints CONF, or nothing when there is no bucket.
 PGBACKREST_CONF=/etc/pgbackrest/pgbackrest.conf
+PGBACKREST_UPSTREAM_CONF=/etc/pgbackrest/upstream.conf
 write_pgbackrest_config() {
+	local conf=$1 repo_path=$2
 	local bucket="${DOB_S3_BUCKET:-}" region="${DOB_S3_REGION:-${AWS_REGION:-}}"
 	local retention="${DOB_PGBACKREST_RETENTION_DAYS:-14}" dir
 	if [[ -z "$bucket" || -z "$region" ]]; then
@@ -655,7 +666,7 @@ write_pgbackrest_config() {
 		echo "# Written by dob's role-setup.sh at every run, from /etc/dob/dob.env."
 		echo "[global]"
 		echo "repo1-type=s3"
-		echo "repo1-path=/pgbackrest"
+		echo "repo1-path=$repo_path"
 		echo "repo1-s3-bucket=$bucket"
 		echo "repo1-s3-region=$region"
 		echo "repo1-s3-endpoint=s3.$region.amazonaws.com"
@@ -679,11 +690,11 @@ write_pgbackrest_config() {
 		echo "pg1-path=$DATA_DIR"
 		echo "pg1-socket-path=/var/run/postgresql"
 		echo "pg1-port=5432"
-	} >"$PGBACKREST_CONF.dob-new"
-	chown root:postgres "$PGBACKREST_CONF.dob-new"
-	chmod 0640 "$PGBACKREST_CONF.dob-new"
-	mv -f "$PGBACKREST_CONF.dob-new" "$PGBACKREST_CONF"
-	printf '%s\n' "$PGBACKREST_CONF"
+	} >"$conf.dob-new"
+	chown root:postgres "$conf.dob-new"
+	chmod 0640 "$conf.dob-new"
+	mv -f "$conf.dob-new" "$conf"
+	printf '%s\n' "$conf"
 }
 
 # --- the run -------------------------------------------------------------------------------------

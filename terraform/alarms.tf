@@ -193,6 +193,49 @@ resource "aws_cloudwatch_metric_alarm" "wal_archive_age" {
   ok_actions          = [local.alarm_topics.primary]
 }
 
+# After a takeover the DR region writes, archives into its own repository (pgbackrest-dr/)
+# and backs up (dob-promote --takeover's first full backup, then the pgBackRest timers).
+# Only a primary publishes these figures, so while the DR region follows, silence is the
+# normal state (notBreaching); once it is the primary, an archive that stalls or a backup
+# that grows old alarms in its region. A dead DR primary is the health checks' and the
+# instance status alarm's to report.
+resource "aws_cloudwatch_metric_alarm" "dr_wal_archive_age" {
+  provider = aws.dr
+
+  alarm_name          = "${var.name}-${var.dr_region}-wal-archive-age"
+  alarm_description   = "After a takeover: WAL has waited more than ${var.alarm_wal_archive_max_age_minutes} min for the DR region's own archive (pgBackRest archive-push to pgbackrest-dr/ failing). The point-in-time recovery window is closing. Runbook: docs/failover.md, After a takeover."
+  namespace           = local.metrics_namespace
+  metric_name         = "WalArchiveAgeSeconds"
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 3
+  datapoints_to_alarm = 3
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = local.wal_archive_max_age_seconds
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [local.alarm_topics.dr]
+  ok_actions          = [local.alarm_topics.dr]
+}
+
+resource "aws_cloudwatch_metric_alarm" "dr_physical_backup_age" {
+  provider = aws.dr
+
+  alarm_name          = "${var.name}-${var.dr_region}-backup-age-physical"
+  alarm_description   = "After a takeover: the DR region's newest pgBackRest backup is older than ${var.alarm_backup_max_age_hours} h (its first full backup failed, or the timers do not run). Runbook: docs/failover.md, After a takeover."
+  namespace           = local.metrics_namespace
+  metric_name         = "BackupAgeSeconds"
+  dimensions          = { Backup = "physical" }
+  statistic           = "Minimum"
+  period              = 300
+  evaluation_periods  = 2
+  datapoints_to_alarm = 2
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = local.backup_max_age_seconds
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [local.alarm_topics.dr]
+  ok_actions          = [local.alarm_topics.dr]
+}
+
 # --- replication lag -------------------------------------------------------------------------
 
 # Each database host reports its own lag (a leader: 0). Seconds: 0 while streaming and

@@ -328,6 +328,7 @@ module "dr_host_role" {
   backup_prefix          = var.backup_prefix
   backup_kms_key_arn     = module.backup_bucket.replica_kms_key_arn
   backup_write           = var.dr_backup_write
+  own_pgbackrest_prefix  = "pgbackrest-dr/"
   parameter_arns         = module.credentials.parameter_arns.dr
   parameters_kms_key_arn = module.dr_hosts_key.key_arn
   # The CA key lives in the primary region; a role's GetParameter reaches every region.

@@ -450,8 +450,10 @@ def granted_actions(statement: dict, local_values: dict) -> set[str]:
 
 # The one place a host may add a delete marker: pgBackRest's repository (its expire
 # applies the repository's retention). Under Object Lock that hides a version without
-# destroying it; every other destroying action stays refused there too.
-PGBACKREST_REPOSITORY = re.compile(r"^\$\{var\.backup_bucket_arn\}/\$\{local\.pgbackrest_prefix\}/\*$")
+# destroying it; every other destroying action stays refused there too. The DR region
+# has its own repository (own_pgbackrest_prefix), written after a takeover.
+PGBACKREST_REPOSITORY = re.compile(
+    r"^\$\{var\.backup_bucket_arn\}/\$\{local\.(?:own_)?pgbackrest_prefix\}/\*$")
 
 
 def statement_resources(statement: dict) -> list[str]:
@@ -557,6 +559,8 @@ ALARMS: dict[str, tuple[str, str, bool, str]] = {
     "pitr_drill_age": ("dob", "DrillAgeSeconds", True, "PITR drill older than 26 h"),
     "pitr_drill_failed": ("dob", "DrillFailed", False, "PITR drill failed"),
     "wal_archive_age": ("dob", "WalArchiveAgeSeconds", True, "WAL archive older than 5 min"),
+    "dr_wal_archive_age": ("dob", "WalArchiveAgeSeconds", False, "after a takeover, DR's WAL archive older than 5 min"),
+    "dr_physical_backup_age": ("dob", "BackupAgeSeconds", False, "after a takeover, DR's newest physical backup older than 26 h"),
     "primary_replication_lag_seconds": ("dob", "ReplicationLagSeconds", True, "replication lag, seconds"),
     "primary_replication_lag_bytes": ("dob", "ReplicationLagBytes", False, "replication lag, bytes"),
     "dr_replication_lag_seconds": ("dob", "ReplicationLagSeconds", True, "DR replication lag, seconds"),
@@ -710,6 +714,9 @@ def self_test() -> None:
     expect("c", host_role_findings(parse(repo % ('"s3:DeleteObject"', '"${var.backup_bucket_arn}/${local.prefix}/*"'))), True)
     expect("c", host_role_findings(parse(repo % ('"s3:DeleteObjectVersion"', in_repo))), True)
     expect("c", host_role_findings(parse(repo % ('"s3:Delete*"', in_repo))), True)
+    own_repo = '"${var.backup_bucket_arn}/${local.own_pgbackrest_prefix}/*"'
+    expect("c", host_role_findings(parse(repo % ('"s3:DeleteObject"', own_repo))), False)
+    expect("c", host_role_findings(parse(repo % ('"s3:DeleteObjectVersion"', own_repo))), True)
 
     bucket = ('resource "aws_s3_bucket" "this" {\n  bucket = "b"\n%s}\n'
               'resource "aws_s3_bucket_object_lock_configuration" "this" {\n  bucket = aws_s3_bucket.this.id\n'

@@ -86,9 +86,15 @@
 #              eu-west-1 is cut off from the internet side, the DR region and the
 #              witness region (its hosts still see each other), while writers inside
 #              it keep writing to its hosts; once DNS answers the DR region, the
-#              operator step: dob-promote --takeover on the DR host; writes resume
+#              operator step: dob-promote --takeover on the DR host (its first full
+#              backup into the DR region's own repository included); writes resume
 #              through DNS; then eu-west-1 comes back, and writers sent straight to
 #              its hosts get no write acknowledged
+#   pitr_after_takeover
+#              (after it) under load through DNS, a bad DELETE FROM users in the DR
+#              region; dob-restore --to-time that time on the DR host recovers from the
+#              takeover's backup and the WAL archived since the promotion: every write
+#              acknowledged before the time is back, every later one is kept
 # S3 is moto_server (from .venv), one server per region, each on a host of its own:
 # eu-west-1's (s3west, 10.71.0.101, cut off with its region), eu-central-1's (s3dr,
 # 10.71.0.103) and the fence witness region's (s3witness, 10.71.0.102). eu-west-1's
@@ -97,7 +103,9 @@
 # archive their WAL with pgBackRest (asynchronous archive-push, as the hosts) into
 # eu-west-1's bucket, through a TLS endpoint on their own loopback (HAProxy with a
 # certificate of the drill's CA for "localhost": pgBackRest speaks S3 over TLS only and
-# checks the name, as it checks AWS's), the stand-in of the VPC's S3 endpoint.
+# checks the name, as it checks AWS's), the stand-in of the VPC's S3 endpoint. The DR
+# host has its own, to eu-central-1's bucket: its Patroni runs with archive_mode on into
+# its own repository there (pgbackrest-dr/), idle until a takeover promotes it.
 # Each scenario's result goes to target/drill/report.json and is printed as a table:
 # rto_s (fault to the first acknowledged write after it), acked_lost (acknowledged
 # writes missing at the end), failed_requests, split_brain_writes, write_unavailable_s
@@ -371,10 +379,9 @@ write_patroni_config() {
 		scope=dob-dr
 		etcd_hosts="${IP[dr]}:2379"
 		standby_of="${IP[a]},${IP[b]}"
-	else
-		write_pgbackrest_config "$node"
-		pgbackrest_config="$dir/pgbackrest.conf"
 	fi
+	write_pgbackrest_config "$node"
+	pgbackrest_config="$dir/pgbackrest.conf"
 	for name in superuser replication rewind app restapi; do
 		secret "$name" >/dev/null
 	done
@@ -390,21 +397,26 @@ write_patroni_config() {
 	chown -R postgres:postgres "$dir"
 }
 
-# pgBackRest's configuration on a database host: eu-west-1's bucket through the host's
+# pgBackRest's configuration on a database host: its region's bucket through the host's
 # S3 endpoint stand-in (127.0.0.1:9443), asynchronous archive-push, the drill's paths.
-# moto's placeholder keys; the hosts use their instance profile instead.
+# eu-west-1's repository is pgbackrest/; the DR host's own, into which it archives from a
+# takeover's promotion on, pgbackrest-dr/ of the DR bucket (the hosts read the replicated
+# copy of eu-west-1's too, as the standby cluster's restore_command: moto does not
+# replicate, so the drill's DR host has none). moto's placeholder keys; the hosts use
+# their instance profile instead.
 write_pgbackrest_config() {
-	local node=$1 dir="$WORK/$1"
+	local node=$1 dir="$WORK/$1" bucket=$WEST_BUCKET region=$WEST_REGION repo=/pgbackrest
+	[[ $node != dr ]] || bucket=$DR_BUCKET region=$DR_REGION repo=/pgbackrest-dr
 	mkdir -p "$dir/pgbackrest/spool" "$dir/pgbackrest/log" "$dir/pgbackrest/lock"
 	cat >"$dir/pgbackrest.conf" <<-EOF
 		[global]
 		repo1-type=s3
-		repo1-path=/pgbackrest
-		repo1-s3-bucket=$WEST_BUCKET
+		repo1-path=$repo
+		repo1-s3-bucket=$bucket
 		repo1-s3-endpoint=localhost
 		repo1-storage-port=9443
 		repo1-s3-uri-style=path
-		repo1-s3-region=$WEST_REGION
+		repo1-s3-region=$region
 		repo1-s3-key=drill
 		repo1-s3-key-secret=drill
 		repo1-storage-ca-file=$CA_FILE
@@ -425,9 +437,10 @@ write_pgbackrest_config() {
 	chmod 640 "$dir/pgbackrest.conf"
 }
 
-# The host's S3 endpoint stand-in: TLS on its loopback, to eu-west-1's S3 server.
+# The host's S3 endpoint stand-in: TLS on its loopback, to its region's S3 server.
 start_s3_endpoint() {
-	local node=$1
+	local node=$1 s3=s3west
+	[[ $node != dr ]] || s3=s3dr
 	cat >"$WORK/$node/s3-endpoint.cfg" <<-EOF
 		defaults
 		  mode http
@@ -436,9 +449,9 @@ start_s3_endpoint() {
 		  timeout server 60s
 		frontend s3
 		  bind 127.0.0.1:9443 ssl crt $TLS_DIR/s3.bundle
-		  default_backend s3west
-		backend s3west
-		  server s3west ${IP[s3west]}:5000
+		  default_backend region_s3
+		backend region_s3
+		  server $s3 ${IP[$s3]}:5000
 	EOF
 	start_bg "$node" s3-endpoint haproxy -db -f "$WORK/$node/s3-endpoint.cfg"
 }
@@ -488,6 +501,7 @@ write_host_env() {
 		DOB_PEER_HOSTS=$peers
 		DOB_PG_SOCKET_DIR=$WORK/$node/run
 		DOB_PG_BIN=$PG_BIN
+		DOB_PGBACKREST_CONFIG=$WORK/$node/pgbackrest.conf
 	EOF
 	# eu-west-1's dob-api answers 204 only once the DR region has flushed the commit.
 	[[ $node == dr ]] || echo "DOB_DR_RECEIPT_SLOT=dob_dr" >>"$WORK/$node/dob.env"
@@ -548,8 +562,8 @@ start_host() {
 		start_etcd dr "dr=http://${IP[dr]}:2380" dob-drill-dr
 	else
 		start_etcd "$node" "$(etcd_cluster)" dob-drill
-		start_s3_endpoint "$node"
 	fi
+	start_s3_endpoint "$node"
 	start_patroni "$node"
 	start_api "$node"
 }
@@ -1332,6 +1346,39 @@ again_json="$(json_file "$WORK/takeover-again.json")"
 printf '{"scenario":"region_loss","fault":%s,"dns_switched":%s,"takeover_at":%s,"takeover_exit":%s,"takeover":%s,"again_exit":%s,"again":%s,"returned":%s,"west_leader":"%s","region_delay_ms":%s,"end":%s}\n' \
 	"$fault" "$dns_switched" "$takeover_at" "$takeover_exit" "$takeover_json" "$again_exit" "$again_json" \
 	"$returned" "$west_leader" "$region_delay_ms" "$(now)" >>"$events"
+
+# pitr_after_takeover: the DR region writes since region_loss's takeover, which took its
+# first full backup into the DR region's own repository (pgbackrest-dr/ of its bucket),
+# where it has archived since the promotion. Under load through DNS, a bad DELETE FROM
+# users there, and the operator's dob-restore --to-time on the DR host.
+load_start pitrdr dns client
+sleep 5
+bad="$(psql_on dr -c "BEGIN ISOLATION LEVEL REPEATABLE READ" \
+	-c "SELECT extract(epoch FROM t) || ' ' || to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM (SELECT clock_timestamp() AS t) s" \
+	-c "DELETE FROM users" -c "COMMIT")" || dob_die "the bad DELETE failed on dr"
+fault="${bad%% *}"
+target="${bad##* }"
+dob_log "pitr_after_takeover: DELETE FROM users in the DR region after $target"
+sleep 5
+load_stop pitrdr
+sleep 3
+pgbackrest_on dr check >>"$WORK/dr/pgbackrest.log" 2>&1 || dob_die "pgbackrest check failed on dr"
+verify_exit=0
+pgbackrest_on dr verify >>"$WORK/dr/pgbackrest.log" 2>&1 || verify_exit=$?
+restore_exit=0
+job_on dr dob-restore --to-time "$target" --scratch-dir "$WORK/dr/pitr" \
+	--scratch-port 5434 --json >"$WORK/pitr-dr.json" 2>>"$WORK/pitr-dr.log" || restore_exit=$?
+restored="$(now)"
+dob_log "pitr_after_takeover: dob-restore --to-time exited $restore_exit: $(tail -n 1 "$WORK/pitr-dr.log")"
+psql_on dr -c "COPY (SELECT username, date_of_birth FROM users) TO STDOUT" >"$WORK/pitr-dr-users.tsv"
+kept="$(python3 -c 'import json, sys; print((json.load(open(sys.argv[1])).get("pitr") or {}).get("previous_database") or "")' "$WORK/pitr-dr.json" 2>/dev/null || true)"
+: >"$WORK/pitr-dr-kept.tsv"
+if [[ -n "$kept" ]]; then
+	psql_db dr "$kept" -c "COPY (SELECT username, date_of_birth FROM users) TO STDOUT" >"$WORK/pitr-dr-kept.tsv"
+fi
+printf '{"scenario":"pitr_after_takeover","fault":%s,"target":"%s","restore_exit":%s,"verify_exit":%s,"restored":%s,"takeover":%s,"result":%s,"users":"%s","kept":"%s","end":%s}\n' \
+	"$fault" "$target" "$restore_exit" "$verify_exit" "$restored" "$takeover_json" \
+	"$(json_file "$WORK/pitr-dr.json")" "$WORK/pitr-dr-users.tsv" "$WORK/pitr-dr-kept.tsv" "$(now)" >>"$events"
 
 python3 scripts/drill/report.py --events "$events" --load "$WORK/load" \
 	--users "$WORK/final-users.tsv" --dr-users "$WORK/dr-users.tsv" --ttl "$TTL" \

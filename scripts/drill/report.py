@@ -67,7 +67,10 @@ In pitr: acked_lost counts writes acknowledged before the recorded time of the b
 DELETE that are not in `users` after dob-restore --to-time (every writer's, the whole
 run), plus writes acknowledged after it that are in neither `users` nor the database the
 recovery replaced (kept): nothing may be silently lost. rto_s is dob-restore's own time
-to a verified recovery swapped in.
+to a verified recovery swapped in. Every row of `users` before the scenario counts as
+acknowledged before the DELETE. pitr_after_takeover is the same in the DR region after
+region_loss's takeover, from the DR region's own repository: its rows before are DR.tsv's,
+and the recovery's base backup must be the takeover's first full backup or a later one.
 
 FINAL.tsv is eu-west-1's `users` before pitr; PITR.tsv after it, KEPT.tsv the replaced
 database's; DR.tsv the DR region's at the end; SPLIT.tsv the DR region's right after
@@ -88,8 +91,8 @@ def read_jsonl(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-# The start of both "outcome unknown" answers (src/api/http.rs).
-UNKNOWN = "the write was committed in this region"
+# What every "outcome unknown" answer says (src/api/http.rs).
+UNKNOWN = "its outcome is unknown"
 
 
 def receipt_state(record):
@@ -147,6 +150,7 @@ def main() -> int:
         "rejoin_after_az_loss": "main", "partition": "main", "rejoin": "main",
         "pitr": "pitr", "dr_detach": "detach", "fence_store_outage": "fence",
         "region_split": "split", "takeover_in_flight": "flight", "region_loss": "region",
+        "pitr_after_takeover": "pitrdr",
     }
     every_failure = [
         f
@@ -177,6 +181,43 @@ def main() -> int:
         times = sorted(a["acked_at"] for a in acked if start <= a["acked_at"] <= end)
         edges = [start] + times + [end]
         return round(max(b - a for a, b in zip(edges, edges[1:])), 2) if end > start else 0.0
+    def pitr_outcome(result, event, earlier_acks, earlier_table, after, kept, load_name):
+        """A recovery to the time of a bad DELETE: every write acknowledged before it
+        (`earlier_acks`, the rows of `earlier_table` and the load's own) is back, every
+        later one is in the recovered database or in the kept one."""
+        acked = read_jsonl(os.path.join(args.load, f"{load_name}.acked.jsonl"))
+        target = event["fault"]
+        before = [a for a in earlier_acks + acked if a["acked_at"] < target]
+        before += [{"user": u, "date": d} for u, d in earlier_table.items()]
+        later = [a for a in acked if a["acked_at"] >= target]
+        lost_before = [a for a in before if after.get(a["user"]) != a["date"]]
+        lost_later = [
+            a for a in later if after.get(a["user"]) != a["date"] and kept.get(a["user"]) != a["date"]
+        ]
+        rewound = [a for a in later if after.get(a["user"]) != a["date"]]
+        report_pitr = (event.get("result") or {}).get("pitr") or {}
+        result["acked_lost"] = len(lost_before) + len(lost_later)
+        result["failed_requests"] = len(
+            [f for f in read_jsonl(os.path.join(args.load, f"{load_name}.failed.jsonl")) if f["t"] >= target]
+        )
+        result["rto_s"] = round(report_pitr["rto_seconds"], 2) if "rto_seconds" in report_pitr else None
+        result["ok"] = (
+            event["restore_exit"] == 0
+            and event["verify_exit"] == 0
+            and bool(before)
+            and not lost_before
+            and not lost_later
+        )
+        result["detail"] = (
+            f"DELETE FROM users after {event['target']}; dob-restore --to-time exited {event['restore_exit']} "
+            f"(base backup {report_pitr.get('base_backup')}, timeline {report_pitr.get('timeline')}, "
+            f"{report_pitr.get('rows_checked')} rows checked, {report_pitr.get('stopped_at')}); "
+            f"pgbackrest verify exited {event['verify_exit']}; {len(before)} writes acknowledged before the "
+            f"DELETE, {len(lost_before)} missing after the recovery; {len(later)} acknowledged after it, "
+            f"{len(rewound)} rewound into {report_pitr.get('previous_database')}, {len(lost_later)} in neither; "
+            f"{len(after)} users after the recovery"
+        )
+
     scenarios = []
     previous_end = main_acked[0]["t"] if main_acked else 0.0
     for event in events:
@@ -499,41 +540,21 @@ def main() -> int:
                 f"{len(inside_lost)} of them missing in the DR region"
             )
         elif name == "pitr":
-            after_pitr = table(args.pitr_users)
-            kept = table(args.pitr_kept)
-            pitr_acked = read_jsonl(os.path.join(args.load, "pitr.acked.jsonl"))
-            everyone = main_acked + inaz_acked + pitr_acked
-            target = event["fault"]
-            before = [a for a in everyone if a["acked_at"] < target]
-            later = [a for a in pitr_acked if a["acked_at"] >= target]
-            lost_before = [a for a in before if after_pitr.get(a["user"]) != a["date"]]
-            lost_later = [
-                a for a in later if after_pitr.get(a["user"]) != a["date"] and kept.get(a["user"]) != a["date"]
-            ]
-            rewound = [a for a in later if after_pitr.get(a["user"]) != a["date"]]
-            pitr = event.get("result") or {}
-            report_pitr = pitr.get("pitr") or {}
-            result["acked_lost"] = len(lost_before) + len(lost_later)
-            result["failed_requests"] = len(
-                [f for f in read_jsonl(os.path.join(args.load, "pitr.failed.jsonl")) if f["t"] >= target]
-            )
-            result["rto_s"] = round(report_pitr["rto_seconds"], 2) if "rto_seconds" in report_pitr else None
-            result["ok"] = (
-                event["restore_exit"] == 0
-                and event["verify_exit"] == 0
-                and bool(before)
-                and not lost_before
-                and not lost_later
-                and len(after_pitr) >= len(final)
-            )
+            pitr_outcome(result, event, main_acked + inaz_acked, final,
+                         table(args.pitr_users), table(args.pitr_kept), "pitr")
+        elif name == "pitr_after_takeover":
+            # The DR region's users when region_loss ended (every write acknowledged
+            # through DNS is in them: region_loss checks that) were all committed before
+            # the DELETE; the recovery starts from the takeover's first full backup into
+            # the DR region's own repository, so it must be that backup or a later one.
+            first = (event.get("takeover") or {}).get("base_backup") or {}
+            pitr_outcome(result, event, [], dr_final, table(event["users"]), table(event["kept"]), "pitrdr")
+            base = ((event.get("result") or {}).get("pitr") or {}).get("base_backup") or ""
+            from_own = bool(first.get("label")) and base >= first["label"]
+            result["ok"] = result["ok"] and from_own
             result["detail"] = (
-                f"DELETE FROM users after {event['target']}; dob-restore --to-time exited {event['restore_exit']} "
-                f"(base backup {report_pitr.get('base_backup')}, timeline {report_pitr.get('timeline')}, "
-                f"{report_pitr.get('rows_checked')} rows checked, {report_pitr.get('stopped_at')}); "
-                f"pgbackrest verify exited {event['verify_exit']}; {len(before)} writes acknowledged before the "
-                f"DELETE, {len(lost_before)} missing after the recovery; {len(later)} acknowledged after it, "
-                f"{len(rewound)} rewound into {report_pitr.get('previous_database')}, {len(lost_later)} in neither; "
-                f"{len(after_pitr)} users after the recovery ({len(final)} before the scenario)"
+                f"the takeover's first full backup {first.get('label')} (stopped {first.get('stopped')}); "
+                + result["detail"]
             )
         elif name == "backup_after_failover":
             leaders = [b for b in event["backups"].split() if not b.endswith("=skipped")]

@@ -9,6 +9,8 @@ pub mod fence;
 pub mod follow;
 // One query on this host's own server, through psql as the postgres user.
 pub mod local_pg;
+// The promoted region's own archive: its stanza and first full backup at a takeover.
+pub mod first_backup;
 // Records in several buckets that count only once a majority holds them.
 pub mod quorum;
 // dob-promote: checks that promoting the local replica is safe, promotes, verifies.

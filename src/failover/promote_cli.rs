@@ -36,7 +36,9 @@ dob-promote --fence-init [--env-file PATH] [--json]",
                       cluster (patronictl edit-config) and waits for a new timeline.
                       Safe to re-run. See docs/failover.md
                       Before promoting, while the old writer still streams here (a
-                      failback), waits until its WAL is flushed here
+                      failback), waits until its WAL is flushed here. After it, the
+                      first full backup into this region's own pgBackRest repository
+                      (DOB_PGBACKREST_CONFIG), where it archives from the promotion on
 --accept-data-loss    with --takeover: promote even though the old region acknowledged
                       writes the DR region may lack; the report gives that window
 --follow              in a region the fence does not name the writer (the home region
@@ -85,6 +87,9 @@ DOB_PEER_HOSTS        --follow: the other region's database hosts, comma-separat
 DOB_DR_SLOT           the slot a writing region keeps for the other one (default dob_dr)
 DOB_PG_SOCKET_DIR     --takeover: the local server's socket directory, to read its WAL
                       receiver (default /var/run/postgresql); DOB_PG_BIN, psql's directory
+DOB_PGBACKREST_CONFIG --takeover: this region's own pgBackRest repository (default
+                      /etc/pgbackrest/pgbackrest.conf when it exists); DOB_PGBACKREST_STANZA
+                      (dob), DOB_PGBACKREST (the program)
 RUST_LOG              log level (default info)
 AWS credentials (--takeover): the standard chain (environment, profile, instance profile).",
     exit_codes: "\
@@ -101,7 +106,10 @@ AWS credentials (--takeover): the standard chain (environment, profile, instance
    receipt (or that cannot be ruled out), or an old writer still streaming here did
    not catch up; the new epoch stays recorded, nothing takes writes, and
    --accept-data-loss promotes. With --json: {\"result\": \"refused\", \"error\",
-   \"epoch\", \"loss_window\": {\"after_lsn\", \"since\", \"by\", \"why\"}}",
+   \"epoch\", \"loss_window\": {\"after_lsn\", \"since\", \"by\", \"why\"}}
+8  --takeover promoted (writes are on), but its first full backup failed: no
+   point-in-time recovery to a later time until one succeeds (base_backup_error;
+   systemctl start dob-pgbackrest-backup@full.service on the leader)",
 };
 
 #[derive(Debug, PartialEq, Eq)]

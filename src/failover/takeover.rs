@@ -21,9 +21,13 @@
 //!    flushed here ([`catch_up_from`]); when the old writer is the DR region (a
 //!    failback), whose writes no receipt vouches for, a receiver that is not caught up
 //!    refuses like a detach.
-//! 6. Remove `standby_cluster` from the Patroni configuration (`patronictl edit-config`)
-//!    and keep the permanent slot the other region will follow through: Patroni
-//!    promotes the standby leader. Wait until it leads on a new timeline.
+//! 6. Create the stanza in this region's own pgBackRest repository
+//!    ([`crate::failover::first_backup`]). Remove `standby_cluster` from the Patroni
+//!    configuration (`patronictl edit-config`) and keep the permanent slot the other
+//!    region will follow through: Patroni promotes the standby leader. Wait until it
+//!    leads on a new timeline.
+//! 7. Take the first full backup into that repository: from its end on, a recovery
+//!    can reach any time in the new region's history.
 //!
 //! A re-run after a crash or a refusal continues from where it stopped: a record that
 //! already names this region is written again where it is missing, and a cluster that
@@ -34,6 +38,7 @@ use crate::failover::fence::{
     self, detach_finding, top_record, DetachFinding, DetachRecord, FenceConfig, FenceRecord,
     FenceStores, EPOCH_KEY,
 };
+use crate::failover::first_backup::{self, BaseBackup, Repository};
 use crate::failover::promote::Lsn;
 use crate::failover::quorum::{self, majority_records, StoreRead};
 use crate::failover::switchover::{parse_members, patronictl, Member};
@@ -65,6 +70,11 @@ pub struct TakeoverOptions {
     pub peer_slot: String,
     /// The local server's socket directory, to read its WAL receiver.
     pub socket_dir: PathBuf,
+    /// This region's own pgBackRest repository, where it archives once promoted and
+    /// takes its first full backup; `None`: no point-in-time recovery here.
+    pub repository: Option<Repository>,
+    /// The longest the first full backup may run.
+    pub backup_timeout: Duration,
 }
 
 /// How the local standby leader stands with the old writer's WAL once the old
@@ -358,6 +368,12 @@ pub struct TakeoverReport {
     pub catch_up: Option<CatchUp>,
     pub catch_up_s: f64,
     pub promote_s: f64,
+    /// The first full backup into this region's own repository, when this run promoted.
+    pub base_backup: Option<BaseBackup>,
+    /// Why this run promoted and has no first backup: no point-in-time recovery to a
+    /// time after the takeover until one succeeds (the binary exits 8).
+    pub base_backup_error: Option<String>,
+    pub base_backup_s: f64,
     pub warnings: Vec<String>,
 }
 
@@ -442,8 +458,17 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
         catch_up: None,
         catch_up_s: 0.0,
         promote_s: 0.0,
+        base_backup: None,
+        base_backup_error: None,
+        base_backup_s: 0.0,
         warnings,
     };
+    if options.repository.is_none() {
+        report.warnings.push(format!(
+            "no pgBackRest repository (DOB_PGBACKREST_CONFIG, {}): once promoted, this region archives nothing and has no point-in-time recovery",
+            first_backup::DEFAULT_CONFIG
+        ));
+    }
     if options.dry_run {
         // What the takeover would find, as things stand (the old region may still
         // detach before the real run).
@@ -528,6 +553,14 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
             .clone()
             .unwrap_or_default();
         wait_for_catch_up(options, &old_writer, &mut report)?;
+        // Before the promotion, so the archiver's first push after it finds the stanza.
+        let stanza = options.repository.as_ref().map(first_backup::create_stanza);
+        if let Some(Err(err)) = &stanza {
+            report.warnings.push(format!(
+                "this region's pgBackRest stanza could not be created; promoting anyway: {}",
+                err.chain()
+            ));
+        }
         let started = Instant::now();
         // The other region follows through this slot once it is back
         // (dob-promote --follow there).
@@ -566,8 +599,40 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
             std::thread::sleep(Duration::from_millis(500));
         }
         report.promote_s = started.elapsed().as_secs_f64();
+        if let Some(repository) = &options.repository {
+            take_first_backup(options, repository, &mut report);
+        }
     }
     Ok(report)
+}
+
+/// The promoted leader's first full backup, taken here when this host runs it.
+fn take_first_backup(
+    options: &TakeoverOptions,
+    repository: &Repository,
+    report: &mut TakeoverReport,
+) {
+    let this_member = std::fs::read_to_string(&options.patroni_config)
+        .ok()
+        .and_then(|yml| crate::failover::follow::member_name(&yml));
+    if this_member.as_deref() != Some(report.leader.as_str()) {
+        report.base_backup_error = Some(format!(
+            "{} leads, not this host ({}): run `systemctl start dob-pgbackrest-backup@full.service` there",
+            report.leader,
+            this_member.as_deref().unwrap_or("no member name in the Patroni configuration")
+        ));
+        return;
+    }
+    log::info!(
+        "promoted; taking the first full backup into {}",
+        repository.config.display()
+    );
+    let started = Instant::now();
+    match first_backup::full_backup(repository, options.backup_timeout) {
+        Ok(backup) => report.base_backup = Some(backup),
+        Err(err) => report.base_backup_error = Some(err.chain()),
+    }
+    report.base_backup_s = started.elapsed().as_secs_f64();
 }
 
 /// Before promoting: while the old writer is still streaming to us (a planned move, a

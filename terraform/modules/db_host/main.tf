@@ -43,7 +43,10 @@ locals {
     contains(["dr-replica", "dr-standby"], var.role) ? ["dob-restore-drill.timer"] : ["dob-backup.timer"],
     # eu-west-1's Patroni members: pgBackRest's weekly full and daily differential
     # backups and the nightly point-in-time recovery drill (each runs on the leader only).
+    # The DR host: the same backups into its own repository, which run only once a
+    # takeover made it the primary (the units skip a standby cluster's leader).
     var.role == "patroni" ? ["dob-pgbackrest-full.timer", "dob-pgbackrest-diff.timer", "dob-pitr-drill.timer"] : [],
+    var.role == "dr-standby" ? ["dob-pgbackrest-full.timer", "dob-pgbackrest-diff.timer"] : [],
     ["dob-metrics.timer"],
   )
 

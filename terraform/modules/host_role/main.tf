@@ -11,6 +11,10 @@ locals {
   prefix = trimsuffix(var.backup_prefix, "/")
   # pgBackRest's repository (WAL archive and physical backups), beside the logical ones.
   pgbackrest_prefix = trimsuffix(var.pgbackrest_prefix, "/")
+  # The DR region's own repository, written only after a takeover promoted it.
+  own_pgbackrest_prefix = var.own_pgbackrest_prefix == null ? null : trimsuffix(var.own_pgbackrest_prefix, "/")
+  repository_prefixes   = compact([local.pgbackrest_prefix, local.own_pgbackrest_prefix])
+  key_write             = var.backup_write || var.own_pgbackrest_prefix != null
 
   object_read_actions = ["s3:GetObject", "s3:GetObjectVersion"]
   # Add, never remove: the buckets' Object Lock and lifecycle retire old backups, so a
@@ -47,7 +51,7 @@ data "aws_iam_policy_document" "this" {
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
-      values   = ["${local.prefix}/*", "${local.prefix}/", "${local.pgbackrest_prefix}/*", "${local.pgbackrest_prefix}/"]
+      values   = concat(["${local.prefix}/*", "${local.prefix}/"], flatten([for p in local.repository_prefixes : ["${p}/*", "${p}/"]]))
     }
   }
 
@@ -63,6 +67,17 @@ data "aws_iam_policy_document" "this" {
     resources = ["${var.backup_bucket_arn}/${local.pgbackrest_prefix}/*"]
   }
 
+  # The DR region's own repository: archive-push and backups from the takeover's
+  # promotion on, expire's delete markers, as the primary region's hosts have theirs.
+  dynamic "statement" {
+    for_each = local.own_pgbackrest_prefix == null ? [] : [1]
+    content {
+      sid       = "OwnPgBackRestRepository"
+      actions   = concat(local.object_read_actions, local.object_write_actions, ["s3:DeleteObject"])
+      resources = ["${var.backup_bucket_arn}/${local.own_pgbackrest_prefix}/*"]
+    }
+  }
+
   statement {
     sid       = "BackupObjects"
     actions   = var.backup_write ? concat(local.object_read_actions, local.object_write_actions) : local.object_read_actions
@@ -71,7 +86,7 @@ data "aws_iam_policy_document" "this" {
 
   statement {
     sid       = "BackupKey"
-    actions   = var.backup_write ? concat(local.kms_read_actions, local.kms_write_actions) : local.kms_read_actions
+    actions   = local.key_write ? concat(local.kms_read_actions, local.kms_write_actions) : local.kms_read_actions
     resources = [var.backup_kms_key_arn]
   }
 

@@ -38,6 +38,17 @@ variable "backup_write" {
   type        = bool
 }
 
+variable "own_pgbackrest_prefix" {
+  description = "The DR region: key prefix of its own pgBackRest repository in its (replica) bucket, which it writes from a takeover's promotion on (WAL archive, base backups, expire) while the replicated repository stays read only. null: none."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.own_pgbackrest_prefix == null || can(regex("^[a-z0-9][a-z0-9-]*/$", coalesce(var.own_pgbackrest_prefix, "x/")))
+    error_message = "own_pgbackrest_prefix is lowercase letters, digits and dashes, ending in /."
+  }
+}
+
 variable "parameter_arns" {
   description = "ARNs of the SSM parameters the hosts read (passwords, the CA certificate, the region's host certificates and keys); nothing else is readable through their key."
   type        = list(string)

@@ -10,7 +10,7 @@ locals {
   backup_objects = [for b in var.backup_bucket_arns : "${b}/*"]
   # pgBackRest's repository is the one place a delete marker may be added (its expire);
   # the versions stay, locked. Everything else in the buckets: not even a marker.
-  not_repository = [for b in var.backup_bucket_arns : "${b}/${trimsuffix(var.pgbackrest_prefix, "/")}/*"]
+  not_repository = flatten([for b in var.backup_bucket_arns : [for p in var.pgbackrest_prefixes : "${b}/${trimsuffix(p, "/")}/*"]])
 }
 
 data "aws_iam_policy_document" "this" {

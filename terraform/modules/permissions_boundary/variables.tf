@@ -13,10 +13,10 @@ variable "backup_bucket_arns" {
   }
 }
 
-variable "pgbackrest_prefix" {
-  description = "Key prefix of pgBackRest's repository in the backup buckets: the only keys a bounded role may put a delete marker on (pgBackRest's expire)."
-  type        = string
-  default     = "pgbackrest/"
+variable "pgbackrest_prefixes" {
+  description = "Key prefixes of pgBackRest's repositories in the backup buckets (the primary region's, and the DR region's own, written after a takeover): the only keys a bounded role may put a delete marker on (pgBackRest's expire)."
+  type        = list(string)
+  default     = ["pgbackrest/", "pgbackrest-dr/"]
 }
 
 variable "tags" {
