@@ -143,14 +143,16 @@ impl ApiConfig {
         let statement_timeout = millis("DOB_STATEMENT_TIMEOUT_MS", 5_000)?;
         let fence = crate::failover::fence::FenceConfig::from_lookup(&lookup)?;
         if let Some(fence) = &fence {
-            // A PUT that starts under the lease must be able to finish under it, with
-            // two read rounds to spare.
-            let needed = pool_timeout + statement_timeout + fence.interval * 2;
+            // A PUT that starts under the lease must be able to finish under it (its
+            // write's client-side deadline included), with two read rounds to spare.
+            let needed = pool_timeout
+                + crate::api::store::write_deadline(statement_timeout)
+                + fence.interval * 2;
             if fence.lease < needed {
                 return Err(Error::config(
                     "DOB_FENCE_LEASE_MS",
                     format!(
-                        "{} ms is too short for this API: at least DOB_POOL_TIMEOUT_MS + DOB_STATEMENT_TIMEOUT_MS + 2 x DOB_FENCE_INTERVAL_MS = {} ms",
+                        "{} ms is too short for this API: at least DOB_POOL_TIMEOUT_MS + DOB_STATEMENT_TIMEOUT_MS + 250 ms (a write's deadline) + 2 x DOB_FENCE_INTERVAL_MS = {} ms",
                         fence.lease.as_millis(),
                         needed.as_millis()
                     ),
@@ -627,14 +629,14 @@ mod tests {
             ("DOB_FENCE_HOME_REGION", "eu-west-1"),
             ("DOB_FENCE_LEASE_MS", "7000"),
         ];
-        // 1 s pool wait + 5 s statement + 2 x 2 s reads = 10 s > 7 s.
+        // 1 s pool wait + 5.25 s write deadline + 2 x 2 s reads = 10.25 s > 7 s.
         let err = config(&fence).unwrap_err().to_string();
         assert!(
-            err.contains("DOB_FENCE_LEASE_MS") && err.contains("10000"),
+            err.contains("DOB_FENCE_LEASE_MS") && err.contains("10250"),
             "{err}"
         );
         let mut shorter = fence.to_vec();
-        shorter.push(("DOB_STATEMENT_TIMEOUT_MS", "2000"));
+        shorter.push(("DOB_STATEMENT_TIMEOUT_MS", "1750"));
         assert!(config(&shorter).unwrap().fence.is_some());
     }
 

@@ -296,6 +296,11 @@ fn store_error(err: StoreError) -> Reply {
         StoreError::NotReady => {
             Reply::error(503, "the database is not ready yet; retry shortly").with_retry_after(1)
         }
+        StoreError::OutcomeUnknown => Reply::error(
+            503,
+            "the write may have been committed, but the database did not finish it within its deadline: its outcome is unknown; retry",
+        )
+        .with_retry_after(1),
         StoreError::ReadOnly => Reply::error(
             503,
             "this region is read-only: its database is a replica; retry after failover or write to the primary region",

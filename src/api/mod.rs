@@ -10,6 +10,8 @@
 pub mod breaker;
 // Concurrent GET lookups and PUTs coalesced into one statement under load.
 pub mod coalesce;
+// Client-side statement deadlines: a write past its own is cancelled, outcome unknown.
+pub mod deadline;
 // The DR region's receipt (its flush of the commit) before a PUT is answered 204.
 pub mod dr_receipt;
 // The HTTP/1.1 front: connections, their limits and deadlines, requests in order.

@@ -168,7 +168,8 @@ impl Server {
             draining: AtomicBool::new(false),
             http_stats: Arc::new(front::Stats::default()),
             max_connections,
-            write_hold: config.pool_timeout + config.statement_timeout,
+            write_hold: config.pool_timeout
+                + crate::api::store::write_deadline(config.statement_timeout),
             late_commits: std::sync::atomic::AtomicU64::new(0),
             dr_receipt,
             fence,
@@ -215,8 +216,10 @@ impl Server {
             admin,
             drain: config.drain,
             // A request being handled waits at most for a pooled connection, then for
-            // its statement.
-            busy_grace: config.pool_timeout + config.statement_timeout + Duration::from_secs(1),
+            // its statement (a write: its client-side deadline).
+            busy_grace: config.pool_timeout
+                + crate::api::store::write_deadline(config.statement_timeout)
+                + Duration::from_secs(1),
             shutdown: ShutdownHandle::default(),
         })
     }

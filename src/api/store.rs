@@ -10,7 +10,9 @@
 //! Every wait is bounded: connecting (`connect_timeout`), waiting for a pooled
 //! connection (`pool_timeout`, which also bounds a request's wait in the coalescing
 //! queue), unacknowledged writes to a dead host (`tcp_user_timeout`) and statements
-//! (`statement_timeout`). So while the database is
+//! (`statement_timeout`; for a write, commit included, also a client-side deadline just
+//! past it, [`crate::api::deadline`], whose cancelled writes answer "outcome unknown"
+//! and lose their connection). So while the database is
 //! down, requests fail fast and the pool reconnects by itself when it returns. Faster
 //! still: once a request finds the database unreachable, a circuit breaker
 //! ([`crate::api::breaker`]) fails requests at once for a cooldown, letting one through at a
@@ -29,6 +31,7 @@
 
 use crate::api::breaker::{Admission, Breaker};
 use crate::api::coalesce::Coalescer;
+use crate::api::deadline::Deadlines;
 use crate::api::dr_receipt::{position_of, WalPosition, POSITION_SQL};
 use crate::config::ApiConfig;
 use crate::db::migrate;
@@ -107,6 +110,10 @@ pub enum StoreError {
     /// The schema has not been migrated yet (the database has not been reachable since
     /// start).
     NotReady,
+    /// A write was cancelled at its client-side deadline: it may have committed (a
+    /// commit waiting for a synchronous standby ends with only a warning when
+    /// cancelled), or not.
+    OutcomeUnknown,
     /// A query failed for a reason retrying will not fix. A bug or an operator change.
     Internal(Arc<postgres::Error>),
 }
@@ -251,6 +258,9 @@ pub struct Store {
     /// the same connection, when `wal_position_after_write` (the DR receipt's target).
     writes: Coalescer<(Box<str>, Date), Option<WalPosition>, StoreError>,
     wal_position_after_write: bool,
+    /// The client-side deadline of a write, commit included.
+    write_deadline: Duration,
+    deadlines: Deadlines,
     breaker: Breaker,
     /// When readiness last succeeded, in milliseconds since `epoch` (0: never).
     last_ready_ms: AtomicU64,
@@ -302,6 +312,9 @@ impl Store {
                 StoreError::Unavailable,
             ),
             wal_position_after_write: config.dr_receipt.is_some(),
+            write_deadline: write_deadline(config.statement_timeout),
+            deadlines: Deadlines::start()
+                .map_err(|e| Error::io("starting the statement deadline watcher", e))?,
             breaker: Breaker::new(config.breaker_cooldown, Instant::now()),
             last_ready_ms: AtomicU64::new(0),
             ready_grace: config.ready_grace,
@@ -490,15 +503,26 @@ impl Store {
         query: Query,
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> std::result::Result<Option<WalPosition>, StoreError> {
-        self.with_conn(|conn| {
+        let written = self.with_conn(|conn| {
             let stmt = conn.statement(query)?;
-            conn.client.execute(&stmt, params)?;
+            let deadline = self.deadlines.arm(
+                Instant::now() + self.write_deadline,
+                (conn.client.cancel_token(), self.tls.clone()),
+            );
+            let result = conn.client.execute(&stmt, params);
+            if deadline.fired() {
+                // Whatever it returned: a cancelled commit wait reports success.
+                conn.broken = true;
+                return Ok(Written::Unknown);
+            }
+            drop(deadline);
+            result?;
             if conn.in_recovery {
                 // The write worked, so this server has been promoted since we connected.
                 conn.in_recovery = false;
             }
             if !self.wal_position_after_write {
-                return Ok(None);
+                return Ok(Written::At(None));
             }
             // Autocommit: the statement's transaction has committed, so the insert
             // position now is at or past its commit record, on this very server. A
@@ -509,9 +533,21 @@ impl Store {
                 .and_then(|stmt| conn.client.query_one(&stmt, &[]))
                 .ok()
                 .and_then(|row| position_of(&row));
-            Ok(position)
-        })
-        .inspect(|_| self.role.store(Role::Primary.to_u8(), Ordering::Relaxed))
+            Ok(Written::At(position))
+        })?;
+        match written {
+            Written::At(position) => {
+                self.role.store(Role::Primary.to_u8(), Ordering::Relaxed);
+                Ok(position)
+            }
+            Written::Unknown => {
+                log::warn!(
+                    "a write did not finish within its deadline ({} ms) and was cancelled: its outcome is unknown",
+                    self.write_deadline.as_millis()
+                );
+                Err(StoreError::OutcomeUnknown)
+            }
+        }
     }
 
     /// Readiness: the database answers a query now. Returns its role.
@@ -638,6 +674,21 @@ impl Store {
         let reached = matches!(last, StoreError::ReadOnly);
         (Err(last), reached)
     }
+}
+
+/// How a write ended, as far as this process can know.
+enum Written {
+    /// Committed; the WAL insert position after it, when asked for.
+    At(Option<WalPosition>),
+    /// Cancelled at its deadline.
+    Unknown,
+}
+
+/// A write's client-side deadline: just past the server's `statement_timeout`, so a
+/// statement the server stops itself ends with its clear error; only a wait the
+/// server does not time out (the commit's, for a synchronous standby) reaches it.
+pub fn write_deadline(statement_timeout: Duration) -> Duration {
+    statement_timeout + Duration::from_millis(250)
 }
 
 /// The batch's usernames, each once, with the date of its last write in arrival order

@@ -202,3 +202,62 @@ fn readiness_stays_200_through_a_failovers_leaderless_window_then_turns_503() {
         app.get("/readyz").status == 200
     });
 }
+
+/// A commit waiting for a synchronous standby that never answers is not bounded by
+/// PostgreSQL's statement_timeout: dob-api's own deadline cancels it, answers 503
+/// "outcome unknown" (the row did commit locally) and discards the connection; the
+/// next write works once the standby requirement is gone.
+#[test]
+fn a_commit_stuck_on_a_synchronous_standby_is_cancelled_at_its_deadline() {
+    // The test servers' default (off) never waits for a standby.
+    let pg = LocalServer::start_fresh_with(&[("synchronous_commit", "on")]).unwrap();
+    pg.create_database("dob").unwrap();
+    let app = TestApp::spawn_with(&pg.url("dob"), &[("DOB_STATEMENT_TIMEOUT_MS", "1000")]);
+    assert_eq!(app.put_dob("Sam", "1990-01-01").status, 204);
+    let mut admin = pg.connect("postgres").unwrap();
+    let require_standby = |admin: &mut postgres::Client, names: &str| {
+        // Two statements: ALTER SYSTEM refuses to run inside a multi-statement batch.
+        admin
+            .batch_execute(&format!(
+                "ALTER SYSTEM SET synchronous_standby_names = '{names}'"
+            ))
+            .unwrap();
+        admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+        // The reload reaches every backend at its next command.
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    require_standby(&mut admin, "nobody");
+
+    let started = Instant::now();
+    let put = app.put_dob("Sam", "1991-02-02");
+    let took = started.elapsed();
+    let message = put.assert_error(503);
+    assert!(message.contains("outcome is unknown"), "{message}");
+    // 1 s statement timeout + 250 ms, and the cancel's round trip.
+    assert!(
+        took >= Duration::from_millis(1200) && took < Duration::from_secs(4),
+        "answered after {took:?}"
+    );
+    let waiting: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(waiting, 0, "the cancelled commit still waits");
+    // Committed locally all the same: that is why the answer is "unknown", not "failed".
+    let stored: jiff::civil::Date = pg
+        .connect("dob")
+        .unwrap()
+        .query_one(
+            "SELECT date_of_birth FROM users WHERE username = 'Sam'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(stored.to_string(), "1991-02-02");
+
+    require_standby(&mut admin, "");
+    assert_eq!(app.put_dob("Sam", "1992-03-03").status, 204);
+}
