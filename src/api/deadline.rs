@@ -41,10 +41,13 @@ struct Armed {
     fired: Arc<AtomicBool>,
 }
 
-#[derive(Default)]
 struct State {
     armed: Vec<Armed>,
     next_id: u64,
+    /// When the watcher wakes next by itself: a deadline before it needs a nudge, a
+    /// later one (the usual case: every write's deadline is now + the same span) none,
+    /// so arming costs no wakeup.
+    next_wake: Instant,
 }
 
 struct Shared {
@@ -65,9 +68,14 @@ pub struct Guard<'a> {
 }
 
 impl Guard<'_> {
-    /// Whether the statement was cancelled for its deadline: whatever it returned, its
-    /// outcome is unknown.
-    pub fn fired(&self) -> bool {
+    /// Disarms the deadline once the statement has returned, and says whether it was
+    /// cancelled for it: then, whatever it returned, its outcome is unknown and its
+    /// connection must be discarded. Decided under the watcher's lock, so a deadline
+    /// disarmed in time is never cancelled later, when the connection may already run
+    /// someone else's statement.
+    pub fn finish(self) -> bool {
+        let mut state = self.deadlines.lock();
+        state.armed.retain(|a| a.id != self.id);
         self.fired.load(Ordering::Acquire)
     }
 }
@@ -86,7 +94,11 @@ impl Deadlines {
     /// Starts the watcher thread.
     pub fn start() -> std::io::Result<Deadlines> {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                armed: Vec::new(),
+                next_id: 0,
+                next_wake: Instant::now(),
+            }),
             wake: Condvar::new(),
         });
         let weak = Arc::downgrade(&shared);
@@ -106,7 +118,7 @@ impl Deadlines {
     /// Arms `deadline` for the statement `cancel` would stop.
     pub fn arm(&self, deadline: Instant, cancel: impl Cancel) -> Guard<'_> {
         let fired = Arc::new(AtomicBool::new(false));
-        let id = {
+        let (id, nudge) = {
             let mut state = self.lock();
             state.next_id += 1;
             let id = state.next_id;
@@ -116,9 +128,11 @@ impl Deadlines {
                 cancel: Box::new(cancel),
                 fired: Arc::clone(&fired),
             });
-            id
+            (id, deadline < state.next_wake)
         };
-        self.shared.wake.notify_one();
+        if nudge {
+            self.shared.wake.notify_one();
+        }
         Guard {
             deadlines: self,
             id,
@@ -139,7 +153,7 @@ fn watch(shared: &Weak<Shared>) {
             return;
         };
         let due: Vec<Armed> = {
-            let state = shared
+            let mut state = shared
                 .state
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -148,6 +162,7 @@ fn watch(shared: &Weak<Shared>) {
             let wait = next.map_or(IDLE_CHECK, |d| {
                 d.saturating_duration_since(now).min(IDLE_CHECK)
             });
+            state.next_wake = now + wait;
             let (mut state, _) = shared
                 .wake
                 .wait_timeout(state, wait)
@@ -157,12 +172,15 @@ fn watch(shared: &Weak<Shared>) {
                 .into_iter()
                 .partition(|a| a.deadline <= now);
             state.armed = pending;
+            // Under the lock: a statement that finishes now learns it was cancelled.
+            for armed in &due {
+                armed.fired.store(true, Ordering::Release);
+            }
             due
         };
         // Outside the lock: a cancel request opens a connection of its own (bounded by
         // the connect timeout), and a request must be able to disarm meanwhile.
         for armed in due {
-            armed.fired.store(true, Ordering::Release);
             if let Err(why) = armed.cancel.cancel() {
                 log::warn!("a statement past its deadline could not be cancelled: {why}");
             }
@@ -193,19 +211,18 @@ mod tests {
             started + Duration::from_millis(100),
             Count(Arc::clone(&cancels)),
         );
-        {
-            let quick = deadlines.arm(
-                started + Duration::from_millis(150),
-                Count(Arc::clone(&cancels)),
-            );
-            assert!(!quick.fired());
-            // Disarmed here, before its deadline.
-        }
-        while !slow.fired() {
+        let quick = deadlines.arm(
+            started + Duration::from_millis(150),
+            Count(Arc::clone(&cancels)),
+        );
+        // Disarmed before its deadline: never cancelled.
+        assert!(!quick.finish());
+        while cancels.load(Ordering::SeqCst) == 0 {
             assert!(started.elapsed() < Duration::from_secs(5), "never fired");
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(started.elapsed() >= Duration::from_millis(100));
+        assert!(slow.finish());
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(cancels.load(Ordering::SeqCst), 1);
     }

@@ -384,6 +384,7 @@ fn metrics(app: &App) -> Reply {
                 .is_ok()
         }),
         fence_late_commits: load(&app.late_commits),
+        write_deadline_cancels: app.store.write_deadline_cancels(),
         http: HttpSnapshot {
             connections_open: front.open.load(Ordering::Relaxed) as u64,
             connections_max: app.max_connections as u64,

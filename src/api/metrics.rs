@@ -99,6 +99,8 @@ pub struct DbSnapshot {
     pub fence_writable: bool,
     /// PUTs whose lease ran out between the check before the statement and the answer.
     pub fence_late_commits: u64,
+    /// Writes cancelled at their client-side deadline (outcome unknown).
+    pub write_deadline_cancels: u64,
     pub http: HttpSnapshot,
     /// The DR region's receipt, when `DOB_DR_RECEIPT_SLOT` is set.
     pub dr: Option<crate::api::dr_receipt::ReceiptStats>,
@@ -233,6 +235,13 @@ impl Metrics {
             "dob_fence_late_commits_total",
             "PUTs committed after their write lease ran out, answered 503 (outcome unknown).",
             db.fence_late_commits,
+        );
+        write_single(
+            &mut out,
+            "counter",
+            "dob_db_write_deadline_cancels_total",
+            "Writes (batches) cancelled at their client-side deadline, commit included; their PUTs answered 503 (outcome unknown).",
+            db.write_deadline_cancels,
         );
         let http = &db.http;
         let counters: [(&str, &str, u64); 6] = [
@@ -385,6 +394,7 @@ mod tests {
             draining: false,
             fence_writable: true,
             fence_late_commits: 0,
+            write_deadline_cancels: 0,
             http: HttpSnapshot {
                 panics: 2,
                 ..HttpSnapshot::default()

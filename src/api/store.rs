@@ -261,6 +261,7 @@ pub struct Store {
     /// The client-side deadline of a write, commit included.
     write_deadline: Duration,
     deadlines: Deadlines,
+    write_deadline_cancels: AtomicU64,
     breaker: Breaker,
     /// When readiness last succeeded, in milliseconds since `epoch` (0: never).
     last_ready_ms: AtomicU64,
@@ -315,6 +316,7 @@ impl Store {
             write_deadline: write_deadline(config.statement_timeout),
             deadlines: Deadlines::start()
                 .map_err(|e| Error::io("starting the statement deadline watcher", e))?,
+            write_deadline_cancels: AtomicU64::new(0),
             breaker: Breaker::new(config.breaker_cooldown, Instant::now()),
             last_ready_ms: AtomicU64::new(0),
             ready_grace: config.ready_grace,
@@ -397,6 +399,11 @@ impl Store {
     }
 
     /// Whether requests are failing fast because the database was found unreachable.
+    /// Writes cancelled at their client-side deadline since start.
+    pub fn write_deadline_cancels(&self) -> u64 {
+        self.write_deadline_cancels.load(Ordering::Relaxed)
+    }
+
     pub fn breaker_open(&self) -> bool {
         self.breaker.is_open()
     }
@@ -510,12 +517,11 @@ impl Store {
                 (conn.client.cancel_token(), self.tls.clone()),
             );
             let result = conn.client.execute(&stmt, params);
-            if deadline.fired() {
+            if deadline.finish() {
                 // Whatever it returned: a cancelled commit wait reports success.
                 conn.broken = true;
                 return Ok(Written::Unknown);
             }
-            drop(deadline);
             result?;
             if conn.in_recovery {
                 // The write worked, so this server has been promoted since we connected.
@@ -541,6 +547,7 @@ impl Store {
                 Ok(position)
             }
             Written::Unknown => {
+                self.write_deadline_cancels.fetch_add(1, Ordering::Relaxed);
                 log::warn!(
                     "a write did not finish within its deadline ({} ms) and was cancelled: its outcome is unknown",
                     self.write_deadline.as_millis()

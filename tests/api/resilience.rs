@@ -258,6 +258,14 @@ fn a_commit_stuck_on_a_synchronous_standby_is_cancelled_at_its_deadline() {
         .get(0);
     assert_eq!(stored.to_string(), "1991-02-02");
 
+    let metrics = app.get("/metrics").body;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "dob_db_write_deadline_cancels_total 1"),
+        "{metrics}"
+    );
+
     require_standby(&mut admin, "");
     assert_eq!(app.put_dob("Sam", "1992-03-03").status, 204);
 }
