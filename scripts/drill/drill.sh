@@ -507,14 +507,9 @@ write_host_env() {
 	[[ $node == dr ]] || echo "DOB_DR_RECEIPT_SLOT=dob_dr" >>"$WORK/$node/dob.env"
 }
 
-# The DR receipt state in force: a detach recorded under an older epoch than the fence's
-# was settled by the takeover that ended that epoch, so the new writer starts attached.
+# Whether the DR receipt state in force (detach_record's `in_force`) is $1.
 dr_state_is() {
-	[[ "$(detach_record | python3 -c '
-import json, sys
-record = json.load(sys.stdin)
-superseded = record["epoch"] < record.get("fence_epoch", record["epoch"])
-print("attached" if superseded else record["state"])' 2>/dev/null)" == "$1" ]]
+	[[ "$(detach_record | python3 -c 'import json, sys; print(json.load(sys.stdin)["in_force"])' 2>/dev/null)" == "$1" ]]
 }
 
 dr_attached() { dr_state_is attached; }
@@ -529,8 +524,10 @@ promote_on() {
 }
 
 # The DR receipt state the writing region recorded (the witness bucket's copy), as JSON,
-# with the fence's epoch beside it as `fence_epoch`; null when it cannot be read. A signed
-# GET (boto3, from the S3 server's virtualenv): objects are private.
+# with the fence's epoch beside it as `fence_epoch` and the state in force as `in_force`:
+# a detach recorded under an older epoch than the fence's was settled by the takeover
+# that ended that epoch, so the new writer starts attached. null when it cannot be read.
+# A signed GET (boto3, from the S3 server's virtualenv): objects are private.
 detach_record() {
 	in_ns client timeout 10 "$DOB_ROOT/.venv/bin/python" - "$S3_WITNESS" "$WITNESS_BUCKET" 2>/dev/null <<-'EOF' || echo null
 		import json, sys
@@ -541,6 +538,7 @@ detach_record() {
 		    return json.loads(s3.get_object(Bucket=sys.argv[2], Key=f"dob/fence/{key}.json")["Body"].read())
 		record = read("detach")
 		record["fence_epoch"] = read("epoch")["epoch"]
+		record["in_force"] = "attached" if record["epoch"] < record["fence_epoch"] else record["state"]
 		print(json.dumps(record))
 	EOF
 }
