@@ -628,11 +628,44 @@ fn take_first_backup(
         repository.config.display()
     );
     let started = Instant::now();
-    match first_backup::full_backup(repository, options.backup_timeout) {
+    let backup = checkpoint_on_timeline(&options.socket_dir, report.timeline)
+        .and_then(|()| first_backup::full_backup(repository, options.backup_timeout));
+    match backup {
         Ok(backup) => report.base_backup = Some(backup),
         Err(err) => report.base_backup_error = Some(err.chain()),
     }
     report.base_backup_s = started.elapsed().as_secs_f64();
+}
+
+/// How long the promoted server may take to record its new timeline in pg_control.
+const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Waits until pg_control records `timeline`, asking for checkpoints meanwhile. A
+/// promotion only requests its first checkpoint, and until it is done pg_control names
+/// the old timeline: pgBackRest then refuses to back up ("WAL timeline does not match
+/// pg_control timeline").
+fn checkpoint_on_timeline(socket_dir: &std::path::Path, timeline: u32) -> Result<()> {
+    let deadline = Instant::now() + CHECKPOINT_TIMEOUT;
+    loop {
+        // Bounded by local_pg's statement timeout; the checkpoint goes on without us.
+        let _ = crate::failover::local_pg::query(socket_dir, "CHECKPOINT");
+        let recorded = crate::failover::local_pg::query(
+            socket_dir,
+            "SELECT timeline_id FROM pg_control_checkpoint()",
+        )
+        .ok()
+        .and_then(|rows| rows.first()?.first()?.parse::<u32>().ok());
+        if recorded == Some(timeline) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::other(format!(
+                "pg_control still records timeline {recorded:?}, not {timeline}, {} s after the promotion's checkpoint was asked for",
+                CHECKPOINT_TIMEOUT.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 /// Before promoting: while the old writer is still streaming to us (a planned move, a
