@@ -631,11 +631,11 @@ setup_consensus_role() {
 	else
 		pgbackrest_config="$(write_pgbackrest_config "$PGBACKREST_CONF" /pgbackrest)"
 	fi
-	DOB_PGBACKREST_UPSTREAM_CONFIG="$upstream_config" DOB_HOST_ADDRESS="$address" DOB_ETCD_HOSTS="$(etcd_client_hosts "$cluster")" \
+	DOB_HOST_ADDRESS="$address" DOB_ETCD_HOSTS="$(etcd_client_hosts "$cluster")" \
 		DOB_PEER_CIDRS="$peers" DOB_PATRONI_NAME="$name" DOB_PATRONI_SCOPE="$scope" \
 		DOB_SECRETS_DIR="$SECRETS_DIR" DOB_PG_DATA_DIR="$DATA_DIR" \
 		DOB_PG_CERT_FILE="$TLS_CERT" DOB_PG_KEY_FILE="$TLS_KEY" DOB_PG_CA_FILE="$TLS_CA" \
-		DOB_PGBACKREST_CONFIG="$pgbackrest_config" \
+		DOB_PGBACKREST_CONFIG="$pgbackrest_config" DOB_PGBACKREST_UPSTREAM_CONFIG="$upstream_config" \
 		"$LIB_DIR/patroni-config.sh" --out "$PATRONI_DIR"
 	# Debian's patroni.service reads config.yml.
 	ln -sf patroni.yml "$PATRONI_DIR/config.yml"
