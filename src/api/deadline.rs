@@ -74,9 +74,11 @@ impl Guard<'_> {
     /// disarmed in time is never cancelled later, when the connection may already run
     /// someone else's statement.
     pub fn finish(self) -> bool {
-        let mut state = self.deadlines.lock();
-        state.armed.retain(|a| a.id != self.id);
-        self.fired.load(Ordering::Acquire)
+        let fired = Arc::clone(&self.fired);
+        // Dropping disarms, under the lock (the watcher sets `fired` only under it), and
+        // takes it once: this is on every write's path.
+        drop(self);
+        fired.load(Ordering::Acquire)
     }
 }
 

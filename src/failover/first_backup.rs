@@ -122,39 +122,8 @@ fn run_bounded(mut cmd: Command, what: &str, timeout: Duration) -> Result<String
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| Error::io(format!("running {what}"), e))?;
-    // Drained on threads, so a chatty child never blocks on a full pipe while we poll.
-    let drain = |pipe: Option<Box<dyn Read + Send>>, keep: usize| {
-        std::thread::spawn(move || {
-            let mut all = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    all.extend_from_slice(&buf[..n]);
-                    if all.len() > keep {
-                        all.drain(..all.len() - keep);
-                    }
-                }
-            }
-            String::from_utf8_lossy(&all).into_owned()
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        usize::MAX,
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        STDERR_KEEP,
-    );
+    let stdout = drain(child.stdout.take(), usize::MAX);
+    let stderr = drain(child.stderr.take(), STDERR_KEEP);
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
@@ -181,6 +150,24 @@ fn run_bounded(mut cmd: Command, what: &str, timeout: Duration) -> Result<String
             err.trim().to_owned(),
         ))
     }
+}
+
+/// Reads `pipe` to its end on a thread of its own (so a chatty child never blocks on a
+/// full pipe while we poll), keeping its last `keep` bytes.
+fn drain(pipe: Option<impl Read + Send + 'static>, keep: usize) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > keep {
+                    kept.drain(..kept.len() - keep);
+                }
+            }
+        }
+        String::from_utf8_lossy(&kept).into_owned()
+    })
 }
 
 #[cfg(test)]
