@@ -214,6 +214,15 @@ def main() -> int:
             f"{len(after)} users after the recovery"
         )
 
+    def dr_timings(result, dns_acks, start, promoted):
+        """rto_s and takeover_to_first_write_s of a takeover: the first write the DNS
+        clients had acknowledged by the DR region, sent after the fault. Returns when
+        each of those was acknowledged."""
+        dr_acks = [a["acked_at"] for a in dns_acks if a.get("via") != args.west_nlb and a["t"] >= start]
+        result["rto_s"] = round(min(dr_acks) - start, 2) if dr_acks else None
+        result["takeover_to_first_write_s"] = round(min(dr_acks) - promoted, 2) if dr_acks else None
+        return dr_acks
+
     scenarios = []
     previous_end = main_acked[0]["t"] if main_acked else 0.0
     for event in events:
@@ -365,11 +374,7 @@ def main() -> int:
             result["lost_in_window"] = len(lost_split) - len(outside)
             result["split_brain_writes"] = len(split)
             result["failed_requests"] = len([f for f in load("split", "failed") if f["t"] >= start])
-            dr_acks = [a["acked_at"] for a in dns_acks if a.get("via") != args.west_nlb and a["t"] >= start]
-            result["rto_s"] = round(min(dr_acks) - start, 2) if dr_acks else None
-            result["takeover_to_first_write_s"] = (
-                round(min(dr_acks) - event["promoted"], 2) if dr_acks else None
-            )
+            dr_acks = dr_timings(result, dns_acks, start, event["promoted"])
             result["ok"] = (
                 event["refused_exit"] == 7
                 and since is not None
@@ -407,11 +412,7 @@ def main() -> int:
             result["acked_lost"] = len(lost_flight)
             result["split_brain_writes"] = len(split)
             result["failed_requests"] = len([f for f in load("flight", "failed") if f["t"] >= start])
-            dr_acks = [a["acked_at"] for a in dns_acks if a.get("via") != args.west_nlb and a["t"] >= start]
-            result["rto_s"] = round(min(dr_acks) - start, 2) if dr_acks else None
-            result["takeover_to_first_write_s"] = (
-                round(min(dr_acks) - event["promoted"], 2) if dr_acks else None
-            )
+            dr_acks = dr_timings(result, dns_acks, start, event["promoted"])
             outcomes = {}
             for f in waited:
                 kind = str(f["outcome"])
