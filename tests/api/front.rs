@@ -82,10 +82,12 @@ fn panics_in_handlers_and_while_reading_cost_one_request_each_and_no_thread() {
     assert_eq!(ok.json()["body"], 3);
     let stats = front.stats();
     assert_eq!(stats.panics.load(Ordering::Relaxed), 100);
-    // Had each panic cost a thread, a hundred would have been started to replace them;
-    // a few may start while others linger on a closing connection.
+    // Had each panic cost a thread, a hundred would have been started to replace them.
+    // A few more start when the next connection arrives while the thread that served the
+    // last one is still closing it (each such thread then stays, idle, so the race grows
+    // rarer): on a loaded machine that was 3 of 100.
     let started = stats.threads_started.load(Ordering::Relaxed);
-    assert!(started <= 4, "{started} threads started for 100 panics");
+    assert!(started <= 12, "{started} threads started for 100 panics");
     assert!(
         stats.threads.load(Ordering::Relaxed) >= 2,
         "the pool kept its size"
