@@ -24,9 +24,24 @@ fn main() -> ExitCode {
             dry_run,
             json,
             accept_data_loss,
+            old_region_unfenced,
         }) => {
             dob::logging::init();
-            return takeover(patroni_config, env_file, dry_run, json, accept_data_loss);
+            return takeover(
+                patroni_config,
+                env_file,
+                dry_run,
+                json,
+                (accept_data_loss, old_region_unfenced),
+            );
+        }
+        Ok(Command::LiftIsolation {
+            env_file,
+            dry_run,
+            json,
+        }) => {
+            dob::logging::init();
+            return lift_isolation(env_file, dry_run, json);
         }
         Ok(Command::Follow {
             patroni_config,
@@ -132,6 +147,21 @@ fn fail(json: bool, what: &str, message: String, code: u8) -> ExitCode {
 fn fence_config(
     env_file: Option<std::path::PathBuf>,
 ) -> Result<dob::failover::fence::FenceConfig, String> {
+    load_env_file(env_file)?;
+    let lookup = |key: &str| std::env::var(key).ok();
+    match dob::failover::fence::FenceConfig::from_lookup(&lookup) {
+        Ok(Some(fence)) => Ok(fence),
+        Ok(None) => Err(
+            "DOB_FENCE_BUCKETS is not set (in the environment or the env file): the fence needs its buckets"
+                .into(),
+        ),
+        Err(err) => Err(err.chain()),
+    }
+}
+
+/// Sets the variables of the env file (default /etc/dob/dob.env when it exists) that
+/// the environment does not set.
+fn load_env_file(env_file: Option<std::path::PathBuf>) -> Result<(), String> {
     let env_file = env_file.or_else(|| {
         let default = std::path::PathBuf::from(HOST_ENV_FILE);
         default.exists().then_some(default)
@@ -144,14 +174,45 @@ fn fence_config(
             }
         }
     }
-    let lookup = |key: &str| std::env::var(key).ok();
-    match dob::failover::fence::FenceConfig::from_lookup(&lookup) {
-        Ok(Some(fence)) => Ok(fence),
-        Ok(None) => Err(
-            "DOB_FENCE_BUCKETS is not set (in the environment or the env file): the fence needs its buckets"
-                .into(),
-        ),
-        Err(err) => Err(err.chain()),
+    Ok(())
+}
+
+fn isolation_config() -> Result<Option<dob::failover::isolation::IsolationConfig>, String> {
+    dob::failover::isolation::IsolationConfig::from_lookup(&|key: &str| std::env::var(key).ok())
+        .map_err(|e| e.chain())
+}
+
+fn lift_isolation(env_file: Option<std::path::PathBuf>, dry_run: bool, json: bool) -> ExitCode {
+    let what = "lift-isolation";
+    let config = match load_env_file(env_file).and_then(|()| isolation_config()) {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            return fail(
+                json,
+                what,
+                "DOB_PEER_REGION and DOB_PEER_FENCE_GROUP are not set: no region to lift the isolation of".into(),
+                2,
+            )
+        }
+        Err(message) => return fail(json, what, message, 2),
+    };
+    let lifted = config
+        .connect()
+        .and_then(|ec2| dob::failover::isolation::lift(&ec2, &config, dry_run));
+    match lifted {
+        Ok(report) => {
+            log_and_print(&report, &[], json);
+            eprintln!(
+                "dob-promote: {} the isolation of {} in {}: {} subnet(s) back on their network ACL, {} host(s) started",
+                if dry_run { "would lift" } else { "lifted" },
+                config.group,
+                config.region,
+                report.subnets.len(),
+                report.instances_started.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => fail(json, what, err.chain(), 9),
     }
 }
 
@@ -203,11 +264,15 @@ fn takeover(
     env_file: Option<std::path::PathBuf>,
     dry_run: bool,
     json: bool,
-    accept_data_loss: bool,
+    (accept_data_loss, old_region_unfenced): (bool, bool),
 ) -> ExitCode {
     let what = "takeover";
     let fence = match fence_config(env_file) {
         Ok(fence) => fence,
+        Err(message) => return fail(json, what, message, 2),
+    };
+    let isolation = match isolation_config() {
+        Ok(isolation) => isolation,
         Err(message) => return fail(json, what, message, 2),
     };
     let peer_slot = match peer_slot() {
@@ -227,6 +292,8 @@ fn takeover(
             &|path: &std::path::Path| path.exists(),
         ),
         backup_timeout: dob::failover::first_backup::BACKUP_TIMEOUT,
+        isolation,
+        old_region_unfenced,
     };
     match dob::failover::takeover::run(&options) {
         Ok(report) => {
@@ -249,6 +316,19 @@ fn takeover(
                 report.timeline,
                 report.previous_timeline
             );
+            if let Some(old) = &report.old_region {
+                eprintln!(
+                    "dob-promote: old region {}: {} ({} subnet(s) moved to {}, {} already there; {} host(s) stopped, {} already stopped){}",
+                    old.region.as_deref().unwrap_or("?"),
+                    old.state,
+                    old.subnets.len(),
+                    old.isolation_acl.as_deref().unwrap_or("its isolation ACL"),
+                    old.already_isolated_subnets.len(),
+                    old.instances_stopped.len(),
+                    old.already_stopped.len(),
+                    old.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                );
+            }
             if let Some(backup) = &report.base_backup {
                 eprintln!(
                     "dob-promote: first full backup {} (stopped {}) in {}: point-in-time recovery reaches any later time",
@@ -266,27 +346,45 @@ fn takeover(
             }
         }
         Err(err) => {
-            let Some(refused) = std::error::Error::source(&err)
-                .and_then(|s| s.downcast_ref::<dob::failover::takeover::Refused>())
+            let source = std::error::Error::source(&err);
+            // What the operator decides on goes out whole, as JSON too.
+            if let Some(stopped) =
+                source.and_then(|s| s.downcast_ref::<dob::failover::takeover::NotIsolated>())
+            {
+                let old_region = serde_json::json!(stopped.old_region);
+                return refuse(json, &err, stopped.epoch, ("old_region", old_region), 9);
+            }
+            let Some(refused) =
+                source.and_then(|s| s.downcast_ref::<dob::failover::takeover::Refused>())
             else {
                 return fail(json, what, err.chain(), 1);
             };
-            // The operator decides on the loss window: it goes out whole, as JSON too.
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "result": "refused",
-                        "error": err.chain(),
-                        "epoch": refused.epoch,
-                        "loss_window": refused.window,
-                    })
-                );
-            }
-            eprintln!("dob-promote: {what} refused: {}", err.chain());
-            ExitCode::from(7)
+            let window = serde_json::json!(refused.window);
+            refuse(json, &err, refused.epoch, ("loss_window", window), 7)
         }
     }
+}
+
+/// A takeover that stopped before promoting, for a person to decide on: `detail` is
+/// what they decide on.
+fn refuse(
+    json: bool,
+    err: &dob::Error,
+    epoch: u64,
+    detail: (&str, serde_json::Value),
+    code: u8,
+) -> ExitCode {
+    if json {
+        let mut report = serde_json::json!({
+            "result": "refused",
+            "error": err.chain(),
+            "epoch": epoch,
+        });
+        report[detail.0] = detail.1;
+        println!("{report}");
+    }
+    eprintln!("dob-promote: takeover refused: {}", err.chain());
+    ExitCode::from(code)
 }
 
 /// `DOB_DR_SLOT` (default `dob_dr`): the slot a writing region keeps for the other.

@@ -28,6 +28,8 @@ pub mod config;
 pub mod db;
 // `Username` and `DateOfBirth`: validated domain values.
 pub mod domain;
+// The EC2 calls that isolate the old region at a takeover: signed, bounded, parsed.
+pub mod ec2;
 // The crate's one error type, with its cause chain.
 pub mod error;
 // Promotion, planned switchover, cross-region takeover and the write fence.

@@ -92,6 +92,10 @@ locals {
     "${module.backup_bucket.replica_bucket_arn}/${local.fence_keys[0]}",
   ]
   fence_kms_key_arns = [module.backup_bucket.kms_key_arn, module.backup_bucket.replica_kms_key_arn]
+  # Each region's database tier, as a takeover in the other region isolates it
+  # (dob:fence-group on its private subnets and hosts, dob:fence-acl on its isolation ACL).
+  primary_fence_group = "${var.name}-${var.primary_region}-db"
+  dr_fence_group      = "${var.name}-${var.dr_region}-db"
   primary_fence_buckets = join(",", [
     "${module.backup_bucket.bucket_name}@${var.primary_region}",
     "${module.backup_bucket.replica_bucket_name}@${var.dr_region}=${module.dr_network.s3_peer_endpoint_url}",
@@ -182,6 +186,7 @@ module "primary_network" {
   public_subnet_cidrs      = local.primary_public_cidrs
   flow_log_kms_key_arn     = module.primary_logs_key.key_arn
   s3_peer_cidr_blocks      = [var.dr_vpc_cidr]
+  fence_group              = local.primary_fence_group
   permissions_boundary_arn = module.permissions_boundary.arn
 }
 
@@ -196,6 +201,7 @@ module "dr_network" {
   public_subnet_cidrs      = local.dr_public_cidrs
   flow_log_kms_key_arn     = module.dr_logs_key.key_arn
   s3_peer_cidr_blocks      = [var.primary_vpc_cidr]
+  fence_group              = local.dr_fence_group
   permissions_boundary_arn = module.permissions_boundary.arn
 }
 
@@ -332,10 +338,16 @@ module "dr_host_role" {
   parameter_arns         = module.credentials.parameter_arns.dr
   parameters_kms_key_arn = module.dr_hosts_key.key_arn
   # The CA key lives in the primary region; a role's GetParameter reaches every region.
-  denied_parameter_arns    = [module.credentials.ca_key_parameter_arn]
-  fence_object_arns        = local.fence_object_arns
-  fence_write              = true
-  fence_kms_key_arns       = local.fence_kms_key_arns
+  denied_parameter_arns = [module.credentials.ca_key_parameter_arn]
+  fence_object_arns     = local.fence_object_arns
+  fence_write           = true
+  fence_kms_key_arns    = local.fence_kms_key_arns
+  # The takeover on the DR host isolates the primary region's database tier.
+  isolation_peer = {
+    region  = var.primary_region
+    vpc_arn = module.primary_network.vpc_arn
+    group   = local.primary_fence_group
+  }
   permissions_boundary_arn = module.permissions_boundary.arn
 }
 
@@ -432,6 +444,12 @@ module "primary_region_host" {
   fence_buckets                  = local.primary_fence_buckets
   fence_home_region              = var.primary_region
   fence_peer_cidr                = var.dr_vpc_cidr
+  fence_group                    = local.primary_fence_group
+  # The failback's takeover here isolates the DR region's tier; these hosts' role may not
+  # (nor write the epoch): it runs with an operator's credentials (terraform/README.md).
+  peer_region       = var.dr_region
+  peer_fence_group  = local.dr_fence_group
+  peer_ec2_endpoint = module.dr_network.ec2_peer_endpoint_url
   # A 204 waits for the DR standby cluster's flush (its slot, kept by Patroni).
   dr_receipt_slot = "dob_dr"
   # Back after a takeover, dob-promote --follow makes this cluster the DR region's standby.
@@ -524,6 +542,10 @@ module "dr" {
   fence_buckets            = local.dr_fence_buckets
   fence_home_region        = var.primary_region
   fence_peer_cidr          = var.primary_vpc_cidr
+  fence_group              = local.dr_fence_group
+  peer_region              = var.primary_region
+  peer_fence_group         = local.primary_fence_group
+  peer_ec2_endpoint        = module.primary_network.ec2_peer_endpoint_url
 
   # Replication to this host crosses the peering connection; its credentials are in SSM
   # before it first boots.

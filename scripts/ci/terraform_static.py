@@ -819,6 +819,9 @@ def render_user_data(root: Path, render_dir: Path) -> int:
         "fence_home_region": "",
         "dr_receipt_slot": "",
         "peer_hosts": "",
+        "peer_region": "",
+        "peer_fence_group": "",
+        "peer_ec2_endpoint": "",
     }
     etcd = "a=http://10.10.0.10:2380,b=http://10.10.1.10:2380,witness=http://10.10.2.10:2380"
     fence = dict(fence_buckets="b@eu-west-1,b-eu-central-1@eu-central-1", fence_home_region="eu-west-1")
@@ -839,6 +842,8 @@ def render_user_data(root: Path, render_dir: Path) -> int:
                            s3_region="eu-central-1", primary_host="", replica_cidrs="10.10.0.10/32,10.10.1.10/32",
                            host_address="10.20.0.10", etcd_initial_cluster="dr=http://10.20.0.10:2380",
                            etcd_name="dr", standby_of="10.10.0.10,10.10.1.10", peer_hosts="10.10.0.10,10.10.1.10",
+                           peer_region="eu-west-1", peer_fence_group="dob-eu-west-1-db",
+                           peer_ec2_endpoint="https://vpce-0-x.ec2.eu-west-1.vpce.amazonaws.com",
                            secrets_parameter_prefix="/dob/patroni/", patroni_url="http://10.20.0.10:8008",
                            data_units=patroni_data_units, units=patroni_units + ["dob-restore-drill.timer", "dob-metrics.timer"],
                            **fence),

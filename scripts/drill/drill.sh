@@ -154,6 +154,10 @@ DR_BUCKET=dob-drill-dr
 # The fence's third vote: a small bucket in a third region, on an S3 server of its own.
 WITNESS_REGION=eu-north-1
 WITNESS_BUCKET=dob-drill-witness
+# Each region's database tier as Terraform tags it (dob:fence-group), for the takeover's
+# isolation through the other region's EC2 API.
+WEST_FENCE_GROUP=dob-drill-$WEST_REGION
+DR_FENCE_GROUP=dob-drill-$DR_REGION
 # Leader key TTL and Patroni's loop: a leader that cannot renew its key within TTL
 # demotes itself (ttl >= loop_wait + 2 * retry_timeout).
 TTL=10
@@ -503,6 +507,15 @@ write_host_env() {
 		DOB_PG_BIN=$PG_BIN
 		DOB_PGBACKREST_CONFIG=$WORK/$node/pgbackrest.conf
 	EOF
+	# The other region's EC2 API (its moto_server, which serves EC2 beside S3) and the
+	# tag of its database tier: a takeover isolates it there.
+	if [[ $node == dr ]]; then
+		printf 'DOB_PEER_REGION=%s\nDOB_PEER_FENCE_GROUP=%s\nDOB_PEER_EC2_ENDPOINT=%s\n' \
+			"$WEST_REGION" "$WEST_FENCE_GROUP" "$S3_WEST" >>"$WORK/$node/dob.env"
+	else
+		printf 'DOB_PEER_REGION=%s\nDOB_PEER_FENCE_GROUP=%s\nDOB_PEER_EC2_ENDPOINT=%s\n' \
+			"$DR_REGION" "$DR_FENCE_GROUP" "$S3_DR" >>"$WORK/$node/dob.env"
+	fi
 	# eu-west-1's dob-api answers 204 only once the DR region has flushed the commit.
 	[[ $node == dr ]] || echo "DOB_DR_RECEIPT_SLOT=dob_dr" >>"$WORK/$node/dob.env"
 }
@@ -521,6 +534,15 @@ promote_on() {
 	shift
 	in_ns "$node" env -i PATH=/usr/bin:/bin "$BIN_DIR/dob-promote" "$@" \
 		--patroni-config "$WORK/$node/patroni.yml" --env-file "$WORK/$node/dob.env"
+}
+
+# dob-promote --lift-isolation on `node`, from the writing region: what a takeover
+# isolated of the other region's tier, back (no Patroni there: only the env file).
+lift_on() {
+	local node=$1
+	shift
+	in_ns "$node" env -i PATH=/usr/bin:/bin "$BIN_DIR/dob-promote" --lift-isolation "$@" \
+		--env-file "$WORK/$node/dob.env"
 }
 
 # The DR receipt state the writing region recorded (the witness bucket's copy), as JSON,
@@ -745,6 +767,36 @@ start_s3() {
 	in_ns client curl -fsS -m 5 -X PUT -o /dev/null "$S3_WEST/$WEST_BUCKET"
 	in_ns client curl -fsS -m 5 -X PUT -o /dev/null "$S3_DR/$DR_BUCKET"
 	in_ns client curl -fsS -m 5 -X PUT -o /dev/null "$S3_WITNESS/$WITNESS_BUCKET"
+	ec2_tier "$S3_WEST" "$WEST_REGION" "$WEST_FENCE_GROUP" 2
+	ec2_tier "$S3_DR" "$DR_REGION" "$DR_FENCE_GROUP" 1
+}
+
+# A region's database tier in its EC2 API (moto_server), as Terraform leaves it: two
+# database subnets tagged dob:fence-group on their own network ACL, the deny-all ACL
+# tagged dob:fence-acl, and `count` hosts tagged with the group. The drill's hosts are
+# namespaces, not these instances: what a takeover isolates here is its report; the
+# drill's own cut stands in for the network effect.
+ec2_tier() {
+	in_ns client timeout 30 "$DOB_ROOT/.venv/bin/python" - "$@" <<-'EOF' ||
+		import sys
+		import boto3
+		endpoint, region, group, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+		ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name=region,
+		                   aws_access_key_id="drill", aws_secret_access_key="drill")
+		vpc = ec2.create_vpc(CidrBlock="10.90.0.0/16")["Vpc"]["VpcId"]
+		subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.90.{i}.0/24")["Subnet"]["SubnetId"] for i in (1, 2)]
+		ec2.create_tags(Resources=subnets, Tags=[{"Key": "dob:fence-group", "Value": group}])
+		own = ec2.create_network_acl(VpcId=vpc)["NetworkAcl"]["NetworkAclId"]
+		deny = ec2.create_network_acl(VpcId=vpc)["NetworkAcl"]["NetworkAclId"]
+		ec2.create_tags(Resources=[deny], Tags=[{"Key": "dob:fence-acl", "Value": group}])
+		for acl in ec2.describe_network_acls(Filters=[{"Name": "association.subnet-id", "Values": subnets}])["NetworkAcls"]:
+		    for assoc in acl["Associations"]:
+		        if assoc["SubnetId"] in subnets:
+		            ec2.replace_network_acl_association(AssociationId=assoc["NetworkAclAssociationId"], NetworkAclId=own)
+		hosts = [i["InstanceId"] for i in ec2.run_instances(ImageId="ami-12345678", MinCount=count, MaxCount=count, SubnetId=subnets[0])["Instances"]]
+		ec2.create_tags(Resources=hosts, Tags=[{"Key": "dob:fence-group", "Value": group}])
+	EOF
+		dob_die "could not create $3's database tier in the EC2 API of $2"
 }
 
 # The deploy's step: the fence records (epoch 0 naming eu-west-1, DR receipt attached)
@@ -877,9 +929,14 @@ fail_back() {
 	local after=$1
 	local name="back-$after" files="$WORK/failback-$after"
 	local fault follow_west_exit=0 west_standby="" failback_at failback_exit=0 follow_dr_exit=0 home
+	local lift_west_exit=0 lift_dr_exit=0
 	load_start "$name" dns client
 	sleep 3
 	fault="$(now)"
+	# From the writing region: eu-west-1's subnets back on their network ACL, its hosts
+	# started (what the takeover isolated; nothing when its API was down then).
+	lift_on dr --json >"$files-lift-west.json" 2>>"$WORK/takeover.log" || lift_west_exit=$?
+	dob_log "failback: dob-promote --lift-isolation in the DR region exited $lift_west_exit: $(cat "$files-lift-west.json")"
 	# On the host that leads eu-west-1, as the runbook says.
 	promote_on "$(leader || echo a)" --follow --json >"$files-follow-west.json" 2>>"$WORK/takeover.log" || follow_west_exit=$?
 	dob_log "failback: dob-promote --follow in eu-west-1 exited $follow_west_exit: $(cat "$files-follow-west.json")"
@@ -894,6 +951,8 @@ fail_back() {
 	failback_at="$(now)"
 	promote_on "$west_standby" --takeover --json >"$files-takeover.json" 2>>"$WORK/takeover.log" || failback_exit=$?
 	dob_log "failback: dob-promote --takeover in eu-west-1 exited $failback_exit: $(cat "$files-takeover.json")"
+	lift_on "$west_standby" --json >"$files-lift-dr.json" 2>>"$WORK/takeover.log" || lift_dr_exit=$?
+	dob_log "failback: dob-promote --lift-isolation in eu-west-1 exited $lift_dr_exit: $(cat "$files-lift-dr.json")"
 	promote_on dr --follow --json >"$files-follow-dr.json" 2>>"$WORK/takeover.log" || follow_dr_exit=$?
 	dob_log "failback: dob-promote --follow in the DR region exited $follow_dr_exit: $(cat "$files-follow-dr.json")"
 	wait_for "the DR standby cluster to stream from eu-west-1" 180 dr_streaming
@@ -909,10 +968,11 @@ fail_back() {
 	load_stop "$name"
 	sleep 2
 	psql_on "$(leader)" -c "COPY (SELECT username, date_of_birth FROM users) TO STDOUT" >"$files-users.tsv"
-	printf '{"scenario":"failback","after":"%s","load":"%s","users":"%s","fault":%s,"follow_west_exit":%s,"follow_west":%s,"failback_at":%s,"failback_exit":%s,"failback":%s,"follow_dr_exit":%s,"follow_dr":%s,"home":%s,"detach_end":%s,"end":%s}\n' \
+	printf '{"scenario":"failback","after":"%s","load":"%s","users":"%s","fault":%s,"follow_west_exit":%s,"follow_west":%s,"failback_at":%s,"failback_exit":%s,"failback":%s,"follow_dr_exit":%s,"follow_dr":%s,"lift_west_exit":%s,"lift_west":%s,"lift_dr_exit":%s,"lift_dr":%s,"home":%s,"detach_end":%s,"end":%s}\n' \
 		"$after" "$name" "$files-users.tsv" "$fault" "$follow_west_exit" "$(json_file "$files-follow-west.json")" \
 		"$failback_at" "$failback_exit" "$(json_file "$files-takeover.json")" "$follow_dr_exit" \
-		"$(json_file "$files-follow-dr.json")" "$home" "$(detach_record)" "$(now)" >>"$events"
+		"$(json_file "$files-follow-dr.json")" "$lift_west_exit" "$(json_file "$files-lift-west.json")" \
+		"$lift_dr_exit" "$(json_file "$files-lift-dr.json")" "$home" "$(detach_record)" "$(now)" >>"$events"
 }
 
 # --- the run -------------------------------------------------------------------------
@@ -1304,13 +1364,20 @@ dob_log "region_loss: eu-west-1 cut off"
 wait_for "the DNS stand-in to answer the DR region" 120 dns_answers "${IP[client]}:8081"
 dns_switched="$(now)"
 dob_log "region_loss: DNS answers the DR region after $(python3 -c "print(round($dns_switched - $fault, 1))") s"
-# The runbook's first step: what it would do, changing nothing.
-promote_on dr --takeover --dry-run >>"$WORK/takeover.log" 2>&1 || dob_die "dob-promote --takeover --dry-run failed"
+# The runbook's first step: what it would do, changing nothing. It says whether
+# eu-west-1's EC2 API can isolate it: not here, the region is gone, API and all; the
+# operator then promotes with --old-region-unfenced, as the runbook says.
+promote_on dr --takeover --dry-run --json >"$WORK/takeover-dry-run.json" 2>>"$WORK/takeover.log" ||
+	dob_die "dob-promote --takeover --dry-run failed: $(cat "$WORK/takeover-dry-run.json")"
+unfenced=()
+[[ "$(python3 -c 'import json, sys; print((json.load(sys.stdin).get("old_region") or {}).get("state"))' <"$WORK/takeover-dry-run.json")" == would-isolate ]] ||
+	unfenced=(--old-region-unfenced)
+dob_log "region_loss: the dry run says: $(cat "$WORK/takeover-dry-run.json")"
 dr_role="$(in_ns client curl -fsS -m 2 "http://${IP[dr]}:8008/patroni" | python3 -c 'import json, sys; print(json.load(sys.stdin)["role"])')"
 [[ "$dr_role" == standby_leader ]] || dob_die "after --dry-run the DR host is $dr_role, not the standby leader"
 takeover_exit=0
 takeover_at="$(now)"
-promote_on dr --takeover --json >"$WORK/takeover.json" 2>>"$WORK/takeover.log" || takeover_exit=$?
+promote_on dr --takeover "${unfenced[@]}" --json >"$WORK/takeover.json" 2>>"$WORK/takeover.log" || takeover_exit=$?
 dob_log "region_loss: dob-promote --takeover exited $takeover_exit: $(cat "$WORK/takeover.json")"
 sleep 15
 # eu-west-1 comes back: its leader never stopped leading. Writers straight at its

@@ -96,6 +96,21 @@ def read_jsonl(path):
 UNKNOWN = ("the write was committed in this region", "the write may have been committed")
 
 
+def old_region(takeover):
+    """What a takeover's report says it did to the old region through its EC2 API:
+    (isolated, a sentence for the detail)."""
+    old = (takeover or {}).get("old_region") or {}
+    text = (
+        f"old region {old.get('region')}: {old.get('state')}, {len(old.get('subnets') or [])} subnet(s) "
+        f"moved to {old.get('isolation_acl') or old.get('deny_acl')}, {len(old.get('instances_stopped') or [])} host(s) stopped"
+    )
+    if old.get("error"):
+        text += f" ({old['error'][:120]})"
+    if (takeover or {}).get("old_region_unfenced"):
+        text += ", promoted with --old-region-unfenced"
+    return old.get("state") == "isolated", text
+
+
 def receipt_state(record):
     """The DR receipt state in force, as the drill's read of it says (`in_force`,
     drill.sh's detach_record)."""
@@ -380,6 +395,7 @@ def main() -> int:
                 and since is not None
                 and event["accept_exit"] == 0
                 and takeover.get("accepted_data_loss") is True
+                and old_region(takeover)[0]
                 and not outside
                 and not split
                 and gap is not None
@@ -393,7 +409,7 @@ def main() -> int:
                 f"region {event['dns_switched'] - start:.1f} s after the cut; {len(acks)} writes acknowledged "
                 f"({len(inside)} by writers inside eu-west-1), {len(lost_split)} of them not in the promoted DR "
                 f"region, {len(outside)} outside the reported window; {len(split)} acknowledged by eu-west-1 "
-                "after the promotion"
+                f"after the promotion; {old_region(takeover)[1]}"
             )
         elif name == "takeover_in_flight":
             flight_dr = table(event["dr_users"])
@@ -418,7 +434,13 @@ def main() -> int:
                 kind = str(f["outcome"])
                 outcomes[kind] = outcomes.get(kind, 0) + 1
             result["inside_outcomes"] = outcomes
-            result["ok"] = event["takeover_exit"] == 0 and not lost_flight and not split and bool(dr_acks)
+            result["ok"] = (
+                event["takeover_exit"] == 0
+                and old_region(takeover)[0]
+                and not lost_flight
+                and not split
+                and bool(dr_acks)
+            )
             result["detail"] = (
                 f"leader {event['leader']} cut off from its synchronous standby and the DR region; "
                 f"dob-promote --takeover exited {event['takeover_exit']} (epoch {takeover.get('epoch')}, lease wait "
@@ -426,7 +448,7 @@ def main() -> int:
                 f"the DR region {event['dns_switched'] - start:.1f} s after the cut; the writers inside eu-west-1: "
                 f"{len([a for a in inside if a['t'] >= start])} acknowledged, unanswered or refused {outcomes}; "
                 f"{len(acks)} writes acknowledged in all, {len(lost_flight)} of them not in the promoted DR region; "
-                f"{len(split)} acknowledged by eu-west-1 after the promotion"
+                f"{len(split)} acknowledged by eu-west-1 after the promotion; {old_region(takeover)[1]}"
             )
         elif name == "failback":
             home_table = table(event["users"])
@@ -450,6 +472,9 @@ def main() -> int:
                 event["follow_west_exit"] == 0
                 and event["failback_exit"] == 0
                 and event["follow_dr_exit"] == 0
+                and event.get("lift_west_exit", 0) == 0
+                and event.get("lift_dr_exit", 0) == 0
+                and old_region(failback)[0]
                 and catch_up.get("state") == "caught-up"
                 and not lost_back
                 and not split
@@ -465,7 +490,11 @@ def main() -> int:
                 f"region: {catch_up.get('state')} at {catch_up.get('lsn')} in {failback.get('catch_up_s', 0):.1f} s); "
                 f"the DR region's --follow exited {event['follow_dr_exit']}; writes home (DNS) "
                 f"{event['home'] - start:.1f} s after the start; {len(acks)} writes acknowledged, {len(lost_back)} "
-                f"missing at home; DR receipt state at the end: {end_state}"
+                f"missing at home; DR receipt state at the end: {end_state}; the takeover's {old_region(failback)[1]}; "
+                f"--lift-isolation: in the DR region exited {event.get('lift_west_exit')} "
+                f"({len((event.get('lift_west') or {}).get('subnets') or [])} subnet(s) of eu-west-1 back), "
+                f"in eu-west-1 exited {event.get('lift_dr_exit')} "
+                f"({len((event.get('lift_dr') or {}).get('subnets') or [])} subnet(s) of the DR region back)"
             )
         elif name == "region_loss":
             region_acked = read_jsonl(os.path.join(args.load, "region.acked.jsonl"))
@@ -509,10 +538,13 @@ def main() -> int:
             result["rpo_writes"] = len(rpo_lost)
             again = event.get("again") or {}
             west_bucket_fenced = any(b.endswith("@eu-west-1") for b in again.get("fenced_buckets", []))
+            old_isolated, old_text = old_region(takeover)
             result["ok"] = (
                 event["takeover_exit"] == 0
                 and event.get("again_exit") == 0
                 and west_bucket_fenced
+                and not old_isolated
+                and takeover.get("old_region_unfenced") is True
                 and result["rto_s"] is not None
                 and not lost_after
                 and not west_after_return
@@ -527,7 +559,8 @@ def main() -> int:
                 f"DNS answered the DR region {event['dns_switched'] - start:.1f} s after the cut; "
                 f"dob-promote --takeover exited {event['takeover_exit']} "
                 f"(epoch {takeover.get('epoch')}, lease wait {takeover.get('lease_wait_s', 0):.1f} s, "
-                f"promotion {takeover.get('promote_s', 0):.1f} s, unreachable buckets {takeover.get('unreachable_buckets')}); "
+                f"promotion {takeover.get('promote_s', 0):.1f} s, unreachable buckets {takeover.get('unreachable_buckets')}; "
+                f"{old_text}); "
                 f"{len(after_fault)} writes acknowledged through DNS after the cut, {len(lost_after)} missing in the DR region; "
                 f"after eu-west-1 came back (leader {event['west_leader']}): {back_sent} writes sent straight to its hosts, "
                 f"{len(west_after_return)} acknowledged there; the takeover run again then: exit "

@@ -7,6 +7,8 @@
 pub mod fence;
 // `dob-promote --follow`: a region the fence does not name follows the writing one.
 pub mod follow;
+// The takeover's fence on the old region through its EC2 API: isolation network ACL, hosts stopped.
+pub mod isolation;
 // One query on this host's own server, through psql as the postgres user.
 pub mod local_pg;
 // The promoted region's own archive: its stanza and first full backup at a takeover.

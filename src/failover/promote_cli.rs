@@ -18,7 +18,8 @@ dob-promote [--database-url URL] [--primary-url URL ...] [--max-lag-bytes N]
 dob-promote --switchover [--candidate NAME] [--patroni-config PATH]
             [--dry-run] [--json]
 dob-promote --takeover [--patroni-config PATH] [--env-file PATH]
-            [--accept-data-loss] [--dry-run] [--json]
+            [--accept-data-loss] [--old-region-unfenced] [--dry-run] [--json]
+dob-promote --lift-isolation [--env-file PATH] [--dry-run] [--json]
 dob-promote --follow [--patroni-config PATH] [--env-file PATH] [--dry-run] [--json]
 dob-promote --fence-init [--env-file PATH] [--json]",
     flags: "\
@@ -38,9 +39,21 @@ dob-promote --fence-init [--env-file PATH] [--json]",
                       Before promoting, while the old writer still streams here (a
                       failback), waits until its WAL is flushed here. After it, the
                       first full backup into this region's own pgBackRest repository
-                      (DOB_PGBACKREST_CONFIG), where it archives from the promotion on
+                      (DOB_PGBACKREST_CONFIG), where it archives from the promotion on.
+                      Just before promoting, isolates the old region through its EC2
+                      API (DOB_PEER_REGION): its database subnets (tag dob:fence-group
+                      = DOB_PEER_FENCE_GROUP) move to the group's isolation network ACL
+                      and its database hosts are stopped; if that fails, nothing is
+                      promoted (exit 9)
 --accept-data-loss    with --takeover: promote even though the old region acknowledged
                       writes the DR region may lack; the report gives that window
+--old-region-unfenced with --takeover: promote even though the old region could not be
+                      isolated through its API (the API is down, or DOB_PEER_REGION is
+                      not set); the epoch and the lease still fence its dob-api
+--lift-isolation      in the writing region, once the old one is to come back as its
+                      standby: undo a takeover's isolation of DOB_PEER_FENCE_GROUP in
+                      DOB_PEER_REGION (each subnet back to the network ACL recorded on
+                      it, the hosts a takeover stopped started)
 --follow              in a region the fence does not name the writer (the home region
                       back after a takeover; the DR region after a failback): make the
                       local Patroni cluster a standby cluster of DOB_PEER_HOSTS, the
@@ -49,7 +62,7 @@ dob-promote --fence-init [--env-file PATH] [--json]",
 --fence-init          at deploy: create the fence records (epoch 0 naming
                       DOB_FENCE_HOME_REGION, DR receipt attached) in every bucket that
                       has none; never replaces a record
---env-file PATH       with --takeover, --follow or --fence-init: read variables the environment
+--env-file PATH       with --takeover, --follow, --fence-init or --lift-isolation: read variables the environment
                       does not set from PATH (default /etc/dob/dob.env when it exists)
 --patroni-config PATH Patroni's configuration (default DOB_PATRONI_CONFIG, else
                       /etc/patroni/config.yml)
@@ -84,6 +97,10 @@ DOB_FENCE_INTERVAL_MS, DOB_S3_PREFIX, DOB_S3_ENDPOINT
                       the write fence, for --takeover, --follow and --fence-init (also
                       read from --env-file)
 DOB_PEER_HOSTS        --follow: the other region's database hosts, comma-separated
+DOB_PEER_REGION, DOB_PEER_FENCE_GROUP
+                      --takeover and --lift-isolation: the other region, and the value
+                      of the tag dob:fence-group on its database subnets and hosts
+DOB_PEER_EC2_ENDPOINT that region's EC2 API, when not https://ec2.<region>.amazonaws.com
 DOB_DR_SLOT           the slot a writing region keeps for the other one (default dob_dr)
 DOB_PG_SOCKET_DIR     --takeover: the local server's socket directory, to read its WAL
                       receiver (default /var/run/postgresql); DOB_PG_BIN, psql's directory
@@ -91,7 +108,7 @@ DOB_PGBACKREST_CONFIG --takeover: this region's own pgBackRest repository (defau
                       /etc/pgbackrest/pgbackrest.conf when it exists); DOB_PGBACKREST_STANZA
                       (dob), DOB_PGBACKREST (the program)
 RUST_LOG              log level (default info)
-AWS credentials (--takeover): the standard chain (environment, profile, instance profile).",
+AWS credentials (--takeover, --lift-isolation): the standard chain (environment, profile, instance profile).",
     exit_codes: "\
 0  promoted (or, with --dry-run, would promote); switched over; took over; every
    bucket holds the fence records (--fence-init); following (--follow)
@@ -109,7 +126,11 @@ AWS credentials (--takeover): the standard chain (environment, profile, instance
    \"epoch\", \"loss_window\": {\"after_lsn\", \"since\", \"by\", \"why\"}}
 8  --takeover promoted (writes are on), but its first full backup failed: no
    point-in-time recovery to a later time until one succeeds (base_backup_error;
-   systemctl start dob-pgbackrest-backup@full.service on the leader)",
+   systemctl start dob-pgbackrest-backup@full.service on the leader)
+9  --takeover stopped before promoting: the old region could not be isolated
+   through its EC2 API (old_region.error); the new epoch stays recorded, nothing takes
+   writes, and --old-region-unfenced promotes. With --lift-isolation: some of the
+   isolation could not be lifted",
 };
 
 #[derive(Debug, PartialEq, Eq)]
@@ -125,6 +146,14 @@ pub enum Command {
         dry_run: bool,
         json: bool,
         accept_data_loss: bool,
+        /// Promote although the old region could not be isolated through its API.
+        old_region_unfenced: bool,
+    },
+    /// `--lift-isolation`: undo a takeover's isolation of the other region.
+    LiftIsolation {
+        env_file: Option<PathBuf>,
+        dry_run: bool,
+        json: bool,
     },
     /// `--follow`: the local cluster becomes a standby cluster of the writing region.
     Follow {
@@ -155,6 +184,7 @@ pub fn parse_args(
     let (mut switchover, mut candidate, mut patroni_config) = (false, None, None);
     let (mut takeover, mut env_file) = (false, None);
     let (mut fence_init, mut accept_data_loss, mut follow) = (false, false, false);
+    let (mut old_region_unfenced, mut lift_isolation) = (false, false);
     while let Some(arg) = parser.next_arg()? {
         let flag = match arg {
             Arg::Flag(flag) => flag,
@@ -208,6 +238,8 @@ pub fn parse_args(
             "--follow" => follow = true,
             "--fence-init" => fence_init = true,
             "--accept-data-loss" => accept_data_loss = true,
+            "--old-region-unfenced" => old_region_unfenced = true,
+            "--lift-isolation" => lift_isolation = true,
             "--force" => force = true,
             "--allow-data-loss" => allow_data_loss = true,
             "--dry-run" => dry_run = true,
@@ -224,6 +256,31 @@ pub fn parse_args(
             })
             .unwrap_or_else(|| PathBuf::from(crate::failover::switchover::DEFAULT_PATRONI_CONFIG))
     };
+    if lift_isolation {
+        if takeover
+            || follow
+            || fence_init
+            || switchover
+            || database_url.is_some()
+            || !primary_urls.is_empty()
+            || force
+            || allow_data_loss
+            || accept_data_loss
+            || old_region_unfenced
+            || candidate.is_some()
+            || patroni_config.is_some()
+        {
+            return Err("--lift-isolation takes only --env-file, --dry-run and --json".into());
+        }
+        return Ok(Command::LiftIsolation {
+            env_file,
+            dry_run,
+            json,
+        });
+    }
+    if old_region_unfenced && !takeover {
+        return Err("--old-region-unfenced goes with --takeover".into());
+    }
     if fence_init {
         if takeover
             || follow
@@ -266,7 +323,7 @@ pub fn parse_args(
     }
     if takeover {
         if switchover || local_flags {
-            return Err("--takeover takes only --patroni-config, --env-file, --accept-data-loss, --dry-run and --json: Patroni and the fence configuration know the rest".into());
+            return Err("--takeover takes only --patroni-config, --env-file, --accept-data-loss, --old-region-unfenced, --dry-run and --json: Patroni and the fence configuration know the rest".into());
         }
         return Ok(Command::Takeover {
             patroni_config: patroni_config_or_default(patroni_config),
@@ -274,10 +331,13 @@ pub fn parse_args(
             dry_run,
             json,
             accept_data_loss,
+            old_region_unfenced,
         });
     }
     if env_file.is_some() {
-        return Err("--env-file goes with --takeover, --follow or --fence-init".into());
+        return Err(
+            "--env-file goes with --takeover, --follow, --fence-init or --lift-isolation".into(),
+        );
     }
     if switchover {
         if database_url.is_some() || !primary_urls.is_empty() || force || allow_data_loss {
@@ -461,15 +521,28 @@ mod tests {
                 dry_run: true,
                 json: false,
                 accept_data_loss: false,
+                old_region_unfenced: false,
             })
         );
         assert!(matches!(
-            parse(&["--takeover", "--accept-data-loss"], |_| None),
+            parse(
+                &["--takeover", "--accept-data-loss", "--old-region-unfenced"],
+                |_| None
+            ),
             Ok(Command::Takeover {
                 accept_data_loss: true,
+                old_region_unfenced: true,
                 ..
             })
         ));
+        assert_eq!(
+            parse(&["--lift-isolation", "--dry-run", "--json"], |_| None),
+            Ok(Command::LiftIsolation {
+                env_file: None,
+                dry_run: true,
+                json: true
+            })
+        );
         assert_eq!(
             parse(
                 &["--follow", "--patroni-config", "/p.yml", "--json"],
@@ -498,6 +571,9 @@ mod tests {
             &["--accept-data-loss"],
             &["--switchover", "--accept-data-loss"],
             &["--fence-init", "--takeover"],
+            &["--old-region-unfenced"],
+            &["--lift-isolation", "--takeover"],
+            &["--lift-isolation", "--old-region-unfenced"],
             &["--fence-init", "--dry-run"],
             &["--follow", "--takeover"],
             &["--follow", "--accept-data-loss"],

@@ -21,12 +21,17 @@
 //!    flushed here ([`catch_up_from`]); when the old writer is the DR region (a
 //!    failback), whose writes no receipt vouches for, a receiver that is not caught up
 //!    refuses like a detach.
-//! 6. Create the stanza in this region's own pgBackRest repository
+//! 6. Isolate the old region through its EC2 API ([`crate::failover::isolation`]): its
+//!    database subnets on its isolation network ACL, its hosts stopped. Defence in
+//!    depth: the epoch and the lease already stop a `dob-api` that behaves. If the API
+//!    cannot do it (down, or not configured), refuse unless the operator passed
+//!    `--old-region-unfenced`.
+//! 7. Create the stanza in this region's own pgBackRest repository
 //!    ([`crate::failover::first_backup`]). Remove `standby_cluster` from the Patroni
 //!    configuration (`patronictl edit-config`) and keep the permanent slot the other
 //!    region will follow through: Patroni promotes the standby leader. Wait until it
 //!    leads on a new timeline.
-//! 7. Take the first full backup into that repository: from its end on, a recovery
+//! 8. Take the first full backup into that repository: from its end on, a recovery
 //!    can reach any time in the new region's history.
 //!
 //! A re-run after a crash or a refusal continues from where it stopped: a record that
@@ -39,6 +44,7 @@ use crate::failover::fence::{
     FenceStores, EPOCH_KEY,
 };
 use crate::failover::first_backup::{self, BaseBackup, Repository};
+use crate::failover::isolation::{self, IsolationConfig, IsolationReport};
 use crate::failover::promote::Lsn;
 use crate::failover::quorum::{self, majority_records, StoreRead};
 use crate::failover::switchover::{parse_members, patronictl, Member};
@@ -75,6 +81,10 @@ pub struct TakeoverOptions {
     pub repository: Option<Repository>,
     /// The longest the first full backup may run.
     pub backup_timeout: Duration,
+    /// The old region's EC2 API and database tier; `None`: not configured.
+    pub isolation: Option<IsolationConfig>,
+    /// Promote even though the old region could not be isolated through its API.
+    pub old_region_unfenced: bool,
 }
 
 /// How the local standby leader stands with the old writer's WAL once the old
@@ -374,6 +384,10 @@ pub struct TakeoverReport {
     /// time after the takeover until one succeeds (the binary exits 8).
     pub base_backup_error: Option<String>,
     pub base_backup_s: f64,
+    /// What the old region's EC2 API isolated (a dry run: would isolate).
+    pub old_region: Option<IsolationReport>,
+    /// Promoted with `--old-region-unfenced` although `old_region` is not isolated.
+    pub old_region_unfenced: bool,
     pub warnings: Vec<String>,
 }
 
@@ -461,6 +475,8 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
         base_backup: None,
         base_backup_error: None,
         base_backup_s: 0.0,
+        old_region: None,
+        old_region_unfenced: false,
         warnings,
     };
     if options.repository.is_none() {
@@ -476,6 +492,14 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
         record_finding(&mut report, &finding);
         if let ClusterState::Standby { .. } = state {
             narrow_to_this_member(options, &mut report);
+            let old_writer = next.record.previous_writer_region.as_deref();
+            let isolation = isolate_old_region(options, old_writer, next.record.epoch, true);
+            if let Some(error) = &isolation.error {
+                report.warnings.push(format!(
+                    "the old region cannot be isolated through its API; the takeover would stop before promoting (exit 9) unless given --old-region-unfenced: {error}"
+                ));
+            }
+            report.old_region = Some(isolation);
         }
         return Ok(report);
     }
@@ -553,6 +577,32 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
             .clone()
             .unwrap_or_default();
         wait_for_catch_up(options, &old_writer, &mut report)?;
+        // Last before the promotion: after the catch-up, which needs the old writer's
+        // stream, and only once this run is sure to promote.
+        let isolation = isolate_old_region(
+            options,
+            Some(old_writer.as_str()).filter(|r| !r.is_empty()),
+            next.record.epoch,
+            false,
+        );
+        let isolated = isolation.isolated();
+        report.old_region = Some(isolation.clone());
+        if !isolated {
+            if !options.old_region_unfenced {
+                return Err(Error::with_source(
+                    "the takeover stopped before promoting",
+                    NotIsolated {
+                        epoch: next.record.epoch,
+                        old_region: isolation,
+                    },
+                ));
+            }
+            report.old_region_unfenced = true;
+            report.warnings.push(format!(
+                "promoting with --old-region-unfenced: the old region was not isolated through its API ({}); only the epoch and the lease fence it",
+                isolation.error.as_deref().unwrap_or("unknown")
+            ));
+        }
         // Before the promotion, so the archiver's first push after it finds the stanza.
         let stanza = options.repository.as_ref().map(first_backup::create_stanza);
         if let Some(Err(err)) = &stanza {
@@ -605,6 +655,60 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
     }
     Ok(report)
 }
+
+/// Isolates the old writer's region (or, `dry_run`, says what that would change). The
+/// configured peer must be that region: isolating another one would fence nothing.
+fn isolate_old_region(
+    options: &TakeoverOptions,
+    old_writer: Option<&str>,
+    epoch: u64,
+    dry_run: bool,
+) -> IsolationReport {
+    let Some(config) = &options.isolation else {
+        return IsolationReport::not_configured();
+    };
+    let mut report = match old_writer {
+        Some(old) if old != config.region => IsolationReport {
+            state: "failed",
+            error: Some(format!(
+                "DOB_PEER_REGION is {} but the old writer is {old}",
+                config.region
+            )),
+            ..IsolationReport::not_configured()
+        },
+        _ => match config.connect() {
+            Ok(ec2) => isolation::isolate(&ec2, config, epoch, dry_run),
+            Err(err) => IsolationReport {
+                state: "failed",
+                error: Some(err.chain()),
+                ..IsolationReport::not_configured()
+            },
+        },
+    };
+    report.region = Some(config.region.clone());
+    report.group = Some(config.group.clone());
+    report
+}
+
+/// The takeover stopped before promoting: the old region's API did not isolate it.
+#[derive(Debug, Clone)]
+pub struct NotIsolated {
+    pub epoch: u64,
+    pub old_region: IsolationReport,
+}
+
+impl std::fmt::Display for NotIsolated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the old region could not be isolated through its EC2 API ({}); epoch {} stays recorded and nothing takes writes: run the takeover again when the API answers, or pass --old-region-unfenced to promote with only the epoch and the lease fencing it",
+            self.old_region.error.as_deref().unwrap_or("unknown"),
+            self.epoch
+        )
+    }
+}
+
+impl std::error::Error for NotIsolated {}
 
 /// The promoted leader's first full backup, taken here when this host runs it.
 fn take_first_backup(

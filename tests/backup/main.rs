@@ -6,6 +6,7 @@
 mod api;
 mod fence;
 mod helpers;
+mod isolation;
 mod pitr;
 
 use helpers::*;

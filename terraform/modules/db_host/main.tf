@@ -81,6 +81,9 @@ locals {
     fence_home_region              = var.fence_home_region
     dr_receipt_slot                = var.dr_receipt_slot
     peer_hosts                     = var.peer_hosts
+    peer_region                    = var.peer_region
+    peer_fence_group               = var.peer_fence_group
+    peer_ec2_endpoint              = var.peer_ec2_endpoint
     tls_ca_parameter               = var.tls_ca_parameter
     tls_cert_parameter             = var.tls_cert_parameter
     tls_key_parameter              = var.tls_key_parameter
@@ -264,7 +267,12 @@ resource "aws_instance" "this" {
     delete_on_termination = true
   }
 
-  tags = merge(var.tags, { Name = var.name, DobRole = var.role })
+  # dob:fence-group: a takeover in the other region stops this host (src/failover/isolation.rs).
+  tags = merge(
+    var.tags,
+    { Name = var.name, DobRole = var.role },
+    var.fence_group == "" ? {} : { "dob:fence-group" = var.fence_group },
+  )
 
   lifecycle {
     # A new AMI or env file must not silently replace a database host: roll hosts one at a

@@ -318,6 +318,30 @@ variable "peer_hosts" {
   default     = ""
 }
 
+variable "fence_group" {
+  description = "The tag `dob:fence-group` on this instance: a takeover in the other region stops the instances of this group (its database tier). Empty: no tag."
+  type        = string
+  default     = ""
+}
+
+variable "peer_region" {
+  description = "DOB_PEER_REGION: the other region, whose database tier dob-promote --takeover isolates through its EC2 API before promoting here."
+  type        = string
+  default     = ""
+}
+
+variable "peer_fence_group" {
+  description = "DOB_PEER_FENCE_GROUP: the other region's `dob:fence-group`. Empty: no isolation configured (a takeover here then needs --old-region-unfenced)."
+  type        = string
+  default     = ""
+}
+
+variable "peer_ec2_endpoint" {
+  description = "DOB_PEER_EC2_ENDPOINT: the other region's EC2 API through its interface endpoint across the peering (the hosts have no route to the internet)."
+  type        = string
+  default     = ""
+}
+
 variable "dr_receipt_slot" {
   description = "DOB_DR_RECEIPT_SLOT: the DR region's replication slot on this cluster; dob-api answers a PUT 204 only once it has flushed the commit. Empty: no DR receipt."
   type        = string

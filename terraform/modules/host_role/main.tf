@@ -115,6 +115,77 @@ data "aws_iam_policy_document" "this" {
     }
   }
 
+  # A takeover here isolates the other region's database tier through its EC2 API
+  # (src/failover/isolation.rs): read what the group has; move its subnets between
+  # network ACLs of its VPC; stop and start the instances of the group; set and remove the
+  # two tags that record what a takeover did. Nothing else of that region.
+  dynamic "statement" {
+    for_each = var.isolation_peer == null ? [] : [1]
+    content {
+      sid       = "IsolationRead"
+      actions   = ["ec2:DescribeNetworkAcls", "ec2:DescribeSubnets", "ec2:DescribeInstances"]
+      resources = ["*"]
+      condition {
+        test     = "StringEquals"
+        variable = "aws:RequestedRegion"
+        values   = [var.isolation_peer.region]
+      }
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.isolation_peer == null ? [] : [1]
+    content {
+      sid     = "IsolationNetworkAcl"
+      actions = ["ec2:ReplaceNetworkAclAssociation"]
+      resources = [
+        "arn:${data.aws_partition.current.partition}:ec2:${var.isolation_peer.region}:*:network-acl/*",
+        "arn:${data.aws_partition.current.partition}:ec2:${var.isolation_peer.region}:*:subnet/*",
+      ]
+      condition {
+        test     = "StringEquals"
+        variable = "ec2:Vpc"
+        values   = [var.isolation_peer.vpc_arn]
+      }
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.isolation_peer == null ? [] : [1]
+    content {
+      sid       = "IsolationInstances"
+      actions   = ["ec2:StopInstances", "ec2:StartInstances"]
+      resources = ["arn:${data.aws_partition.current.partition}:ec2:${var.isolation_peer.region}:*:instance/*"]
+      condition {
+        test     = "StringEquals"
+        variable = "aws:ResourceTag/dob:fence-group"
+        values   = [var.isolation_peer.group]
+      }
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.isolation_peer == null ? [] : [1]
+    content {
+      sid     = "IsolationRecords"
+      actions = ["ec2:CreateTags", "ec2:DeleteTags"]
+      resources = [
+        "arn:${data.aws_partition.current.partition}:ec2:${var.isolation_peer.region}:*:instance/*",
+        "arn:${data.aws_partition.current.partition}:ec2:${var.isolation_peer.region}:*:subnet/*",
+      ]
+      condition {
+        test     = "StringEquals"
+        variable = "aws:ResourceTag/dob:fence-group"
+        values   = [var.isolation_peer.group]
+      }
+      condition {
+        test     = "ForAllValues:StringEquals"
+        variable = "aws:TagKeys"
+        values   = ["dob:isolated-from-acl", "dob:stopped-by-takeover"]
+      }
+    }
+  }
+
   # The promotion epoch decides which region writes: a host that may not take over must not
   # be able to write it, whatever its backup grant covers (the epoch key sits under the
   # backup prefix the primary hosts write).

@@ -100,6 +100,16 @@ variable "fence_write" {
   default     = false
 }
 
+variable "isolation_peer" {
+  description = "The other region's database tier that a takeover on these hosts isolates through its EC2 API (dob-promote --takeover, --lift-isolation): its region, its VPC's ARN and its `dob:fence-group`. Null: no EC2 permission at all."
+  type = object({
+    region  = string
+    vpc_arn = string
+    group   = string
+  })
+  default = null
+}
+
 variable "fence_kms_key_arns" {
   description = "ARNs of the KMS keys of the buckets in fence_object_arns (used only through S3)."
   type        = list(string)

@@ -51,7 +51,12 @@ resource "aws_subnet" "private" {
   cidr_block              = var.private_subnet_cidrs[count.index]
   map_public_ip_on_launch = false
 
-  tags = merge(var.tags, { Name = "${var.name}-private-${var.azs[count.index]}", Tier = "private" })
+  # dob:fence-group: what a takeover in the other region isolates (src/failover/isolation.rs).
+  tags = merge(
+    var.tags,
+    { Name = "${var.name}-private-${var.azs[count.index]}", Tier = "private" },
+    var.fence_group == "" ? {} : { "dob:fence-group" = var.fence_group },
+  )
 }
 
 resource "aws_route_table" "public" {
@@ -125,7 +130,7 @@ resource "aws_security_group" "s3_peer" {
   count = length(var.s3_peer_cidr_blocks) > 0 ? 1 : 0
 
   name_prefix = "${var.name}-s3-peer-"
-  description = "HTTPS from the peered region's VPC to this region's S3 interface endpoint"
+  description = "HTTPS from the peered region's VPC to this region's interface endpoints for it (S3, EC2)"
   vpc_id      = aws_vpc.this.id
 
   tags = merge(var.tags, { Name = "${var.name}-s3-peer" })
@@ -157,6 +162,61 @@ resource "aws_vpc_endpoint" "s3_peer" {
   private_dns_enabled = false
 
   tags = merge(var.tags, { Name = "${var.name}-s3-peer" })
+}
+
+# EC2 for the peered region, the same way: a takeover there isolates this region's
+# database tier through it (dob-promote --takeover, --lift-isolation), so it answers for
+# as long as this VPC does, and is unreachable when this region is gone.
+resource "aws_vpc_endpoint" "ec2_peer" {
+  count = length(var.s3_peer_cidr_blocks) > 0 && var.fence_group != "" ? 1 : 0
+
+  vpc_id              = aws_vpc.this.id
+  service_name        = "com.amazonaws.${data.aws_region.current.name}.ec2"
+  vpc_endpoint_type   = "Interface"
+  subnet_ids          = aws_subnet.private[*].id
+  security_group_ids  = [aws_security_group.s3_peer[0].id]
+  private_dns_enabled = false
+
+  tags = merge(var.tags, { Name = "${var.name}-ec2-peer" })
+}
+
+# The network ACL a takeover in the other region moves the private subnets to: nothing in
+# or out, except HTTPS from the peered VPC to the interface endpoints that live in these
+# subnets (S3 for the fence records, EC2 for lifting the isolation) and its replies. A host
+# here can start no connection that works: a reply to it would need an inbound rule. Not
+# associated with any subnet until then (a network ACL is stateless, so the move also cuts
+# connections already open, which a security-group change leaves up).
+resource "aws_network_acl" "isolation" {
+  #checkov:skip=CKV2_AWS_1:Associated with the private subnets only by a takeover in the other region (src/failover/isolation.rs); until then it is meant to be unattached.
+  count = var.fence_group == "" ? 0 : 1
+
+  vpc_id = aws_vpc.this.id
+
+  dynamic "ingress" {
+    for_each = var.s3_peer_cidr_blocks
+    content {
+      rule_no    = 100 + ingress.key
+      action     = "allow"
+      protocol   = "tcp"
+      cidr_block = ingress.value
+      from_port  = 443
+      to_port    = 443
+    }
+  }
+
+  dynamic "egress" {
+    for_each = var.s3_peer_cidr_blocks
+    content {
+      rule_no    = 100 + egress.key
+      action     = "allow"
+      protocol   = "tcp"
+      cidr_block = egress.value
+      from_port  = 1024
+      to_port    = 65535
+    }
+  }
+
+  tags = merge(var.tags, { Name = "${var.name}-isolation", "dob:fence-acl" = var.fence_group })
 }
 
 resource "aws_vpc_endpoint" "interface" {

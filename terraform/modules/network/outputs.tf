@@ -42,3 +42,13 @@ output "s3_peer_endpoint_url" {
   description = "HTTPS endpoint of this region's S3 through the interface endpoint, for the peered region's hosts (path-style bucket addressing); null without s3_peer_cidr_blocks."
   value       = length(aws_vpc_endpoint.s3_peer) > 0 ? "https://${replace(aws_vpc_endpoint.s3_peer[0].dns_entry[0].dns_name, "*", "bucket")}" : null
 }
+
+output "ec2_peer_endpoint_url" {
+  description = "HTTPS endpoint of this region's EC2 API through the interface endpoint, for the peered region's takeover (DOB_PEER_EC2_ENDPOINT there); null without s3_peer_cidr_blocks and fence_group."
+  value       = length(aws_vpc_endpoint.ec2_peer) > 0 ? "https://${aws_vpc_endpoint.ec2_peer[0].dns_entry[0].dns_name}" : null
+}
+
+output "vpc_arn" {
+  description = "ARN of the VPC (the other region's host role may isolate subnets in it)."
+  value       = aws_vpc.this.arn
+}

@@ -60,6 +60,12 @@ variable "s3_peer_cidr_blocks" {
   }
 }
 
+variable "fence_group" {
+  description = "The tag `dob:fence-group` on the private subnets (and `dob:fence-acl` on their isolation network ACL): what dob-promote --takeover in the other region isolates. Empty: no isolation ACL, no EC2 endpoint for the peer."
+  type        = string
+  default     = ""
+}
+
 variable "flow_log_retention_days" {
   description = "How long VPC flow logs are kept, in days (a CloudWatch Logs retention value)."
   type        = number

@@ -16,7 +16,8 @@ locals {
 data "aws_iam_policy_document" "this" {
   # The most a workload role may ever do: SSM (Session Manager, Run Command, Parameter
   # Store), S3 and KMS (backups, fence, replication), CloudWatch Logs (flow logs),
-  # CloudWatch metrics (the hosts' figures for the alarms). The roles' own policies narrow
+  # CloudWatch metrics (the hosts' figures for the alarms), and the few EC2 calls of a
+  # takeover's isolation. The roles' own policies narrow
   # this to exact resources.
   statement {
     sid = "WorkloadServicesOnly"
@@ -25,6 +26,11 @@ data "aws_iam_policy_document" "this" {
       "s3:*", "kms:*",
       "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams", "logs:DescribeLogGroups",
       "cloudwatch:PutMetricData",
+      # A takeover's isolation of the other region's database tier (host_role narrows it
+      # to that region, its VPC and its tagged instances).
+      "ec2:DescribeNetworkAcls", "ec2:DescribeSubnets", "ec2:DescribeInstances",
+      "ec2:ReplaceNetworkAclAssociation", "ec2:StopInstances", "ec2:StartInstances",
+      "ec2:CreateTags", "ec2:DeleteTags",
     ]
     resources = ["*"]
   }
