@@ -564,6 +564,31 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
         }
     }
     if let ClusterState::Standby { .. } = state {
+        let old_writer = next
+            .record
+            .previous_writer_region
+            .clone()
+            .unwrap_or_default();
+        // Whether the old region's API can isolate it at all, read now (it changes
+        // nothing): an operator without it learns so at once, not after the lease wait.
+        if !options.old_region_unfenced {
+            let probe = isolate_old_region(
+                options,
+                Some(old_writer.as_str()).filter(|r| !r.is_empty()),
+                next.record.epoch,
+                true,
+            );
+            if probe.error.is_some() {
+                report.old_region = Some(probe.clone());
+                return Err(Error::with_source(
+                    "the takeover stopped before promoting",
+                    NotIsolated {
+                        epoch: next.record.epoch,
+                        old_region: probe,
+                    },
+                ));
+            }
+        }
         let wait = lease_wait(&options.fence);
         log::info!(
             "waiting {:.1} s: the old region's write leases run out",
@@ -571,11 +596,6 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
         );
         std::thread::sleep(wait.saturating_sub(written_at.elapsed()));
         report.lease_wait_s = written_at.elapsed().as_secs_f64();
-        let old_writer = next
-            .record
-            .previous_writer_region
-            .clone()
-            .unwrap_or_default();
         wait_for_catch_up(options, &old_writer, &mut report)?;
         // Last before the promotion: after the catch-up, which needs the old writer's
         // stream, and only once this run is sure to promote.
