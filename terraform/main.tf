@@ -69,6 +69,7 @@ locals {
   backup_prefix = trimsuffix(var.backup_prefix, "/")
 
   replica_bucket_name = coalesce(var.replica_bucket_name, "${var.backup_bucket_name}-${var.dr_region}")
+  witness_bucket_name = coalesce(var.witness_bucket_name, "${var.backup_bucket_name}-witness")
 
   # Release binaries for the rolling restart, one bucket per region (hosts download through
   # their own region's S3 gateway endpoint).
@@ -81,17 +82,18 @@ locals {
   # promotion epoch and the DR receipt state) in both backup buckets; each region reads the
   # other's through that region's S3 interface endpoint, across the peering.
   fence_keys = ["${local.backup_prefix}/fence/epoch.json", "${local.backup_prefix}/fence/detach.json"]
-  fence_object_arns = flatten([
-    for key in local.fence_keys : [
-      "${module.backup_bucket.bucket_arn}/${key}",
-      "${module.backup_bucket.replica_bucket_arn}/${key}",
-    ]
-  ])
-  fence_epoch_object_arns = [
-    "${module.backup_bucket.bucket_arn}/${local.fence_keys[0]}",
-    "${module.backup_bucket.replica_bucket_arn}/${local.fence_keys[0]}",
+  fence_bucket_arns = [
+    module.backup_bucket.bucket_arn,
+    module.backup_bucket.replica_bucket_arn,
+    module.witness_bucket.arn,
   ]
-  fence_kms_key_arns = [module.backup_bucket.kms_key_arn, module.backup_bucket.replica_kms_key_arn]
+  fence_object_arns       = flatten([for key in local.fence_keys : [for b in local.fence_bucket_arns : "${b}/${key}"]])
+  fence_epoch_object_arns = [for b in local.fence_bucket_arns : "${b}/${local.fence_keys[0]}"]
+  fence_kms_key_arns      = [module.backup_bucket.kms_key_arn, module.backup_bucket.replica_kms_key_arn, module.witness_bucket.kms_key_arn]
+  # The witness, as both regions' hosts reach it: a cross-region S3 interface endpoint in
+  # their own VPC (modules/network).
+  primary_witness_bucket = "${local.witness_bucket_name}@${var.witness_region}=${module.primary_network.s3_witness_endpoint_url}"
+  dr_witness_bucket      = "${local.witness_bucket_name}@${var.witness_region}=${module.dr_network.s3_witness_endpoint_url}"
   # Each region's database tier, as a takeover in the other region isolates it
   # (dob:fence-group on its private subnets and hosts, dob:fence-acl on its isolation ACL).
   primary_fence_group = "${var.name}-${var.primary_region}-db"
@@ -99,10 +101,12 @@ locals {
   primary_fence_buckets = join(",", [
     "${module.backup_bucket.bucket_name}@${var.primary_region}",
     "${module.backup_bucket.replica_bucket_name}@${var.dr_region}=${module.dr_network.s3_peer_endpoint_url}",
+    local.primary_witness_bucket,
   ])
   dr_fence_buckets = join(",", [
     "${module.backup_bucket.bucket_name}@${var.primary_region}=${module.primary_network.s3_peer_endpoint_url}",
     "${module.backup_bucket.replica_bucket_name}@${var.dr_region}",
+    local.dr_witness_bucket,
   ])
 
 
@@ -186,6 +190,7 @@ module "primary_network" {
   public_subnet_cidrs      = local.primary_public_cidrs
   flow_log_kms_key_arn     = module.primary_logs_key.key_arn
   s3_peer_cidr_blocks      = [var.dr_vpc_cidr]
+  witness_region           = var.witness_region
   fence_group              = local.primary_fence_group
   permissions_boundary_arn = module.permissions_boundary.arn
 }
@@ -201,6 +206,7 @@ module "dr_network" {
   public_subnet_cidrs      = local.dr_public_cidrs
   flow_log_kms_key_arn     = module.dr_logs_key.key_arn
   s3_peer_cidr_blocks      = [var.primary_vpc_cidr]
+  witness_region           = var.witness_region
   fence_group              = local.dr_fence_group
   permissions_boundary_arn = module.permissions_boundary.arn
 }
@@ -222,6 +228,25 @@ module "peering" {
 }
 
 # --- backups -------------------------------------------------------------------------------
+
+# The fence's third vote (docs/design.md, "Why a partition cannot outvote the fence"): the
+# fence records only, in a region of their own. The hosts of both regions read it and the
+# DR host writes it (dob-promote --fence-init, --takeover), through a cross-region S3
+# interface endpoint in their own VPC; every write is conditional, every version locked.
+module "witness_bucket" {
+  source    = "./modules/kms_bucket"
+  providers = { aws = aws.witness }
+
+  bucket_name                            = local.witness_bucket_name
+  key_alias                              = "${var.name}-fence-witness"
+  key_description                        = "dob fence records (third copy) in s3://${local.witness_bucket_name}"
+  noncurrent_version_expiration_days     = var.backup_noncurrent_version_expiration_days
+  abort_incomplete_multipart_upload_days = 1
+  object_lock_mode                       = var.backup_lock_mode
+  object_lock_retention_days             = var.backup_retention_days
+  access_log_retention_days              = 365
+  tags                                   = local.tags
+}
 
 module "backup_bucket" {
   source = "./modules/backup_bucket"
@@ -300,6 +325,7 @@ module "permissions_boundary" {
   backup_bucket_arns = [
     "arn:${data.aws_partition.current.partition}:s3:::${var.backup_bucket_name}",
     "arn:${data.aws_partition.current.partition}:s3:::${local.replica_bucket_name}",
+    "arn:${data.aws_partition.current.partition}:s3:::${local.witness_bucket_name}",
   ]
 }
 

@@ -133,6 +133,23 @@ variable "backup_bucket_name" {
   }
 }
 
+variable "witness_region" {
+  description = "The fence's third region: a bucket there holds the third copy of the fence records (the promotion epoch, the DR receipt state), so a change counts in two of three buckets and a partition between primary_region and dr_region cannot outvote it. Must differ from both (and from us-east-1)."
+  type        = string
+  default     = "eu-north-1"
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.witness_region)) && var.witness_region != "us-east-1"
+    error_message = "witness_region must be an AWS region name other than us-east-1."
+  }
+}
+
+variable "witness_bucket_name" {
+  description = "Globally unique name of the fence witness bucket in witness_region. null: `<backup_bucket_name>-witness`."
+  type        = string
+  default     = null
+}
+
 variable "replica_bucket_name" {
   description = "Globally unique name of the replica bucket in the DR region. null: `<backup_bucket_name>-<dr_region>`."
   type        = string

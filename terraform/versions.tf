@@ -44,6 +44,17 @@ provider "aws" {
   }
 }
 
+# The fence's witness region: one small bucket holding the fence records' third copy, so
+# that a partition between the two regions cannot outvote the fence (docs/design.md).
+provider "aws" {
+  alias  = "witness"
+  region = var.witness_region
+
+  default_tags {
+    tags = local.tags
+  }
+}
+
 # us-east-1: where Route53 publishes its health checks' metrics, so the alarms on them
 # (alarms.tf) and the topic they notify live there. Nothing else is made in this region.
 provider "aws" {

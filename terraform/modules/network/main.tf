@@ -219,6 +219,23 @@ resource "aws_network_acl" "isolation" {
   tags = merge(var.tags, { Name = "${var.name}-isolation", "dob:fence-acl" = var.fence_group })
 }
 
+# S3 of the fence's witness region, for the third copy of the fence records: a
+# cross-region interface endpoint (AWS PrivateLink carries it; no route to the internet),
+# from this VPC's hosts only (security group `endpoints`).
+resource "aws_vpc_endpoint" "s3_witness" {
+  count = var.witness_region == "" ? 0 : 1
+
+  vpc_id              = aws_vpc.this.id
+  service_name        = "com.amazonaws.${var.witness_region}.s3"
+  service_region      = var.witness_region
+  vpc_endpoint_type   = "Interface"
+  subnet_ids          = aws_subnet.private[*].id
+  security_group_ids  = [aws_security_group.endpoints.id]
+  private_dns_enabled = false
+
+  tags = merge(var.tags, { Name = "${var.name}-s3-witness" })
+}
+
 resource "aws_vpc_endpoint" "interface" {
   for_each = toset(var.interface_endpoints)
 

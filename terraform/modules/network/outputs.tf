@@ -52,3 +52,8 @@ output "vpc_arn" {
   description = "ARN of the VPC (the other region's host role may isolate subnets in it)."
   value       = aws_vpc.this.arn
 }
+
+output "s3_witness_endpoint_url" {
+  description = "HTTPS endpoint of the witness region's S3 through the cross-region interface endpoint (path-style bucket addressing); null without witness_region."
+  value       = length(aws_vpc_endpoint.s3_witness) > 0 ? "https://${replace(aws_vpc_endpoint.s3_witness[0].dns_entry[0].dns_name, "*", "bucket")}" : null
+}

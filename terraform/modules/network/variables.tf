@@ -60,6 +60,12 @@ variable "s3_peer_cidr_blocks" {
   }
 }
 
+variable "witness_region" {
+  description = "The fence's witness region: an interface endpoint here reaches its S3 (the witness bucket) across regions. Empty: none."
+  type        = string
+  default     = ""
+}
+
 variable "fence_group" {
   description = "The tag `dob:fence-group` on the private subnets (and `dob:fence-acl` on their isolation network ACL): what dob-promote --takeover in the other region isolates. Empty: no isolation ACL, no EC2 endpoint for the peer."
   type        = string
