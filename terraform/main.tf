@@ -87,9 +87,10 @@ locals {
     module.backup_bucket.replica_bucket_arn,
     module.witness_bucket.arn,
   ]
-  fence_object_arns       = flatten([for key in local.fence_keys : [for b in local.fence_bucket_arns : "${b}/${key}"]])
-  fence_epoch_object_arns = [for b in local.fence_bucket_arns : "${b}/${local.fence_keys[0]}"]
-  fence_kms_key_arns      = [module.backup_bucket.kms_key_arn, module.backup_bucket.replica_kms_key_arn, module.witness_bucket.kms_key_arn]
+  fence_object_arns        = flatten([for key in local.fence_keys : [for b in local.fence_bucket_arns : "${b}/${key}"]])
+  fence_epoch_object_arns  = [for b in local.fence_bucket_arns : "${b}/${local.fence_keys[0]}"]
+  fence_detach_object_arns = [for b in local.fence_bucket_arns : "${b}/${local.fence_keys[1]}"]
+  fence_kms_key_arns       = [module.backup_bucket.kms_key_arn, module.backup_bucket.replica_kms_key_arn, module.witness_bucket.kms_key_arn]
   # The witness, as both regions' hosts reach it: a cross-region S3 interface endpoint in
   # their own VPC (modules/network).
   primary_witness_bucket = "${local.witness_bucket_name}@${var.witness_region}=${module.primary_network.s3_witness_endpoint_url}"
@@ -345,8 +346,26 @@ module "primary_host_role" {
   parameters_kms_key_arn   = module.primary_hosts_key.key_arn
   denied_parameter_arns    = [module.credentials.ca_key_parameter_arn]
   fence_object_arns        = local.fence_object_arns
+  fence_detach_object_arns = local.fence_detach_object_arns
   fence_epoch_object_arns  = local.fence_epoch_object_arns
   fence_kms_key_arns       = local.fence_kms_key_arns
+  permissions_boundary_arn = module.permissions_boundary.arn
+}
+
+# The person deciding a takeover: the promotion epoch and the isolation of a region's
+# database tier, nothing a host role may do (docs/failover.md, "Who decides").
+module "takeover_operator" {
+  source    = "./modules/takeover_operator"
+  providers = { aws = aws.primary } # IAM is global.
+
+  name                    = "${var.name}-takeover-operator"
+  operator_principal_arns = var.operator_principal_arns
+  fence_object_arns       = local.fence_object_arns
+  fence_kms_key_arns      = local.fence_kms_key_arns
+  isolation_peers = [
+    { region = var.primary_region, vpc_arn = module.primary_network.vpc_arn, group = local.primary_fence_group },
+    { region = var.dr_region, vpc_arn = module.dr_network.vpc_arn, group = local.dr_fence_group },
+  ]
   permissions_boundary_arn = module.permissions_boundary.arn
 }
 
@@ -364,16 +383,11 @@ module "dr_host_role" {
   parameter_arns         = module.credentials.parameter_arns.dr
   parameters_kms_key_arn = module.dr_hosts_key.key_arn
   # The CA key lives in the primary region; a role's GetParameter reaches every region.
-  denied_parameter_arns = [module.credentials.ca_key_parameter_arn]
-  fence_object_arns     = local.fence_object_arns
-  fence_write           = true
-  fence_kms_key_arns    = local.fence_kms_key_arns
-  # The takeover on the DR host isolates the primary region's database tier.
-  isolation_peer = {
-    region  = var.primary_region
-    vpc_arn = module.primary_network.vpc_arn
-    group   = local.primary_fence_group
-  }
+  denied_parameter_arns    = [module.credentials.ca_key_parameter_arn]
+  fence_object_arns        = local.fence_object_arns
+  fence_detach_object_arns = local.fence_detach_object_arns
+  fence_epoch_object_arns  = local.fence_epoch_object_arns
+  fence_kms_key_arns       = local.fence_kms_key_arns
   permissions_boundary_arn = module.permissions_boundary.arn
 }
 

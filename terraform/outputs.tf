@@ -152,3 +152,8 @@ output "alarm_topic_arns" {
     "us-east-1"          = module.global_alarm_topic.topic_arn
   }
 }
+
+output "takeover_operator_role_arn" {
+  description = "The role a person assumes (with MFA) for dob-promote --fence-init, --takeover and --lift-isolation; null without operator_principal_arns."
+  value       = module.takeover_operator.role_arn
+}

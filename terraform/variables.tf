@@ -442,3 +442,14 @@ variable "alarm_replication_lag_bytes" {
     error_message = "alarm_replication_lag_bytes must be positive."
   }
 }
+
+variable "operator_principal_arns" {
+  description = "IAM users or roles of the people who may decide a takeover: they may assume the takeover operator role (with MFA), the only one that writes the promotion epoch and isolates a region's database tier (dob-promote --fence-init, --takeover, --lift-isolation). Empty: no such role; then nobody in this account but an administrator can take over."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for a in var.operator_principal_arns : can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:(user|role)/.+$", a))])
+    error_message = "operator_principal_arns must list IAM user or role ARNs."
+  }
+}

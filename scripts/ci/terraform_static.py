@@ -488,6 +488,30 @@ def host_role_findings(parsed: dict) -> list[str]:
     return found
 
 
+def host_role_authority_findings(parsed: dict) -> list[str]:
+    """Which region writes is a person's decision: no host may write the promotion
+    epoch (an explicit Deny, whatever a backup grant covers) or call EC2 (isolating a
+    region is the takeover operator's)."""
+    local_values: dict = {}
+    for item in parsed.get("locals", []):
+        local_values.update({k: v for k, v in item.items() if not k.startswith("__")})
+    found = []
+    denied_epoch = False
+    for st in policy_statements(parsed):
+        sid = unquote(str(st.get("sid", "?")))
+        actions = granted_actions(st, local_values)
+        if unquote(str(st.get("effect", '"Allow"'))) == "Deny":
+            if sid == "NeverWriteThePromotionEpoch" and "s3:PutObject" in actions:
+                denied_epoch = True
+            continue
+        text = " " + str(st.get("actions", "")) + " "
+        for action in sorted(set(re.findall(r"[\"'\s\[](ec2:[A-Za-z*]+)[\"'\]\\]", text))):
+            found.append(f"statement {sid} allows {action}: hosts must not call EC2 (isolating a region is the takeover operator's)")
+    if not denied_epoch:
+        found.append("no Deny of s3:PutObject on the promotion epoch (sid NeverWriteThePromotionEpoch): every host must be denied it")
+    return found
+
+
 def check_host_role(parsed: dict[Path, dict]) -> None:
     d = Path("terraform/modules/host_role")
     files = {p: v for p, v in parsed.items() if p.parent == d}
@@ -496,6 +520,10 @@ def check_host_role(parsed: dict[Path, dict]) -> None:
     for path, doc in files.items():
         for f in host_role_findings(doc):
             problem(path, f)
+    for path, doc in files.items():
+        if "aws_iam_policy_document" in str(doc):
+            for f in host_role_authority_findings(doc):
+                problem(path, f)
 
 
 # d. Object Lock with a default retention on every backup bucket.
@@ -717,6 +745,15 @@ def self_test() -> None:
     own_repo = '"${var.backup_bucket_arn}/${local.own_pgbackrest_prefix}/*"'
     expect("c", host_role_findings(parse(repo % ('"s3:DeleteObject"', own_repo))), False)
     expect("c", host_role_findings(parse(repo % ('"s3:DeleteObjectVersion"', own_repo))), True)
+    epoch_deny = ('  dynamic "statement" {\n    for_each = length(var.e) > 0 ? [1] : []\n    content {\n'
+                  '      sid = "NeverWriteThePromotionEpoch"\n      effect = "Deny"\n'
+                  '      actions = ["s3:PutObject"]\n      resources = var.e\n    }\n  }\n')
+    authority = ('data "aws_iam_policy_document" "this" {\n  statement {\n    sid = "Fence"\n'
+                 '    actions = [%s]\n    resources = ["*"]\n  }\n%s}\n')
+    expect("c", host_role_authority_findings(parse(authority % ('"s3:GetObject"', epoch_deny))), False)
+    expect("c", host_role_authority_findings(parse(authority % ('"s3:GetObject"', ""))), True)
+    expect("c", host_role_authority_findings(parse(authority % ('"ec2:StopInstances"', epoch_deny))), True)
+    expect("c", host_role_authority_findings(parse(authority % ('"ec2messages:GetMessages"', epoch_deny))), False)
 
     bucket = ('resource "aws_s3_bucket" "this" {\n  bucket = "b"\n%s}\n'
               'resource "aws_s3_bucket_object_lock_configuration" "this" {\n  bucket = aws_s3_bucket.this.id\n'
@@ -949,7 +986,7 @@ def main() -> int:
     check_host_role(parsed)
     check_backup_buckets(parsed)
     check_alarms(root, parsed)
-    print("checked the secure defaults: pg_hba trust, the TLS listener, host-role S3 rights, Object Lock, "
+    print("checked the secure defaults: pg_hba trust, the TLS listener, host-role S3 rights and authority (no epoch, no EC2), Object Lock, "
           f"the {len(ALARMS)} alarms and their topics (rules self-tested)")
 
     render_dir.mkdir(parents=True, exist_ok=True)

@@ -90,14 +90,25 @@ data "aws_iam_policy_document" "this" {
     resources = [var.backup_kms_key_arn]
   }
 
-  # The cross-region fence records (src/failover/fence.rs) in every region's bucket: every
-  # host reads them all; the DR hosts also write them (dob-promote --fence-init, --takeover).
+  # The cross-region fence records (src/failover/fence.rs) in every fence bucket: every
+  # host reads both keys, and writes the DR receipt state (`detach`: the writing region's
+  # dob-api records going on alone, and coming back). The promotion epoch is the takeover
+  # operator's alone (modules/takeover_operator), denied below.
   dynamic "statement" {
     for_each = length(var.fence_object_arns) > 0 ? [1] : []
     content {
-      sid       = "FenceRecord"
-      actions   = var.fence_write ? ["s3:GetObject", "s3:PutObject"] : ["s3:GetObject"]
+      sid       = "FenceRecords"
+      actions   = ["s3:GetObject"]
       resources = var.fence_object_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.fence_detach_object_arns) > 0 ? [1] : []
+    content {
+      sid       = "FenceReceiptState"
+      actions   = ["s3:PutObject"]
+      resources = var.fence_detach_object_arns
     }
   }
 
@@ -105,7 +116,7 @@ data "aws_iam_policy_document" "this" {
     for_each = length(var.fence_kms_key_arns) > 0 ? [1] : []
     content {
       sid       = "FenceRecordKeys"
-      actions   = var.fence_write ? ["kms:Decrypt", "kms:GenerateDataKey"] : ["kms:Decrypt"]
+      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
       resources = var.fence_kms_key_arns
       condition {
         test     = "StringLike"
@@ -115,82 +126,11 @@ data "aws_iam_policy_document" "this" {
     }
   }
 
-  # A takeover here isolates the other region's database tier through its EC2 API
-  # (src/failover/isolation.rs): read what the group has; move its subnets between
-  # network ACLs of its VPC; stop and start the instances of the group; set and remove the
-  # two tags that record what a takeover did. Nothing else of that region.
+  # The promotion epoch decides which region writes: no host may write it, whatever its
+  # backup grant covers (the epoch key sits under the backup prefix the hosts write). A
+  # compromised host cannot move writes to its region, or away from it.
   dynamic "statement" {
-    for_each = var.isolation_peer == null ? [] : [1]
-    content {
-      sid       = "IsolationRead"
-      actions   = ["ec2:DescribeNetworkAcls", "ec2:DescribeSubnets", "ec2:DescribeInstances"]
-      resources = ["*"]
-      condition {
-        test     = "StringEquals"
-        variable = "aws:RequestedRegion"
-        values   = [var.isolation_peer.region]
-      }
-    }
-  }
-
-  dynamic "statement" {
-    for_each = var.isolation_peer == null ? [] : [1]
-    content {
-      sid     = "IsolationNetworkAcl"
-      actions = ["ec2:ReplaceNetworkAclAssociation"]
-      resources = [
-        "arn:${data.aws_partition.current.partition}:ec2:${var.isolation_peer.region}:*:network-acl/*",
-        "arn:${data.aws_partition.current.partition}:ec2:${var.isolation_peer.region}:*:subnet/*",
-      ]
-      condition {
-        test     = "StringEquals"
-        variable = "ec2:Vpc"
-        values   = [var.isolation_peer.vpc_arn]
-      }
-    }
-  }
-
-  dynamic "statement" {
-    for_each = var.isolation_peer == null ? [] : [1]
-    content {
-      sid       = "IsolationInstances"
-      actions   = ["ec2:StopInstances", "ec2:StartInstances"]
-      resources = ["arn:${data.aws_partition.current.partition}:ec2:${var.isolation_peer.region}:*:instance/*"]
-      condition {
-        test     = "StringEquals"
-        variable = "aws:ResourceTag/dob:fence-group"
-        values   = [var.isolation_peer.group]
-      }
-    }
-  }
-
-  dynamic "statement" {
-    for_each = var.isolation_peer == null ? [] : [1]
-    content {
-      sid     = "IsolationRecords"
-      actions = ["ec2:CreateTags", "ec2:DeleteTags"]
-      resources = [
-        "arn:${data.aws_partition.current.partition}:ec2:${var.isolation_peer.region}:*:instance/*",
-        "arn:${data.aws_partition.current.partition}:ec2:${var.isolation_peer.region}:*:subnet/*",
-      ]
-      condition {
-        test     = "StringEquals"
-        variable = "aws:ResourceTag/dob:fence-group"
-        values   = [var.isolation_peer.group]
-      }
-      condition {
-        test     = "ForAllValues:StringEquals"
-        variable = "aws:TagKeys"
-        values   = ["dob:isolated-from-acl", "dob:stopped-by-takeover"]
-      }
-    }
-  }
-
-  # The promotion epoch decides which region writes: a host that may not take over must not
-  # be able to write it, whatever its backup grant covers (the epoch key sits under the
-  # backup prefix the primary hosts write).
-  dynamic "statement" {
-    for_each = !var.fence_write && length(var.fence_epoch_object_arns) > 0 ? [1] : []
+    for_each = length(var.fence_epoch_object_arns) > 0 ? [1] : []
     content {
       sid       = "NeverWriteThePromotionEpoch"
       effect    = "Deny"

@@ -89,25 +89,15 @@ variable "fence_object_arns" {
 }
 
 variable "fence_epoch_object_arns" {
-  description = "ARNs of the promotion epoch record (<bucket>/<prefix>/fence/epoch.json) in every region's bucket; without fence_write the hosts are explicitly denied writing them."
+  description = "ARNs of the promotion epoch record (<bucket>/<prefix>/fence/epoch.json) in every fence bucket: the hosts are explicitly denied writing them (the takeover operator writes them)."
   type        = list(string)
   default     = []
 }
 
-variable "fence_write" {
-  description = "Whether the hosts also write the fence records (the DR region's: dob-promote --takeover)."
-  type        = bool
-  default     = false
-}
-
-variable "isolation_peer" {
-  description = "The other region's database tier that a takeover on these hosts isolates through its EC2 API (dob-promote --takeover, --lift-isolation): its region, its VPC's ARN and its `dob:fence-group`. Null: no EC2 permission at all."
-  type = object({
-    region  = string
-    vpc_arn = string
-    group   = string
-  })
-  default = null
+variable "fence_detach_object_arns" {
+  description = "ARNs of the DR receipt state record (<bucket>/<prefix>/fence/detach.json) in every fence bucket: the hosts write it (the writing region's dob-api detaching and re-attaching)."
+  type        = list(string)
+  default     = []
 }
 
 variable "fence_kms_key_arns" {

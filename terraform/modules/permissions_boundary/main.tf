@@ -26,8 +26,8 @@ data "aws_iam_policy_document" "this" {
       "s3:*", "kms:*",
       "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams", "logs:DescribeLogGroups",
       "cloudwatch:PutMetricData",
-      # A takeover's isolation of the other region's database tier (host_role narrows it
-      # to that region, its VPC and its tagged instances).
+      # A takeover's isolation of a region's database tier: only the takeover operator
+      # role is given them (narrowed to that region, its VPC and its tagged instances).
       "ec2:DescribeNetworkAcls", "ec2:DescribeSubnets", "ec2:DescribeInstances",
       "ec2:ReplaceNetworkAclAssociation", "ec2:StopInstances", "ec2:StartInstances",
       "ec2:CreateTags", "ec2:DeleteTags",
