@@ -20,8 +20,6 @@
 //! The polls' own insert positions time how long the DR region has left the leader
 //! unconfirmed: past `DOB_DR_DETACH_AFTER_MS`, the watcher detaches through the fence
 //! (`crate::failover::fence::detach`), and re-attaches once the DR region has caught up.
-//! A slot whose flush position goes back (another standby, or the DR standby rebuilt or
-//! rewound) detaches at once: what it confirmed before may be gone.
 //!
 //! [`Tracker`] is the pure bookkeeping (polls, positions, timelines), unit-tested here;
 //! [`DrReceipt`] adds the waiting and the watcher, tested against a real primary and a
@@ -116,9 +114,6 @@ pub struct Tracker {
     last_flush: Option<u64>,
     /// The timeline the polled server writes on.
     timeline: Option<u32>,
-    /// The slot's flush position went back (from, to) on one server and timeline, not
-    /// yet taken by [`Tracker::take_regression`].
-    regression: Option<(u64, u64)>,
 }
 
 impl Default for Tracker {
@@ -129,7 +124,6 @@ impl Default for Tracker {
             pending: VecDeque::new(),
             last_flush: None,
             timeline: None,
-            regression: None,
         }
     }
 }
@@ -171,15 +165,7 @@ impl Tracker {
         }
         self.pending.push_back(Pending { poll, insert, at });
         if let Some(flush) = flush {
-            // A standby reports what it has flushed, which only grows: a smaller value
-            // through the same slot of the same server is another standby, or this one
-            // rebuilt or rewound, that lacks WAL the old one confirmed. Only what it has
-            // flushed itself counts from now on.
-            if let Some(before) = self.last_flush.filter(|&before| flush < before) {
-                let from = self.regression.map_or(before, |(from, _)| from.max(before));
-                self.regression = Some((from, flush));
-            }
-            self.last_flush = Some(flush);
+            self.last_flush = Some(self.last_flush.map_or(flush, |f| f.max(flush)));
             while let Some(front) = self.pending.front() {
                 if front.insert > flush {
                     break;
@@ -199,7 +185,6 @@ impl Tracker {
         self.pending.clear();
         self.last_flush = None;
         self.timeline = None;
-        self.regression = None;
     }
 
     /// Whether the DR region has flushed the WAL up to `position`, as the slot of the
@@ -222,14 +207,6 @@ impl Tracker {
     /// The last flush position the slot reported, if any.
     pub fn last_flush(&self) -> Option<Lsn> {
         self.last_flush.map(Lsn)
-    }
-
-    /// Whether the slot's flush position went back since the last call, and from where
-    /// to where (the highest before, the latest now).
-    pub fn take_regression(&mut self) -> Option<(Lsn, Lsn)> {
-        self.regression
-            .take()
-            .map(|(from, to)| (Lsn(from), Lsn(to)))
     }
 }
 
@@ -441,7 +418,6 @@ impl DrReceipt {
         let mut phase = Phase::Attached;
         let mut stores: Option<FenceStores> = None;
         let mut next_fence_try = Instant::now();
-        let mut regressed = false;
         while !stop.load(Ordering::Relaxed) {
             let poll = {
                 let mut inner = lock(&self.inner);
@@ -498,7 +474,7 @@ impl DrReceipt {
             if let Some(fence) = &self.fence {
                 if Instant::now() >= next_fence_try {
                     let before = phase;
-                    phase = self.next_phase(phase, fence, &mut stores, &mut regressed);
+                    phase = self.next_phase(phase, fence, &mut stores);
                     if phase != before {
                         self.polled.notify_all();
                     } else if stores.is_none() {
@@ -521,33 +497,15 @@ impl DrReceipt {
     }
 
     /// One decision per turn, each logged in one sentence.
-    /// `regressed`: the DR region's flush position went back and no detach has answered
-    /// it yet (kept across turns until one does).
     fn next_phase(
         &self,
         phase: Phase,
         fence: &DetachVia,
         stores: &mut Option<FenceStores>,
-        regressed: &mut bool,
     ) -> Phase {
         let now = Instant::now();
-        if let Some((from, to)) = lock(&self.inner).tracker.take_regression() {
-            log::warn!(
-                "dr receipt: the DR region's flushed WAL position went back from {from} to {to} (another standby, or it was rebuilt or rewound): writes it confirmed may be missing there"
-            );
-            *regressed = true;
-        }
-        if *regressed && matches!(phase, Phase::Detached { .. }) {
-            // Whatever it caught up with before does not count: it must catch up again.
-            *regressed = false;
-            return Phase::Detached {
-                catch_up: lock(&self.inner).tracker.ticket(),
-            };
-        }
         match phase {
-            Phase::Attached | Phase::Reattaching { .. }
-                if *regressed || self.unconfirmed_too_long() =>
-            {
+            Phase::Attached | Phase::Reattaching { .. } if self.unconfirmed_too_long() => {
                 let Some(epoch) = fence.state.writer_epoch(now) else {
                     // Fenced or without a lease: writes fail before they commit anyway.
                     return phase;
@@ -570,16 +528,9 @@ impl DrReceipt {
                     Ok(lease) => {
                         fence.state.set_detached(lease);
                         self.detaches_total.fetch_add(1, Ordering::Relaxed);
-                        let why = if std::mem::take(regressed) {
-                            "its flushed WAL position went back".to_owned()
-                        } else {
-                            format!(
-                                "it confirmed nothing for {:.1} s",
-                                self.config.detach_after.as_secs_f64()
-                            )
-                        };
                         log::warn!(
-                            "dr receipt: {why}: detached from the DR region (epoch {epoch}, last WAL position it holds {}); writes go on without it",
+                            "dr receipt: the DR region confirmed nothing for {:.1} s: detached (epoch {epoch}, last confirmed WAL position {}); writes go on without it",
+                            self.config.detach_after.as_secs_f64(),
                             confirmed.as_deref().unwrap_or("none")
                         );
                         Phase::Detached {
@@ -789,39 +740,6 @@ mod tests {
         );
         assert!(!tracker.confirms(tracker.ticket()));
         assert_eq!(tracker.last_flush(), Some(Lsn(200)));
-    }
-
-    #[test]
-    fn a_flush_position_that_goes_back_confirms_only_what_it_holds_and_is_reported() {
-        let t0 = Instant::now();
-        let mut tracker = Tracker::default();
-        let at = |lsn| WalPosition { timeline: 1, lsn };
-        let poll = tracker.begin_poll();
-        tracker.observe(poll, 1, 500, Some(500), t0);
-        assert!(tracker.flushed(at(450)));
-        assert_eq!(tracker.take_regression(), None, "growing is normal");
-        // Another standby (or this one rebuilt) reports less through the same slot.
-        let poll = tracker.begin_poll();
-        tracker.observe(poll, 1, 600, Some(300), t0);
-        assert!(
-            !tracker.flushed(at(450)),
-            "what the old one confirmed is not held"
-        );
-        assert!(tracker.flushed(at(300)));
-        assert_eq!(tracker.last_flush(), Some(Lsn(300)));
-        // Going back further before anyone looked: from the highest, to the latest.
-        let poll = tracker.begin_poll();
-        tracker.observe(poll, 1, 600, Some(200), t0);
-        assert_eq!(tracker.take_regression(), Some((Lsn(500), Lsn(200))));
-        assert_eq!(tracker.take_regression(), None, "reported once");
-        let poll = tracker.begin_poll();
-        tracker.observe(poll, 1, 600, Some(600), t0);
-        assert!(tracker.flushed(at(450)), "caught up again");
-        assert_eq!(tracker.take_regression(), None);
-        // Another server (a new timeline) starts afresh: not a regression.
-        let poll = tracker.begin_poll();
-        tracker.observe(poll, 2, 700, Some(100), t0);
-        assert_eq!(tracker.take_regression(), None);
     }
 
     #[test]
