@@ -67,7 +67,7 @@ impl Ec2 {
                 what()
             )));
         }
-        let token = self.credentials.security_token.as_deref();
+        let token = session_token(&self.credentials);
         let authorization = authorization(
             &Signing {
                 access_key: access,
@@ -123,6 +123,16 @@ impl Ec2 {
         }
         Ok(root)
     }
+}
+
+/// The token temporary credentials come with: a session token (the environment's
+/// `AWS_SESSION_TOKEN`, an assumed role's) or the instance profile's security token, as
+/// rust-s3 picks them. Signed and sent as `x-amz-security-token`.
+fn session_token(credentials: &Credentials) -> Option<&str> {
+    credentials
+        .session_token
+        .as_deref()
+        .or(credentials.security_token.as_deref())
 }
 
 /// `Filter.N.Name` / `Filter.N.Value.M` parameters, numbered from `first`.
@@ -399,6 +409,26 @@ mod tests {
             signature_of(&with_port),
             "2c0057996e392b14c561c99c8d131984b84474fee0b356b630912853d88c445a"
         );
+    }
+
+    #[test]
+    fn temporary_credentials_send_their_token() {
+        let with = |session: Option<&str>, security: Option<&str>| {
+            Credentials::new(Some("a"), Some("b"), security, session, None).unwrap()
+        };
+        assert_eq!(
+            session_token(&with(Some("s"), None)).map(str::to_owned),
+            Some("s".into())
+        );
+        assert_eq!(
+            session_token(&with(None, Some("t"))).map(str::to_owned),
+            Some("t".into())
+        );
+        assert_eq!(
+            session_token(&with(Some("s"), Some("t"))).map(str::to_owned),
+            Some("s".into())
+        );
+        assert_eq!(session_token(&with(None, None)), None);
     }
 
     #[test]

@@ -165,6 +165,8 @@ impl Tracker {
         }
         self.pending.push_back(Pending { poll, insert, at });
         if let Some(flush) = flush {
+            // The highest: a standby's walreceiver that restarts (a timeline switch, a
+            // reconnect) reports its streaming start point, below what it holds.
             self.last_flush = Some(self.last_flush.map_or(flush, |f| f.max(flush)));
             while let Some(front) = self.pending.front() {
                 if front.insert > flush {

@@ -404,12 +404,13 @@ fn isolate_into(
             PREVIOUS_ACL_TAG,
             &subnet.acl,
         )?;
-        let mut params = vec![
-            ("AssociationId".to_owned(), subnet.association.clone()),
-            ("NetworkAclId".to_owned(), inventory.isolation_acl.clone()),
-        ];
-        params.sort();
-        ec2.call("ReplaceNetworkAclAssociation", &params)?;
+        ec2.call(
+            "ReplaceNetworkAclAssociation",
+            &[
+                ("AssociationId".to_owned(), subnet.association.clone()),
+                ("NetworkAclId".to_owned(), inventory.isolation_acl.clone()),
+            ],
+        )?;
         log::info!(
             "isolated subnet {} in {} (network ACL {} -> {})",
             subnet.subnet,
