@@ -311,11 +311,33 @@ pub struct SubnetChange {
     pub from_acl: String,
 }
 
+/// Where an isolation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IsolationState {
+    Isolated,
+    /// A dry run: what it lists would be changed.
+    WouldIsolate,
+    /// See the report's `error`; what it lists was done before the failure.
+    Failed,
+    NotConfigured,
+}
+
+impl std::fmt::Display for IsolationState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IsolationState::Isolated => "isolated",
+            IsolationState::WouldIsolate => "would isolate",
+            IsolationState::Failed => "failed",
+            IsolationState::NotConfigured => "not configured",
+        })
+    }
+}
+
 /// What the takeover did to the old region through its API, for the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IsolationReport {
-    /// `isolated`; `would-isolate` (dry run); `failed` (see `error`); `not-configured`.
-    pub state: &'static str,
+    pub state: IsolationState,
     pub region: Option<String>,
     pub group: Option<String>,
     pub isolation_acl: Option<String>,
@@ -331,7 +353,7 @@ pub struct IsolationReport {
 impl IsolationReport {
     pub fn not_configured() -> IsolationReport {
         IsolationReport {
-            state: "not-configured",
+            state: IsolationState::NotConfigured,
             region: None,
             group: None,
             isolation_acl: None,
@@ -355,8 +377,17 @@ impl IsolationReport {
         }
     }
 
+    /// Nothing was tried: `why`.
+    pub fn failed(config: &IsolationConfig, why: String) -> IsolationReport {
+        IsolationReport {
+            state: IsolationState::Failed,
+            error: Some(why),
+            ..IsolationReport::start(config)
+        }
+    }
+
     pub fn isolated(&self) -> bool {
-        self.state == "isolated"
+        self.state == IsolationState::Isolated
     }
 }
 
@@ -365,7 +396,7 @@ impl IsolationReport {
 pub fn isolate(ec2: &Ec2, config: &IsolationConfig, epoch: u64, dry_run: bool) -> IsolationReport {
     let mut report = IsolationReport::start(config);
     if let Err(err) = isolate_into(ec2, config, epoch, dry_run, &mut report) {
-        report.state = "failed";
+        report.state = IsolationState::Failed;
         report.error = Some(err.chain());
     }
     report
@@ -384,7 +415,7 @@ fn isolate_into(
     report.already_isolated_subnets = plan.already_isolated.clone();
     report.already_stopped = plan.already_stopped.clone();
     if dry_run {
-        report.state = "would-isolate";
+        report.state = IsolationState::WouldIsolate;
         report.subnets = plan
             .reassociate
             .iter()
@@ -431,7 +462,7 @@ fn isolate_into(
         log::info!("stopped {} in {}", plan.stop.join(", "), config.region);
         report.instances_stopped = plan.stop;
     }
-    report.state = "isolated";
+    report.state = IsolationState::Isolated;
     Ok(())
 }
 
@@ -578,6 +609,15 @@ mod tests {
             vec![subnet("s2", "acl-isolation", Some("acl-open"))]
         );
         assert_eq!(started, ["i-2"], "only what a takeover stopped");
+    }
+
+    #[test]
+    fn the_state_is_reported_as_the_drill_and_operators_read_it() {
+        let json = |state| serde_json::to_value(state).unwrap();
+        assert_eq!(json(IsolationState::Isolated), "isolated");
+        assert_eq!(json(IsolationState::WouldIsolate), "would-isolate");
+        assert_eq!(json(IsolationState::Failed), "failed");
+        assert_eq!(json(IsolationState::NotConfigured), "not-configured");
     }
 
     #[test]

@@ -493,7 +493,12 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
         if let ClusterState::Standby { .. } = state {
             narrow_to_this_member(options, &mut report);
             let old_writer = next.record.previous_writer_region.as_deref();
-            let isolation = isolate_old_region(options, old_writer, next.record.epoch, true);
+            let isolation = isolate_old_region(
+                options,
+                old_writer.unwrap_or_default(),
+                next.record.epoch,
+                true,
+            );
             if let Some(error) = &isolation.error {
                 report.warnings.push(format!(
                     "the old region cannot be isolated through its API; the takeover would stop before promoting (exit 9) unless given --old-region-unfenced: {error}"
@@ -572,12 +577,7 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
         // Whether the old region's API can isolate it at all, read now (it changes
         // nothing): an operator without it learns so at once, not after the lease wait.
         if !options.old_region_unfenced {
-            let probe = isolate_old_region(
-                options,
-                Some(old_writer.as_str()).filter(|r| !r.is_empty()),
-                next.record.epoch,
-                true,
-            );
+            let probe = isolate_old_region(options, &old_writer, next.record.epoch, true);
             if probe.error.is_some() {
                 report.old_region = Some(probe.clone());
                 return Err(Error::with_source(
@@ -599,12 +599,7 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
         wait_for_catch_up(options, &old_writer, &mut report)?;
         // Last before the promotion: after the catch-up, which needs the old writer's
         // stream, and only once this run is sure to promote.
-        let isolation = isolate_old_region(
-            options,
-            Some(old_writer.as_str()).filter(|r| !r.is_empty()),
-            next.record.epoch,
-            false,
-        );
+        let isolation = isolate_old_region(options, &old_writer, next.record.epoch, false);
         let isolated = isolation.isolated();
         report.old_region = Some(isolation.clone());
         if !isolated {
@@ -677,37 +672,30 @@ pub fn run(options: &TakeoverOptions) -> Result<TakeoverReport> {
 }
 
 /// Isolates the old writer's region (or, `dry_run`, says what that would change). The
-/// configured peer must be that region: isolating another one would fence nothing.
+/// configured peer must be that region (`old_writer` empty: not recorded), as isolating
+/// another one would fence nothing.
 fn isolate_old_region(
     options: &TakeoverOptions,
-    old_writer: Option<&str>,
+    old_writer: &str,
     epoch: u64,
     dry_run: bool,
 ) -> IsolationReport {
     let Some(config) = &options.isolation else {
         return IsolationReport::not_configured();
     };
-    let mut report = match old_writer {
-        Some(old) if old != config.region => IsolationReport {
-            state: "failed",
-            error: Some(format!(
-                "DOB_PEER_REGION is {} but the old writer is {old}",
+    if !old_writer.is_empty() && old_writer != config.region {
+        return IsolationReport::failed(
+            config,
+            format!(
+                "DOB_PEER_REGION is {} but the old writer is {old_writer}",
                 config.region
-            )),
-            ..IsolationReport::not_configured()
-        },
-        _ => match config.connect() {
-            Ok(ec2) => isolation::isolate(&ec2, config, epoch, dry_run),
-            Err(err) => IsolationReport {
-                state: "failed",
-                error: Some(err.chain()),
-                ..IsolationReport::not_configured()
-            },
-        },
-    };
-    report.region = Some(config.region.clone());
-    report.group = Some(config.group.clone());
-    report
+            ),
+        );
+    }
+    match config.connect() {
+        Ok(ec2) => isolation::isolate(&ec2, config, epoch, dry_run),
+        Err(err) => IsolationReport::failed(config, err.chain()),
+    }
 }
 
 /// The takeover stopped before promoting: the old region's API did not isolate it.

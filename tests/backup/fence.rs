@@ -13,7 +13,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dob-api");
-const PROMOTE: &str = env!("CARGO_BIN_EXE_dob-promote");
 const WEST: &str = "eu-west-1";
 const DR: &str = "eu-central-1";
 const WITNESS: &str = "eu-north-1";
@@ -45,26 +44,15 @@ impl Buckets {
 
 /// `dob-promote --fence-init --json` with `buckets`; its exit code and report.
 fn fence_init(buckets: &str) -> (i32, serde_json::Value) {
-    let output = Command::new(PROMOTE)
-        .args(["--fence-init", "--json", "--env-file", "/dev/null"])
-        .env_clear()
-        .env("DOB_FENCE_BUCKETS", buckets)
-        .env("DOB_REGION", DR)
-        .env("DOB_FENCE_HOME_REGION", WEST)
-        .env("DOB_S3_ENDPOINT", shared_s3().endpoint())
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "dob-promote --fence-init printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    (output.status.code().unwrap_or(-1), report)
+    promote_json(
+        &["--fence-init"],
+        &[
+            ("DOB_FENCE_BUCKETS", buckets),
+            ("DOB_REGION", DR),
+            ("DOB_FENCE_HOME_REGION", WEST),
+            ("DOB_S3_ENDPOINT", &shared_s3().endpoint()),
+        ],
+    )
 }
 
 fn results(report: &serde_json::Value) -> Vec<String> {

@@ -38,6 +38,29 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// `dob-promote ARGS --json` with only `env` (and the S3 server's placeholder keys) in its
+/// environment: its exit code and the JSON report it printed.
+pub fn promote_json(args: &[&str], env: &[(&str, &str)]) -> (i32, serde_json::Value) {
+    let output = Command::new(env!("CARGO_BIN_EXE_dob-promote"))
+        .args(args)
+        .args(["--json", "--env-file", "/dev/null"])
+        .env_clear()
+        .envs(env.iter().copied())
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "dob-promote {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code().unwrap_or(-1), report)
+}
+
 pub fn fresh_database() -> String {
     let name = unique("bk_");
     shared_pg()

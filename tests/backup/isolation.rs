@@ -7,12 +7,8 @@
 
 use crate::helpers::*;
 use dob::ec2::{filter_params, list_params, Ec2, Node};
-use dob::failover::isolation::{self, IsolationConfig, ACL_TAG, GROUP_TAG};
+use dob::failover::isolation::{self, IsolationConfig, IsolationState, ACL_TAG, GROUP_TAG};
 use s3::creds::Credentials;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-const PROMOTE: &str = env!("CARGO_BIN_EXE_dob-promote");
 const REGION: &str = "eu-west-1";
 
 fn ec2_at(endpoint: &str) -> Ec2 {
@@ -55,9 +51,7 @@ struct Tier {
 }
 
 fn tier(ec2: &Ec2) -> Tier {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let group = format!("dob-test-{}-{n}", std::process::id());
+    let group = unique("dob-test-");
     let vpc = call(ec2, "CreateVpc", &[("CidrBlock", "10.80.0.0/16")]);
     let vpc = vpc.find(&["vpc", "vpcId"]).unwrap().text.clone();
     let subnet = |cidr: &str| {
@@ -174,30 +168,19 @@ fn config(tier: &Tier) -> IsolationConfig {
 }
 
 fn lift_with_the_binary(tier: &Tier, dry_run: bool) -> (i32, serde_json::Value) {
-    let mut cmd = Command::new(PROMOTE);
-    cmd.args(["--lift-isolation", "--json", "--env-file", "/dev/null"]);
-    if dry_run {
-        cmd.arg("--dry-run");
-    }
-    let output = cmd
-        .env_clear()
-        .env("DOB_PEER_REGION", REGION)
-        .env("DOB_PEER_FENCE_GROUP", &tier.group)
-        .env("DOB_PEER_EC2_ENDPOINT", shared_s3().endpoint())
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
-        panic!(
-            "not JSON: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    (output.status.code().unwrap_or(-1), report)
+    let args: &[&str] = if dry_run {
+        &["--lift-isolation", "--dry-run"]
+    } else {
+        &["--lift-isolation"]
+    };
+    promote_json(
+        args,
+        &[
+            ("DOB_PEER_REGION", REGION),
+            ("DOB_PEER_FENCE_GROUP", &tier.group),
+            ("DOB_PEER_EC2_ENDPOINT", &shared_s3().endpoint()),
+        ],
+    )
 }
 
 #[test]
@@ -207,7 +190,7 @@ fn isolating_cuts_the_tier_off_and_lifting_puts_it_back() {
     let config = config(&tier);
 
     let dry = isolation::isolate(&ec2, &config, 4, true);
-    assert_eq!(dry.state, "would-isolate", "{dry:?}");
+    assert_eq!(dry.state, IsolationState::WouldIsolate, "{dry:?}");
     assert_eq!(dry.subnets.len(), 2);
     assert_eq!(dry.instances_stopped, {
         let mut h = tier.hosts.clone();
@@ -224,7 +207,7 @@ fn isolating_cuts_the_tier_off_and_lifting_puts_it_back() {
     assert_eq!(state_of(&ec2, &tier.hosts[0]), "running");
 
     let done = isolation::isolate(&ec2, &config, 4, false);
-    assert_eq!(done.state, "isolated", "{done:?}");
+    assert_eq!(done.state, IsolationState::Isolated, "{done:?}");
     assert_eq!(
         done.isolation_acl.as_deref(),
         Some(tier.isolation_acl.as_str())
@@ -247,7 +230,7 @@ fn isolating_cuts_the_tier_off_and_lifting_puts_it_back() {
     assert_eq!(state_of(&ec2, &tier.other_host), "running", "another tier");
 
     let again = isolation::isolate(&ec2, &config, 4, false);
-    assert_eq!(again.state, "isolated");
+    assert_eq!(again.state, IsolationState::Isolated);
     assert!(again.subnets.is_empty() && again.instances_stopped.is_empty());
     assert_eq!(again.already_isolated_subnets.len(), 2);
 
@@ -283,7 +266,7 @@ fn an_api_that_does_not_answer_or_an_acl_that_allows_traffic_isolates_nothing() 
     // Nothing listens on a port just freed.
     let closed = format!("http://127.0.0.1:{}", dob::testing::free_port().unwrap());
     let down = isolation::isolate(&ec2_at(&closed), &config(&tier), 4, false);
-    assert_eq!(down.state, "failed");
+    assert_eq!(down.state, IsolationState::Failed);
     assert!(
         down.error
             .as_deref()
@@ -305,7 +288,7 @@ fn an_api_that_does_not_answer_or_an_acl_that_allows_traffic_isolates_nothing() 
         ],
     );
     let leaky = isolation::isolate(&ec2, &config(&tier), 4, false);
-    assert_eq!(leaky.state, "failed");
+    assert_eq!(leaky.state, IsolationState::Failed);
     assert!(
         leaky
             .error

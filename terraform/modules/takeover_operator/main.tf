@@ -10,6 +10,8 @@ data "aws_partition" "current" {}
 
 locals {
   enabled = length(var.operator_principal_arns) > 0
+  # Statement ids are alphanumeric: eu-west-1 -> EuWest1.
+  sid_suffix = { for p in var.isolation_peers : p.region => replace(title(replace(p.region, "-", " ")), " ", "") }
 }
 
 data "aws_iam_policy_document" "assume" {
@@ -59,7 +61,7 @@ data "aws_iam_policy_document" "this" {
   dynamic "statement" {
     for_each = var.isolation_peers
     content {
-      sid       = "IsolationRead${replace(title(replace(statement.value.region, "-", " ")), " ", "")}"
+      sid       = "IsolationRead${local.sid_suffix[statement.value.region]}"
       actions   = ["ec2:DescribeNetworkAcls", "ec2:DescribeSubnets", "ec2:DescribeInstances"]
       resources = ["*"]
       condition {
@@ -73,7 +75,7 @@ data "aws_iam_policy_document" "this" {
   dynamic "statement" {
     for_each = var.isolation_peers
     content {
-      sid     = "IsolationNetworkAcl${replace(title(replace(statement.value.region, "-", " ")), " ", "")}"
+      sid     = "IsolationNetworkAcl${local.sid_suffix[statement.value.region]}"
       actions = ["ec2:ReplaceNetworkAclAssociation"]
       resources = [
         "arn:${data.aws_partition.current.partition}:ec2:${statement.value.region}:*:network-acl/*",
@@ -90,7 +92,7 @@ data "aws_iam_policy_document" "this" {
   dynamic "statement" {
     for_each = var.isolation_peers
     content {
-      sid       = "IsolationInstances${replace(title(replace(statement.value.region, "-", " ")), " ", "")}"
+      sid       = "IsolationInstances${local.sid_suffix[statement.value.region]}"
       actions   = ["ec2:StopInstances", "ec2:StartInstances"]
       resources = ["arn:${data.aws_partition.current.partition}:ec2:${statement.value.region}:*:instance/*"]
       condition {
@@ -104,7 +106,7 @@ data "aws_iam_policy_document" "this" {
   dynamic "statement" {
     for_each = var.isolation_peers
     content {
-      sid     = "IsolationRecords${replace(title(replace(statement.value.region, "-", " ")), " ", "")}"
+      sid     = "IsolationRecords${local.sid_suffix[statement.value.region]}"
       actions = ["ec2:CreateTags", "ec2:DeleteTags"]
       resources = [
         "arn:${data.aws_partition.current.partition}:ec2:${statement.value.region}:*:instance/*",
