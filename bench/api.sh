@@ -18,7 +18,8 @@
 #                   receipt's promise in PostgreSQL's terms
 # and prints req/s, p50 and p99 for each, the API GET / pgbench lookup, API PUT /
 # pgbench upsert and API PUT (DR) / pgbench upsert (either) ratios (same run, same server with
-# the same replica streaming, fsync on), and dob-api's
+# the same replica streaming, fsync on; each write run starts from a vacuumed table right
+# after a checkpoint), and dob-api's
 # memory (VmRSS, VmHWM). Fails when a wrk run saw a response status >= 400.
 # Everything it starts is stopped and its temporary directory deleted on exit.
 #
@@ -192,14 +193,23 @@ run_wrk() { # METHOD DURATION OUTFILE [API]
 		--latency --script "$BENCH_DIR/hello.lua" "${4:-$API}"
 }
 
+# settle: every write run starts from the same table (the dead rows of the run before
+# vacuumed away) and right after a checkpoint, so that neither autovacuum nor a
+# checkpoint's full-page writes land in one run and not in another.
+settle() {
+	pg_psql "$PG_PORT" -d dob -qc "VACUUM ANALYZE users" -c "CHECKPOINT" >/dev/null
+}
+
 if ((WARMUP > 0)); then
 	dob_log "warm-up: GET for ${WARMUP}s (not measured)"
 	run_wrk GET "$WARMUP" "$WORK/wrk-warmup.txt"
 fi
 dob_log "API GET: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s"
 run_wrk GET "$DURATION" "$WORK/wrk-get.txt"
+settle
 dob_log "API PUT: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s"
 run_wrk PUT "$DURATION" "$WORK/wrk-put.txt"
+settle
 dob_log "API PUT with the DR receipt: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s"
 run_wrk PUT "$DURATION" "$WORK/wrk-put-dr.txt" "$API_DR"
 
@@ -217,6 +227,7 @@ run_pgbench() {
 		--host=127.0.0.1 --port="$PG_PORT" --username=postgres dob
 }
 run_pgbench lookup
+settle
 run_pgbench upsert
 # The same promise in PostgreSQL's own terms: the upsert committed only once the replica
 # has flushed it (the replica as the synchronous standby), for the DR receipt's baseline.
@@ -226,6 +237,7 @@ until [[ "$(pg_psql "$PG_PORT" -tAc "SELECT count(*) FROM pg_stat_replication WH
 	((SECONDS < sync_deadline)) || dob_die "the replica did not become the synchronous standby"
 	sleep 0.2
 done
+settle
 run_pgbench upsert-sync upsert
 pg_psql "$PG_PORT" -qc "ALTER SYSTEM RESET synchronous_standby_names" -c "SELECT pg_reload_conf()" >/dev/null
 

@@ -125,13 +125,23 @@ impl ApiConfig {
         let workers = parse_in_range(&get, "DOB_WORKERS", (cpus * 8).clamp(8, 64), 1, 1024)?;
         let pool_size =
             parse_in_range(&get, "DOB_POOL_SIZE", (cpus * 4).clamp(4, 32), 1, 1024)? as u32;
-        // Statements in flight at once, default the CPUs: more than the database has
-        // cores only queue in its kernel. Lookups arriving meanwhile are folded into the
-        // next query; PUTs share the next batch's transaction and WAL flush instead of
-        // each paying for one.
-        let concurrency = |key| parse_in_range(&get, key, cpus.min(pool_size as usize), 1, 1024);
-        let lookup_concurrency = concurrency("DOB_LOOKUP_CONCURRENCY")?;
-        let write_concurrency = concurrency("DOB_WRITE_CONCURRENCY")?;
+        // Lookups in flight at once, default the CPUs: more than the database has cores
+        // only queue in its kernel. Lookups arriving meanwhile are folded into the next
+        // query.
+        let lookup_concurrency = parse_in_range(
+            &get,
+            "DOB_LOOKUP_CONCURRENCY",
+            cpus.min(pool_size as usize),
+            1,
+            1024,
+        )?;
+        // PUT batches committing at once, default one: the WAL flush is serial, so a
+        // second batch in flight only splits what one flush would carry into two
+        // transactions. PUTs arriving meanwhile share the next batch's transaction and
+        // flush (and, with the DR receipt, a batch's connection is free again while it
+        // waits for the DR region, so the waits overlap anyway). On 2 CPUs one batch took
+        // 20-25 % less CPU per PUT than two, with or without the DR receipt.
+        let write_concurrency = parse_in_range(&get, "DOB_WRITE_CONCURRENCY", 1, 1, 1024)?;
 
         let (timezone, timezone_name) = timezone(get("DOB_TIMEZONE"))?;
 

@@ -304,6 +304,13 @@ const POLL_SQL: &str = "SELECT CASE WHEN pg_is_in_recovery() THEN NULL \
      CASE WHEN pg_is_in_recovery() THEN NULL ELSE \
      ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int END";
 
+/// The watcher's connection, with [`POLL_SQL`] prepared once: a poll is then one round
+/// trip, where a text query is parsed, planned and sent in two round trips each time.
+struct PollConnection {
+    conn: postgres::Client,
+    poll: postgres::Statement,
+}
+
 /// What a write reads right after its commit, on the same connection: [`WalPosition`].
 pub const POSITION_SQL: &str = "SELECT pg_current_wal_insert_lsn()::text, \
      ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int";
@@ -415,7 +422,7 @@ impl DrReceipt {
         stop: &AtomicBool,
         connect: impl Fn() -> std::result::Result<postgres::Client, postgres::Error>,
     ) {
-        let mut client: Option<postgres::Client> = None;
+        let mut client: Option<PollConnection> = None;
         let mut failing = false;
         let mut phase = Phase::Attached;
         let mut stores: Option<FenceStores> = None;
@@ -643,15 +650,19 @@ impl DrReceipt {
 
     fn poll_once(
         &self,
-        client: &mut Option<postgres::Client>,
+        client: &mut Option<PollConnection>,
         connect: &impl Fn() -> std::result::Result<postgres::Client, postgres::Error>,
     ) -> std::result::Result<(u32, u64, Option<u64>), String> {
         if client.is_none() {
-            *client = Some(connect().map_err(|e| crate::error::chain(&e))?);
+            let mut conn = connect().map_err(|e| crate::error::chain(&e))?;
+            let poll = conn
+                .prepare(POLL_SQL)
+                .map_err(|e| crate::error::chain(&e))?;
+            *client = Some(PollConnection { conn, poll });
         }
-        let conn = client.as_mut().expect("connected");
+        let PollConnection { conn, poll } = client.as_mut().expect("connected");
         let row = conn
-            .query_one(POLL_SQL, &[&self.config.slot])
+            .query_one(&*poll, &[&self.config.slot])
             .map_err(|e| crate::error::chain(&e))?;
         let insert: Option<String> = row.get(0);
         let flush: Option<String> = row.get(1);
