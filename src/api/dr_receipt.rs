@@ -362,8 +362,9 @@ fn lock(mutex: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 /// The poll: whether the server is the leader, its insert position, how far the DR
 /// region's slot has flushed, and which standby streams through it (its application
 /// name, which PostgreSQL shows any role; asked of that one backend, a quarter of the
-/// cost of joining `pg_stat_replication`, which lists every backend). A replica has no insert position (the function
-/// raises during recovery), so it is asked only of a leader.
+/// cost of joining `pg_stat_replication`, which lists every backend). A replica has no
+/// insert position (the function raises during recovery), so it is asked only of a
+/// leader.
 const POLL_SQL: &str = "SELECT CASE WHEN pg_is_in_recovery() THEN NULL \
      ELSE pg_current_wal_insert_lsn()::text END, \
      (SELECT restart_lsn::text FROM pg_replication_slots \
