@@ -20,9 +20,6 @@
 //! The polls' own insert positions time how long the DR region has left the leader
 //! unconfirmed: past `DOB_DR_DETACH_AFTER_MS`, the watcher detaches through the fence
 //! (`crate::failover::fence::detach`), and re-attaches once the DR region has caught up.
-//! Another standby streaming through the slot (by its application name: in a standby
-//! cluster, the member's name) that has flushed less than the slot reported before
-//! detaches at once: what the old one confirmed may be missing there.
 //!
 //! [`Tracker`] is the pure bookkeeping (polls, positions, timelines), unit-tested here;
 //! [`DrReceipt`] adds the waiting and the watcher, tested against a real primary and a
@@ -117,21 +114,6 @@ pub struct Tracker {
     last_flush: Option<u64>,
     /// The timeline the polled server writes on.
     timeline: Option<u32>,
-    /// The application name of the standby last seen streaming through the slot.
-    stream: Option<String>,
-    /// Another standby appeared on the slot and has not reported its own position yet.
-    new_stream: Option<NewStream>,
-    /// Another standby took over the slot having flushed less (from, to), not yet taken
-    /// by [`Tracker::take_regression`].
-    regression: Option<(u64, u64)>,
-}
-
-/// A standby that has just appeared on the slot: what the slot showed then (the old
-/// standby's last report) and the highest position the old one reported.
-#[derive(Debug, Clone, Copy)]
-struct NewStream {
-    stale: u64,
-    before: Option<u64>,
 }
 
 impl Default for Tracker {
@@ -142,9 +124,6 @@ impl Default for Tracker {
             pending: VecDeque::new(),
             last_flush: None,
             timeline: None,
-            stream: None,
-            new_stream: None,
-            regression: None,
         }
     }
 }
@@ -162,16 +141,14 @@ impl Tracker {
         poll
     }
 
-    /// What poll `poll` read: the leader's timeline and insert position, the slot's
-    /// flush position (`None`: no such slot) and the application name of the standby
-    /// streaming through it (`None`: nobody streams now).
+    /// What poll `poll` read: the leader's timeline and insert position, and the slot's
+    /// flush position (`None`: no such slot).
     pub fn observe(
         &mut self,
         poll: u64,
         timeline: u32,
         insert: u64,
         flush: Option<u64>,
-        stream: Option<&str>,
         at: Instant,
     ) {
         if self.timeline != Some(timeline) {
@@ -188,40 +165,9 @@ impl Tracker {
         }
         self.pending.push_back(Pending { poll, insert, at });
         if let Some(flush) = flush {
-            if matches!(
-                (self.stream.as_deref(), stream),
-                (Some(before), Some(now)) if before != now
-            ) {
-                // Another standby. Until it reports, the slot still shows the old one's
-                // position: nothing counts before that, and then only what it has
-                // flushed itself.
-                let before = self.new_stream.map_or(self.last_flush, |n| n.before);
-                self.new_stream = Some(NewStream {
-                    stale: flush,
-                    before,
-                });
-                self.last_flush = None;
-            }
-            if let Some(now) = stream.filter(|&now| self.stream.as_deref() != Some(now)) {
-                self.stream = Some(now.to_owned());
-            }
-            match self.new_stream {
-                // The new standby has not reported yet.
-                Some(new) if flush == new.stale => return,
-                Some(new) => {
-                    self.new_stream = None;
-                    // Less than the old one had: what it confirmed may be missing here.
-                    if let Some(before) = new.before.filter(|&before| flush < before) {
-                        let from = self.regression.map_or(before, |(from, _)| from.max(before));
-                        self.regression = Some((from, flush));
-                    }
-                    self.last_flush = Some(flush);
-                }
-                // The highest: the same standby's walreceiver that restarts (a timeline
-                // switch, a reconnect) reports its streaming start point, below what it
-                // holds.
-                None => self.last_flush = Some(self.last_flush.map_or(flush, |f| f.max(flush))),
-            }
+            // The highest: a standby's walreceiver that restarts (a timeline switch, a
+            // reconnect) reports its streaming start point, below what it holds.
+            self.last_flush = Some(self.last_flush.map_or(flush, |f| f.max(flush)));
             while let Some(front) = self.pending.front() {
                 if front.insert > flush {
                     break;
@@ -241,9 +187,6 @@ impl Tracker {
         self.pending.clear();
         self.last_flush = None;
         self.timeline = None;
-        self.stream = None;
-        self.new_stream = None;
-        self.regression = None;
     }
 
     /// Whether the DR region has flushed the WAL up to `position`, as the slot of the
@@ -266,14 +209,6 @@ impl Tracker {
     /// The last flush position the slot reported, if any.
     pub fn last_flush(&self) -> Option<Lsn> {
         self.last_flush.map(Lsn)
-    }
-
-    /// Whether another standby took over the slot having flushed less since the last
-    /// call, and from where to where (the highest before, the latest now).
-    pub fn take_regression(&mut self) -> Option<(Lsn, Lsn)> {
-        self.regression
-            .take()
-            .map(|(from, to)| (Lsn(from), Lsn(to)))
     }
 }
 
@@ -359,30 +294,15 @@ fn lock(mutex: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The poll: whether the server is the leader, its insert position, how far the DR
-/// region's slot has flushed, and which standby streams through it (its application
-/// name, which PostgreSQL shows any role; asked of that one backend, a quarter of the
-/// cost of joining `pg_stat_replication`, which lists every backend). A replica has no
-/// insert position (the function raises during recovery), so it is asked only of a
-/// leader.
+/// The poll: whether the server is the leader, its insert position, and how far the
+/// DR region's slot has flushed. A replica has no insert position (the function
+/// raises during recovery), so it is asked only of a leader.
 const POLL_SQL: &str = "SELECT CASE WHEN pg_is_in_recovery() THEN NULL \
      ELSE pg_current_wal_insert_lsn()::text END, \
      (SELECT restart_lsn::text FROM pg_replication_slots \
       WHERE slot_name = $1 AND slot_type = 'physical'), \
      CASE WHEN pg_is_in_recovery() THEN NULL ELSE \
-     ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int END, \
-     (SELECT a.application_name FROM pg_replication_slots s \
-      CROSS JOIN LATERAL pg_stat_get_activity(s.active_pid) a \
-      WHERE s.slot_name = $1 AND s.slot_type = 'physical' \
-      AND s.active_pid IS NOT NULL AND a.pid = s.active_pid)";
-
-/// What one poll read (see [`Tracker::observe`]).
-struct PollRead {
-    timeline: u32,
-    insert: u64,
-    flush: Option<u64>,
-    stream: Option<String>,
-}
+     ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int END";
 
 /// The watcher's connection, with [`POLL_SQL`] prepared once: a poll is then one round
 /// trip, where a text query is parsed, planned and sent in two round trips each time.
@@ -507,7 +427,6 @@ impl DrReceipt {
         let mut phase = Phase::Attached;
         let mut stores: Option<FenceStores> = None;
         let mut next_fence_try = Instant::now();
-        let mut regressed = None;
         while !stop.load(Ordering::Relaxed) {
             let poll = {
                 let mut inner = lock(&self.inner);
@@ -530,7 +449,7 @@ impl DrReceipt {
             };
             let started = Instant::now();
             match self.poll_once(&mut client, &connect) {
-                Ok(read) => {
+                Ok((timeline, insert, flush)) => {
                     if failing {
                         log::info!("dr receipt: polling the leader again");
                         failing = false;
@@ -539,14 +458,9 @@ impl DrReceipt {
                     let advanced = {
                         let mut inner = lock(&self.inner);
                         let before = inner.tracker.last_flush();
-                        inner.tracker.observe(
-                            poll,
-                            read.timeline,
-                            read.insert,
-                            read.flush,
-                            read.stream.as_deref(),
-                            started,
-                        );
+                        inner
+                            .tracker
+                            .observe(poll, timeline, insert, flush, started);
                         inner.tracker.last_flush() != before
                     };
                     // Waiting requests can only be confirmed by a flush position that
@@ -569,7 +483,7 @@ impl DrReceipt {
             if let Some(fence) = &self.fence {
                 if Instant::now() >= next_fence_try {
                     let before = phase;
-                    phase = self.next_phase(phase, fence, &mut stores, &mut regressed);
+                    phase = self.next_phase(phase, fence, &mut stores);
                     if phase != before {
                         self.polled.notify_all();
                     } else if stores.is_none() {
@@ -591,45 +505,23 @@ impl DrReceipt {
                 .is_some_and(|at| at.elapsed() >= self.config.detach_after)
     }
 
-    /// One decision per turn, each logged in one sentence. `regressed`: another standby
-    /// took over the DR slot having flushed only to this position, less than the slot
-    /// had confirmed, and no detach has answered it yet (kept across turns until one
-    /// does).
+    /// One decision per turn, each logged in one sentence.
     fn next_phase(
         &self,
         phase: Phase,
         fence: &DetachVia,
         stores: &mut Option<FenceStores>,
-        regressed: &mut Option<Lsn>,
     ) -> Phase {
         let now = Instant::now();
-        if let Some((from, to)) = lock(&self.inner).tracker.take_regression() {
-            log::warn!(
-                "dr receipt: another DR standby streams through the slot, having flushed only to {to} where the slot had reported {from}: writes confirmed in between may be missing there"
-            );
-            *regressed = Some(regressed.map_or(to, |before| before.min(to)));
-        }
-        if regressed.is_some() && matches!(phase, Phase::Detached { .. }) {
-            // What the old standby caught up with does not count: catch up again.
-            *regressed = None;
-            return Phase::Detached {
-                catch_up: lock(&self.inner).tracker.ticket(),
-            };
-        }
         match phase {
-            Phase::Attached | Phase::Reattaching { .. }
-                if regressed.is_some() || self.unconfirmed_too_long() =>
-            {
+            Phase::Attached | Phase::Reattaching { .. } if self.unconfirmed_too_long() => {
                 let Some(epoch) = fence.state.writer_epoch(now) else {
                     // Fenced or without a lease: writes fail before they commit anyway.
                     return phase;
                 };
-                // After another standby took over, what it held then: it may have
-                // caught up since, but the window of writes at risk began there.
                 let confirmed = lock(&self.inner)
                     .tracker
                     .last_flush()
-                    .map(|flush| regressed.map_or(flush, |to| to.min(flush)))
                     .map(|l| l.to_string());
                 let Some(all) = connect_stores(stores, &fence.config) else {
                     return phase;
@@ -645,16 +537,9 @@ impl DrReceipt {
                     Ok(lease) => {
                         fence.state.set_detached(lease);
                         self.detaches_total.fetch_add(1, Ordering::Relaxed);
-                        let why = if regressed.take().is_some() {
-                            "another DR standby holds less than was confirmed".to_owned()
-                        } else {
-                            format!(
-                                "the DR region confirmed nothing for {:.1} s",
-                                self.config.detach_after.as_secs_f64()
-                            )
-                        };
                         log::warn!(
-                            "dr receipt: {why}: detached (epoch {epoch}, last WAL position it holds {}); writes go on without it",
+                            "dr receipt: the DR region confirmed nothing for {:.1} s: detached (epoch {epoch}, last confirmed WAL position {}); writes go on without it",
+                            self.config.detach_after.as_secs_f64(),
                             confirmed.as_deref().unwrap_or("none")
                         );
                         Phase::Detached {
@@ -767,7 +652,7 @@ impl DrReceipt {
         &self,
         client: &mut Option<PollConnection>,
         connect: &impl Fn() -> std::result::Result<postgres::Client, postgres::Error>,
-    ) -> std::result::Result<PollRead, String> {
+    ) -> std::result::Result<(u32, u64, Option<u64>), String> {
         if client.is_none() {
             let mut conn = connect().map_err(|e| crate::error::chain(&e))?;
             let poll = conn
@@ -789,13 +674,7 @@ impl DrReceipt {
         let timeline = timeline
             .and_then(|t| u32::try_from(t).ok())
             .ok_or("the server reported no timeline")?;
-        let stream: Option<String> = row.get(3);
-        Ok(PollRead {
-            timeline,
-            insert,
-            flush,
-            stream,
-        })
+        Ok((timeline, insert, flush))
     }
 }
 
@@ -859,15 +738,15 @@ mod tests {
         // A poll already in flight when the request committed cannot confirm it...
         let early = tracker.begin_poll();
         let ticket = tracker.ticket();
-        tracker.observe(early, 1, 100, Some(100), None, t0);
+        tracker.observe(early, 1, 100, Some(100), t0);
         assert!(!tracker.confirms(ticket));
         // ...a poll that began after it can, once the flush reaches its insert position.
         let later = tracker.begin_poll();
-        tracker.observe(later, 1, 180, Some(150), None, t0);
+        tracker.observe(later, 1, 180, Some(150), t0);
         assert!(!tracker.confirms(ticket), "flush 150 < insert 180");
         assert_eq!(tracker.unconfirmed_since(), Some(t0));
         let next = tracker.begin_poll();
-        tracker.observe(next, 1, 260, Some(200), None, t0);
+        tracker.observe(next, 1, 260, Some(200), t0);
         assert!(
             tracker.confirms(ticket),
             "flush 200 covers the poll that read 180"
@@ -877,70 +756,19 @@ mod tests {
     }
 
     #[test]
-    fn another_standby_that_holds_less_confirms_only_what_it_holds_and_is_reported() {
-        let t0 = Instant::now();
-        let mut tracker = Tracker::default();
-        let at = |lsn| WalPosition { timeline: 1, lsn };
-        let observe = |tracker: &mut Tracker, flush, stream| {
-            let poll = tracker.begin_poll();
-            tracker.observe(poll, 1, 1_000, Some(flush), stream, t0);
-        };
-        observe(&mut tracker, 500, Some("dr1"));
-        assert!(tracker.flushed(at(450)));
-        // The same standby's receiver restarting reports its start point: not a loss.
-        observe(&mut tracker, 400, Some("dr1"));
-        assert!(tracker.flushed(at(500)));
-        assert_eq!(tracker.take_regression(), None);
-        // Nobody streams for a while: the slot keeps its position, nothing changes.
-        observe(&mut tracker, 400, None);
-        assert_eq!(tracker.take_regression(), None);
-        // Another member takes over the slot. Until it reports, the slot still shows
-        // the old one's position, which counts for nothing.
-        observe(&mut tracker, 400, Some("dr2"));
-        assert!(!tracker.flushed(at(300)), "nothing reported by dr2 yet");
-        assert_eq!(tracker.take_regression(), None);
-        // It reports less than the old one had confirmed.
-        observe(&mut tracker, 300, Some("dr2"));
-        assert!(
-            !tracker.flushed(at(450)),
-            "what the old one confirmed is not held"
-        );
-        assert!(tracker.flushed(at(300)));
-        assert_eq!(tracker.last_flush(), Some(Lsn(300)));
-        // And a third, with less still, before anyone looked: from the highest, to the
-        // latest.
-        observe(&mut tracker, 300, Some("dr3"));
-        observe(&mut tracker, 200, Some("dr3"));
-        assert_eq!(tracker.take_regression(), Some((Lsn(500), Lsn(200))));
-        assert_eq!(tracker.take_regression(), None, "reported once");
-        observe(&mut tracker, 600, Some("dr3"));
-        assert!(tracker.flushed(at(450)), "caught up again");
-        // Another member whose first report holds more is no loss.
-        observe(&mut tracker, 600, Some("dr1"));
-        observe(&mut tracker, 650, Some("dr1"));
-        assert_eq!(tracker.take_regression(), None);
-        assert!(tracker.flushed(at(650)));
-        // After a reconnect (another leader) the first standby seen sets the name.
-        tracker.forget_pending();
-        let poll = tracker.begin_poll();
-        tracker.observe(poll, 2, 800, Some(100), Some("dr2"), t0);
-        assert_eq!(tracker.take_regression(), None);
-    }
-
-    #[test]
     fn without_a_slot_nothing_is_confirmed_and_the_wait_is_seen() {
         let t0 = Instant::now();
         let mut tracker = Tracker::default();
         let ticket = tracker.ticket();
         for i in 0..10u64 {
             let poll = tracker.begin_poll();
-            tracker.observe(poll, 1, 100 + i, None, None, t0 + Duration::from_millis(i));
+            tracker.observe(poll, 1, 100 + i, None, t0 + Duration::from_millis(i));
         }
         assert!(!tracker.confirms(ticket));
         assert_eq!(tracker.unconfirmed_since(), Some(t0));
         // The slot comes back, caught up: everything is confirmed at once.
         let poll = tracker.begin_poll();
-        tracker.observe(poll, 1, 500, Some(500), None, t0);
+        tracker.observe(poll, 1, 500, Some(500), t0);
         assert!(tracker.confirms(ticket));
         assert_eq!(tracker.unconfirmed_since(), None);
     }
@@ -953,7 +781,7 @@ mod tests {
         let ticket = tracker.ticket();
         let poll = tracker.begin_poll();
         // The old leader's position, never flushed by the DR region before it died.
-        tracker.observe(poll, 1, 900, Some(500), None, t0);
+        tracker.observe(poll, 1, 900, Some(500), t0);
         let at = |timeline, lsn| WalPosition { timeline, lsn };
         assert!(tracker.flushed(at(1, 500)) && !tracker.flushed(at(1, 501)));
         assert!(!tracker.flushed(at(2, 10)), "another timeline's position");
@@ -964,10 +792,10 @@ mod tests {
             "another server's positions say nothing here"
         );
         let poll = tracker.begin_poll();
-        tracker.observe(poll, 1, 700, Some(650), None, later);
+        tracker.observe(poll, 1, 700, Some(650), later);
         assert_eq!(tracker.unconfirmed_since(), Some(later));
         let poll = tracker.begin_poll();
-        tracker.observe(poll, 1, 720, Some(700), None, later);
+        tracker.observe(poll, 1, 720, Some(700), later);
         assert!(
             tracker.confirms(ticket),
             "a poll begun after the commit, covered"
@@ -980,7 +808,7 @@ mod tests {
         let mut tracker = Tracker::default();
         let poll = tracker.begin_poll();
         // A stale primary (timeline 3) whose DR slot is far ahead in LSN terms...
-        tracker.observe(poll, 3, 9_000, Some(9_000), None, t0);
+        tracker.observe(poll, 3, 9_000, Some(9_000), t0);
         let commit = WalPosition {
             timeline: 4,
             lsn: 5_000,
@@ -990,10 +818,10 @@ mod tests {
             "...never confirms the new leader's commit"
         );
         let poll = tracker.begin_poll();
-        tracker.observe(poll, 4, 5_100, Some(4_000), None, t0);
+        tracker.observe(poll, 4, 5_100, Some(4_000), t0);
         assert!(!tracker.flushed(commit));
         let poll = tracker.begin_poll();
-        tracker.observe(poll, 4, 5_200, Some(5_000), None, t0);
+        tracker.observe(poll, 4, 5_200, Some(5_000), t0);
         assert!(tracker.flushed(commit));
     }
 
@@ -1004,17 +832,17 @@ mod tests {
         let ticket = tracker.ticket();
         for i in 0..(MAX_PENDING_POLLS as u64 * 3) {
             let poll = tracker.begin_poll();
-            tracker.observe(poll, 1, 1_000 + i, Some(999), None, t0);
+            tracker.observe(poll, 1, 1_000 + i, Some(999), t0);
         }
         assert!(tracker.pending.len() <= MAX_PENDING_POLLS);
         assert_eq!(tracker.unconfirmed_since(), Some(t0));
         assert!(!tracker.confirms(ticket));
         // The first poll's position alone is not enough: it was merged into a later one.
         let poll = tracker.begin_poll();
-        tracker.observe(poll, 1, 99_999, Some(1_000), None, t0);
+        tracker.observe(poll, 1, 99_999, Some(1_000), t0);
         assert!(!tracker.confirms(ticket));
         let poll = tracker.begin_poll();
-        tracker.observe(poll, 1, 99_999, Some(99_999), None, t0);
+        tracker.observe(poll, 1, 99_999, Some(99_999), t0);
         assert!(tracker.confirms(ticket));
     }
 
