@@ -674,6 +674,11 @@ mod tests {
         assert_eq!(c.timezone_name, "UTC");
         assert!(c.workers >= 8);
         assert!(c.pool_size as usize <= c.workers);
+        // One write batch at a time (docs/configuration.md); lookups up to the CPUs.
+        assert_eq!(c.write_concurrency, 1);
+        assert!(c.lookup_concurrency >= 1 && c.lookup_concurrency <= c.pool_size as usize);
+        let c = config(&[URL, ("DOB_WRITE_CONCURRENCY", "4")]).unwrap();
+        assert_eq!(c.write_concurrency, 4);
     }
 
     #[test]
