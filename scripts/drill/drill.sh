@@ -17,10 +17,13 @@
 #     passthrough, health check GET /readyz = 200 on dob-api's admin port (8090, as
 #     DOB_ADMIN_LISTEN on the hosts; the public port answers 404 for it) every 10 s, 2 to change state: the
 #     Terraform target group's settings), eu-west-1 on :8080 and eu-central-1 on :8081;
-#     the DNS-failover stand-in (scripts/drill/dns.py: the Route53 failover records
-#     and their health checks, 10 s, 3 to change state); the S3 server with both
-#     regions' buckets; the load clients (scripts/drill/load.py), which resolve through
-#     the DNS stand-in and log every acknowledged write.
+#     the DNS-failover stand-in (scripts/drill/dns.py: the Route53 failover records as
+#     Terraform sets them up, a TCP check of each NLB listener, 10 s, 3 to change state,
+#     and evaluate_target_health, at least one target in service in that NLB stand-in);
+#     the role sampler (scripts/drill/roles.py: each member's Patroni role every 0.5 s);
+#     the S3 server with both regions' buckets; the load clients
+#     (scripts/drill/load.py), which resolve through the DNS stand-in and log every
+#     acknowledged write.
 # Every dob-api holds the cross-region write lease (src/failover/fence.rs) from the fence record
 # in both buckets.
 # TLS as on the hosts: the drill makes an internal CA at start (in the work directory)
@@ -106,12 +109,14 @@
 # checks the name, as it checks AWS's), the stand-in of the VPC's S3 endpoint. The DR
 # host has its own, to eu-central-1's bucket: its Patroni runs with archive_mode on into
 # its own repository there (pgbackrest-dr/), idle until a takeover promotes it.
-# Each scenario's result goes to target/drill/report.json and is printed as a table:
+# Each scenario's result goes to target/drill/report.json, is drawn in
+# target/drill/report.html (scripts/drill/timeline.py) and is printed as a table:
 # rto_s (fault to the first acknowledged write after it), acked_lost (acknowledged
 # writes missing at the end), failed_requests, split_brain_writes, write_unavailable_s
-# (the longest stretch without an acknowledged write); the JSON adds outcome_unknown
-# (503s for writes that committed unconfirmed) and, with a takeover,
-# takeover_to_first_write_s.
+# (the longest stretch without an acknowledged write), dns_answers_dr_s (seconds DNS
+# answered the DR region: 0 in every in-region scenario) and leader_changes; the JSON
+# adds outcome_unknown (503s for writes that committed unconfirmed) and, with a
+# takeover, takeover_to_first_write_s.
 #
 # Everything runs inside namespaces the drill creates; every process, namespace and
 # the work directory (/var/tmp/dob-drill.*) are removed on exit. DOB_DRILL_KEEP=1
@@ -599,6 +604,8 @@ start_nlb() {
 		  timeout connect 2s
 		  timeout client 30s
 		  timeout server 30s
+		  # The target group's health check: 5 s to answer.
+		  timeout check 5s
 		frontend nlb
 		  bind ${IP[client]}:8080
 		  default_backend hosts
@@ -810,10 +817,25 @@ fence_init() {
 DNS_ANSWER="$WORK/dns/answer"
 start_dns() {
 	mkdir -p "$WORK/dns"
-	start_bg client dns python3 "$PWD/scripts/drill/dns.py" --primary "${IP[client]}:8080" \
-		--secondary "${IP[client]}:8081" --out "$DNS_ANSWER" --events "$WORK/dns/events.jsonl" \
+	start_bg client dns python3 "$PWD/scripts/drill/dns.py" \
+		--primary "${IP[client]}:8080" --primary-backend hosts \
+		--secondary "${IP[client]}:8081" --secondary-backend dr \
+		--haproxy-socket "$WORK/client/haproxy.sock" \
+		--out "$DNS_ANSWER" --events "$WORK/dns/events.jsonl" \
 		--interval 10 --threshold 3 --max-seconds 2400
 	wait_for "the DNS stand-in's first answer" 30 test -s "$DNS_ANSWER"
+}
+
+# Who leads, as each member's Patroni says, every half second (scripts/drill/roles.py):
+# the report's leader_changes and report.html's timelines.
+start_roles() {
+	local -a members=()
+	local node
+	for node in "${PG_NODES[@]}" dr; do
+		members+=(--member "$node=${IP[$node]}:8008")
+	done
+	start_bg client roles python3 "$PWD/scripts/drill/roles.py" "${members[@]}" \
+		--events "$WORK/roles.jsonl" --interval 0.5 --timeout 0.4 --max-seconds 2400
 }
 
 dns_answers() {
@@ -1002,6 +1024,7 @@ wait_for "the API through the NLB stand-in" 60 api_ready
 wait_for "the NLB stand-in to have both hosts in service" 60 nlb_all_up
 wait_for "the DR standby cluster to stream from eu-west-1" 180 dr_streaming
 start_dns
+start_roles
 wait_for "the DNS stand-in to answer eu-west-1" 5 dns_answers "${IP[client]}:8080"
 tls_checks
 # The repository: its stanza and a full backup, on the leader, before any fault (the
@@ -1449,5 +1472,7 @@ python3 scripts/drill/report.py --events "$events" --load "$WORK/load" \
 	--users "$WORK/final-users.tsv" --dr-users "$WORK/dr-users.tsv" --ttl "$TTL" \
 	--split-dr-users "$WORK/split-dr-users.tsv" \
 	--pitr-users "$WORK/pitr-users.tsv" --pitr-kept "$WORK/pitr-kept.tsv" \
-	--west-nlb "${IP[client]}:8080" --out "$REPORT_DIR/report.json"
-dob_log "done in $((SECONDS - started)) s; report in $REPORT_DIR/report.json"
+	--west-nlb "${IP[client]}:8080" --dr-nlb "${IP[client]}:8081" \
+	--dns-events "$WORK/dns/events.jsonl" --roles "$WORK/roles.jsonl" \
+	--out "$REPORT_DIR/report.json" --html "$REPORT_DIR/report.html"
+dob_log "done in $((SECONDS - started)) s; report in $REPORT_DIR/report.json and report.html"

@@ -4,10 +4,13 @@
     report.py --events EVENTS.jsonl --load DIR --users FINAL.tsv --dr-users DR.tsv
               --pitr-users PITR.tsv --pitr-kept KEPT.tsv
               --split-dr-users SPLIT.tsv
-              --west-nlb HOST:PORT --ttl S --out REPORT.json
+              --west-nlb HOST:PORT --dr-nlb HOST:PORT --ttl S
+              --dns-events DNS.jsonl --roles ROLES.jsonl --out REPORT.json
+              [--html REPORT.html]
 
 Writes REPORT.json ({"scenarios": [...], "ok": bool}) and prints the same as a table.
-Exits 1 when any scenario is not ok.
+With --html, also a picture of each scenario (timeline.py). Exits 1 when any scenario
+is not ok.
 
 - rto_s: seconds from the fault to the first acknowledgement, through the NLB, of a
   write sent after the fault.
@@ -16,6 +19,11 @@ Exits 1 when any scenario is not ok.
 - failed_requests: writes through the NLB in the window that were not acknowledged.
 - write_unavailable_s: the longest stretch, from the fault to the scenario's end (or its
   load's last request), in which the clients that follow DNS had no write acknowledged.
+- dns_answers_dr_s: seconds of the scenario's window in which the DNS stand-in answered
+  the DR region (--dr-nlb), from its changes (DNS.jsonl).
+- leader_changes: promotions in the window, from each member's role as its Patroni
+  said it every half second (ROLES.jsonl): a member seen as primary after a known other
+  role. A member that does not answer keeps its last known role.
 - split_brain_writes: writes sent to the cut-off leader's host after the cut, acknowledged,
   and not in the final table: acknowledged by a server that was no longer the leader.
   (Writes its dob-api acknowledged through the new leader are in the final table.)
@@ -26,7 +34,8 @@ Exits 1 when any scenario is not ok.
 The in-region scenarios (rolling_deploy, switchover, az_loss, rejoin_after_az_loss,
 partition) also require the DR receipt state to be unchanged (attached,
 the same sequence number as at the previous scenario's end): eu-west-1 never went on
-without the DR region's receipt.
+without the DR region's receipt; and dns_answers_dr_s = 0: DNS never sent the clients
+to the read-only DR region.
 
 In dr_detach (the DR region cut off from eu-west-1 for 60 s, no takeover) and
 fence_store_outage (every fence bucket cut off from eu-west-1 for 60 s), acked_lost
@@ -83,6 +92,8 @@ import json
 import os
 import sys
 
+import timeline
+
 
 def read_jsonl(path):
     if not os.path.exists(path):
@@ -111,6 +122,44 @@ def old_region(takeover):
     return old.get("state") == "isolated", text
 
 
+def seconds_answering(dns_events, answer, start, end):
+    """Seconds within [start, end] in which the DNS stand-in's answer was `answer`;
+    `dns_events` are its changes, {"t", "answer"}, in time order."""
+    total = 0.0
+    current, since = None, start
+    for event in dns_events:
+        if event["t"] > end:
+            break
+        if event["t"] > start:
+            if current == answer:
+                total += event["t"] - since
+            since = event["t"]
+        current = event["answer"]
+    if current == answer:
+        total += end - since
+    return round(max(total, 0.0), 2)
+
+
+def leader_changes(role_events, start, end):
+    """Promotions within (start, end]: a member whose last known role was not primary
+    is seen as primary. A member that stops answering ("unknown": stopped, stalled, cut
+    off) keeps its last known role, so a stall alone is no change. A demotion and
+    re-promotion of the same member counts."""
+    known = {}
+    changes = 0
+    for event in role_events:
+        if event["t"] > end:
+            break
+        role = event["role"]
+        if role == "unknown":
+            continue
+        before = known.get(event["member"])
+        if event["t"] > start and role == "primary" and before is not None and before != "primary":
+            changes += 1
+        known[event["member"]] = role
+    return changes
+
+
 def receipt_state(record):
     """The DR receipt state in force, as the drill's read of it says (`in_force`,
     drill.sh's detach_record)."""
@@ -127,11 +176,17 @@ def main() -> int:
     parser.add_argument("--pitr-kept", required=True)
     parser.add_argument("--split-dr-users", required=True)
     parser.add_argument("--west-nlb", required=True)
+    parser.add_argument("--dr-nlb", required=True)
+    parser.add_argument("--dns-events", required=True, help="the DNS stand-in's changes (dns.py)")
+    parser.add_argument("--roles", required=True, help="each member's role over time (roles.py)")
     parser.add_argument("--ttl", type=float, required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--html", help="also write the timelines page here (timeline.py)")
     args = parser.parse_args()
 
     events = read_jsonl(args.events)
+    dns_events = read_jsonl(args.dns_events)
+    role_events = read_jsonl(args.roles)
 
     def table(path):
         rows = {}
@@ -239,6 +294,7 @@ def main() -> int:
         return dr_acks
 
     scenarios = []
+    windows = []
     previous_end = main_acked[0]["t"] if main_acked else 0.0
     for event in events:
         name = event["scenario"]
@@ -621,15 +677,35 @@ def main() -> int:
         result["outcome_unknown"] = len(
             [f for f in every_failure if start <= f["t"] <= end and any(u in (f.get("reason") or "") for u in UNKNOWN)]
         )
+        windows.append({"start": start, "end": end, "event": event})
+        result["dns_answers_dr_s"] = seconds_answering(dns_events, args.dr_nlb, start, end)
+        result["leader_changes"] = leader_changes(role_events, start, end)
+        if "detach" in event and result["dns_answers_dr_s"] > 0:
+            # An in-region fault must never send clients to the read-only DR region.
+            result["ok"] = False
+            result["detail"] += f"; DNS answered the DR region for {result['dns_answers_dr_s']} s"
         scenarios.append(result)
 
     report = {"scenarios": scenarios, "ok": all(s["ok"] for s in scenarios)}
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
         f.write("\n")
+    if args.html:
+        every_ack = [
+            a["acked_at"]
+            for entry in sorted(os.listdir(args.load))
+            if entry.endswith(".acked.jsonl")
+            for a in read_jsonl(os.path.join(args.load, entry))
+        ]
+        members = sorted({e["member"] for e in role_events})
+        regions = {args.west_nlb: "eu-west-1", args.dr_nlb: "eu-central-1"}
+        rows = [{**s, **w} for s, w in zip(scenarios, windows)]
+        with open(args.html, "w") as f:
+            f.write(timeline.page(rows, every_ack, [x["t"] for x in every_failure], role_events,
+                                  dns_events, members, regions))
     print(
         f"{'scenario':<22} {'ok':<4} {'rto_s':>7} {'acked_lost':>10} {'failed':>7} {'split_brain':>11} "
-        f"{'unavail_s':>9}"
+        f"{'unavail_s':>9} {'dns_dr_s':>8} {'leaders':>7}"
     )
     for s in scenarios:
         rto = "-" if s["rto_s"] is None else f"{s['rto_s']:.2f}"
@@ -637,7 +713,8 @@ def main() -> int:
         gap = "-" if gap is None else f"{gap:.2f}"
         print(
             f"{s['name']:<22} {'yes' if s['ok'] else 'NO':<4} {rto:>7} {s['acked_lost']:>10} "
-            f"{s['failed_requests']:>7} {s['split_brain_writes']:>11} {gap:>9}"
+            f"{s['failed_requests']:>7} {s['split_brain_writes']:>11} {gap:>9} "
+            f"{s['dns_answers_dr_s']:>8.1f} {s['leader_changes']:>7}"
         )
         print(f"    {s['detail']}")
     return 0 if report["ok"] else 1
