@@ -88,7 +88,7 @@ build {
   sources = ["source.amazon-ebs.dob"]
 
   provisioner "shell" {
-    inline = ["mkdir -p ${local.stage}/bin ${local.stage}/lib ${local.stage}/systemd"]
+    inline = ["mkdir -p ${local.stage}/bin ${local.stage}/lib ${local.stage}/systemd ${local.stage}/patroni"]
   }
 
   # The layout provision.sh --source expects (see its --help).
@@ -115,6 +115,11 @@ build {
   provisioner "file" {
     source      = "systemd/"
     destination = "${local.stage}/systemd"
+  }
+  # Patroni's installer and its hash-pinned requirements.
+  provisioner "file" {
+    source      = "packer/patroni/"
+    destination = "${local.stage}/patroni"
   }
   provisioner "file" {
     sources     = ["packer/provision.sh", "packer/dob.env.example"]

@@ -17,15 +17,18 @@
 #   DIR/systemd/*           the units, exactly as installed, and drop-in directories
 #                           (<unit>.d/*.conf) for the packaged units (patroni, etcd)
 #   DIR/dob.env.example     the commented example of /etc/dob/dob.env
+#   DIR/patroni/            packer/patroni: install.sh and its hash-pinned requirements
 #
 # What it installs:
 #   PostgreSQL 15 (Debian packages), cluster 15/main (port 5432) with the dob settings in
 #     /etc/postgresql/15/main/conf.d/dob.conf; cluster 15/drill (port 5433, local socket
 #     only, start.conf manual) for restore drills
-#   Patroni and etcd (Debian packages, pinned: PATRONI_VERSION, ETCD_VERSION), both
-#     disabled: role-setup.sh configures them for the Patroni roles and user data enables
-#     them; etcd's package-made default member is removed; the softdog watchdog module
-#     loaded at boot, /dev/watchdog owned by postgres (Patroni opens it)
+#   Patroni in /opt/patroni (the release packer/patroni/requirements.txt pins, every file
+#     hash-checked; patroni and patronictl linked from /usr/local/bin) and etcd (Debian
+#     package, pinned: ETCD_VERSION), both disabled: role-setup.sh configures them for
+#     the Patroni roles and user data enables them; etcd's package-made default member is
+#     removed; the softdog watchdog module loaded at boot, /dev/watchdog owned by postgres
+#     (Patroni opens it) and a device unit patroni.service is ordered after
 #   prometheus-node-exporter, reading textfiles from /var/lib/node_exporter/textfile_collector
 #   awscli (role-setup.sh fetches the replication password from SSM Parameter Store;
 #     publish-metrics.sh publishes the alarms' figures to CloudWatch)
@@ -40,8 +43,8 @@
 set -euo pipefail
 
 HELPERS=(role-setup.sh pg-is-primary.sh make-replica.sh primary-allow-replica.sh patroni-config.sh publish-metrics.sh)
-# What the drill proves (scripts/drill/drill.sh runs these same packages on Debian 12).
-PATRONI_VERSION=3.0.2-1
+# What the drill proves (scripts/drill/drill.sh runs this same etcd on Debian 12, and the
+# same Patroni through packer/patroni/install.sh).
 ETCD_VERSION=3.4.23-4+b4
 PG_MAJOR=15
 TEXTFILE_DIR=/var/lib/node_exporter/textfile_collector
@@ -124,6 +127,9 @@ done
 dropins=("$source_dir"/systemd/*.d/*.conf)
 [[ -f "${dropins[0]}" ]] || die "no drop-ins (<unit>.d/*.conf) in $source_dir/systemd"
 [[ -f "$source_dir/dob.env.example" ]] || die "$source_dir/dob.env.example is missing"
+for file in install.sh requirements.txt build-requirements.txt; do
+	[[ -f "$source_dir/patroni/$file" ]] || die "$source_dir/patroni/$file is missing"
+done
 
 export DEBIAN_FRONTEND=noninteractive
 # Clusters get a UTF-8 locale whatever the caller's environment (C.UTF-8 is always there).
@@ -143,9 +149,13 @@ apt update >/dev/null
 log "installing PostgreSQL $PG_MAJOR, prometheus-node-exporter, awscli and pgBackRest"
 apt install --no-install-recommends "postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" \
 	ssl-cert prometheus-node-exporter awscli curl ca-certificates pgbackrest \
-	"patroni=$PATRONI_VERSION" "etcd-server=$ETCD_VERSION" "etcd-client=$ETCD_VERSION" >/dev/null
+	python3-venv python3-psycopg2 \
+	"etcd-server=$ETCD_VERSION" "etcd-client=$ETCD_VERSION" >/dev/null
 # An unattended upgrade must not change the consensus layer under a running cluster.
-apt-mark hold patroni etcd-server etcd-client >/dev/null
+apt-mark hold etcd-server etcd-client >/dev/null
+# Patroni from PyPI, pinned by hash: Debian 12's 3.0.2 lets a leader whose loop stalled
+# past the TTL overwrite the new leader's key in etcd (fixed upstream in 3.0.3).
+bash "$source_dir/patroni/install.sh" /opt/patroni /usr/local/bin
 
 # --- the dob user ---------------------------------------------------------------------------
 
@@ -188,7 +198,7 @@ printf '%s\n' "# Installed by dob's provision.sh: Patroni's watchdog." softdog \
 	>/etc/modules-load.d/dob-softdog.conf
 install -d -m 0755 /etc/udev/rules.d
 printf '%s\n' "# Installed by dob's provision.sh: Patroni (as postgres) opens the watchdog." \
-	'KERNEL=="watchdog", OWNER="postgres", GROUP="postgres", MODE="0600"' \
+	'KERNEL=="watchdog", OWNER="postgres", GROUP="postgres", MODE="0600", TAG+="systemd"' \
 	>/etc/udev/rules.d/60-dob-watchdog.rules
 # PostgreSQL's WAL receiver connects without a timeout of its own (PGCONNECT_TIMEOUT is not
 # honoured by it): a lost leader's address would hold a replica, and the DR standby
@@ -264,7 +274,7 @@ systemctl enable postgresql.service prometheus-node-exporter.service >/dev/null 
 	log "warning: systemctl enable failed (no systemd in this root?)"
 # etcd's package enables and (on a build machine) starts a default single-member
 # cluster; a host joins its real cluster only once role-setup.sh has configured it.
-systemctl disable etcd.service patroni.service >/dev/null 2>&1 || true
+systemctl disable etcd.service >/dev/null 2>&1 || true
 if systemctl is-active --quiet etcd.service 2>/dev/null; then
 	systemctl stop etcd.service
 fi

@@ -9,7 +9,9 @@
 #   venv   the project-local Python virtualenv .venv with moto[server]     (default)
 #   bench  base + wrk
 #   lint   shellcheck
-#   drill  base + Patroni, etcd, HAProxy, iproute2 (make drill)
+#   drill  base + Patroni (the image's: packer/patroni/install.sh into /opt/patroni,
+#          linked from /usr/local/bin; the upgrade's 3.3 into /opt/dob-drill/patroni-3.3
+#          and Debian's 3.0.2), etcd, HAProxy, iproute2 (make drill)
 #   all    base + venv + bench + lint
 # No argument means `base venv`.
 #
@@ -157,13 +159,22 @@ install_bench() {
 
 install_drill() {
 	local missing=()
-	command -v patroni >/dev/null 2>&1 || missing+=(patroni)
+	# Patroni's virtualenv: Debian's Python with venv, and its psycopg2.
+	/usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+	/usr/bin/python3 -c 'import psycopg2' 2>/dev/null || missing+=(python3-psycopg2)
 	command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 	command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 	command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+	# The drill's patroni_upgrade starts on Debian's Patroni (what the images before the
+	# pinned release ran), steps through 3.3 to the pinned one.
+	[[ -x /usr/bin/patroni ]] || missing+=(patroni)
 	if ((${#missing[@]})); then
 		apt_install "${missing[@]}"
 	fi
+	# Quick when they already run the pinned versions.
+	"$DOB_ROOT/packer/patroni/install.sh" /opt/patroni /usr/local/bin
+	"$DOB_ROOT/packer/patroni/install.sh" --requirements "$DOB_ROOT/packer/patroni/requirements-3.3.txt" \
+		/opt/dob-drill/patroni-3.3
 }
 
 install_lint() {

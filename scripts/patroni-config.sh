@@ -153,7 +153,7 @@ dcs_region_part() {
 		# A standby cluster: its leader (the "standby leader") follows whichever host
 		# accepts writes (primary_slot_name makes Patroni add
 		# target_session_attrs=read-write); only dob-promote --takeover ends this.
-		# Patroni 3.0's standby_cluster takes no TLS keys: it connects (basebackup and
+		# standby_cluster is given no TLS keys of its own: Patroni connects (basebackup and
 		# primary_conninfo) with postgresql.authentication.replication, so the
 		# sslmode/sslrootcert there verify each of these hosts too.
 		cat <<-EOF

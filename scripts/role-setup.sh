@@ -637,7 +637,7 @@ setup_consensus_role() {
 		DOB_PG_CERT_FILE="$TLS_CERT" DOB_PG_KEY_FILE="$TLS_KEY" DOB_PG_CA_FILE="$TLS_CA" \
 		DOB_PGBACKREST_CONFIG="$pgbackrest_config" DOB_PGBACKREST_UPSTREAM_CONFIG="$upstream_config" \
 		"$LIB_DIR/patroni-config.sh" --out "$PATRONI_DIR"
-	# Debian's patroni.service reads config.yml.
+	# The image's patroni.service, patronictl and dob-promote read config.yml.
 	ln -sf patroni.yml "$PATRONI_DIR/config.yml"
 	if ((first_boot)) && [[ "$ROLE" == dr-standby ]]; then
 		setup_drill_cluster

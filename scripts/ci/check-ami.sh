@@ -8,7 +8,8 @@
 #    apt uses, cached as a tarball under $DOB_CI_CACHE (default /var/cache/dob-ci),
 #    keyed by release, mirror and package list. A fresh machine rebuilds it (about a minute).
 # 2. Release binaries (cargo build --release --locked), staged exactly as the Packer
-#    template uploads them (packer/dob.pkr.hcl: bin/, lib/, systemd/, provision.sh).
+#    template uploads them (packer/dob.pkr.hcl: bin/, lib/, systemd/, patroni/,
+#    provision.sh).
 # 3. chroot with a policy-rc.d that forbids starting services, proc/sys/dev mounted
 #    (always unmounted by a trap): provision.sh --source, as Packer runs it.
 # 4. Checks the installed layout, runs `systemd-analyze verify --root` on the installed
@@ -105,6 +106,7 @@ mapfile -t bins < <(packer/provision.sh --list-binaries Cargo.toml)
 packer/provision.sh --stage-binaries Cargo.toml "$target_dir/release" "$stage/bin"
 cp Cargo.toml packer/provision.sh packer/dob.env.example "$stage/"
 cp -r systemd/* "$stage/systemd/"
+cp -r packer/patroni "$stage/"
 for helper in $(packer/provision.sh --list-helpers); do
 	[[ -f "scripts/$helper" ]] || dob_die "scripts/$helper is missing: the image needs it"
 	cp "scripts/$helper" "$stage/lib/"
@@ -113,8 +115,13 @@ done
 # --- provision, as Packer does --------------------------------------------------------------
 
 dob_log "provision.sh --source /tmp/dob-provision (inside the chroot)"
+# Patroni comes from PyPI over HTTPS. This machine may reach it through a TLS-inspecting
+# proxy whose CA only its own trust store holds, so pip in the chroot trusts that store
+# (a Packer build in AWS reaches PyPI directly and needs nothing of the kind).
+cp "${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}" "$stage/build-host-ca.pem"
 chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-	HOME=/root /tmp/dob-provision/provision.sh --source /tmp/dob-provision --keep-apt-cache \
+	HOME=/root PIP_CERT=/tmp/dob-provision/build-host-ca.pem \
+	/tmp/dob-provision/provision.sh --source /tmp/dob-provision --keep-apt-cache \
 	>"$work/provision.log" 2>&1 || {
 	tail -n 40 "$work/provision.log" >&2
 	dob_die "provision.sh failed"
@@ -135,21 +142,31 @@ done
 # The consensus layer: the pinned versions, held; nothing enabled or left running.
 pinned() { sed -n "s/^$1=//p" packer/provision.sh; }
 held="$(chroot "$root" apt-mark showhold)"
-for package in patroni:PATRONI_VERSION etcd-server:ETCD_VERSION etcd-client:ETCD_VERSION; do
+for package in etcd-server:ETCD_VERSION etcd-client:ETCD_VERSION; do
 	name="${package%%:*}" want="$(pinned "${package#*:}")"
 	# shellcheck disable=SC2016 # dpkg-query's format, not the shell's
 	got="$(chroot "$root" dpkg-query -W -f '${Version}' "$name" 2>/dev/null)" || fail "$name not installed"
 	[[ "$got" == "$want" ]] || fail "$name is $got, not the pinned $want"
 	grep -qx "$name" <<<"$held" || fail "$name is not held"
 done
+# Patroni: the release packer/patroni/requirements.txt pins, the one the drill runs.
+want="$(sed -n 's/^patroni==\([0-9.]*\).*/\1/p' packer/patroni/requirements.txt)"
+got="$(chroot "$root" /opt/patroni/bin/patroni --version 2>/dev/null | awk '{ print $2 }')" ||
+	fail "/opt/patroni/bin/patroni does not run"
+[[ "$got" == "$want" ]] || fail "Patroni in /opt/patroni is ${got:-missing}, not the pinned $want"
+for tool in patroni patronictl; do
+	[[ "$(readlink "$root/usr/local/bin/$tool")" == "/opt/patroni/bin/$tool" ]] ||
+		fail "/usr/local/bin/$tool does not point into /opt/patroni"
+done
+chroot "$root" /opt/patroni/bin/python -c 'import psycopg2' || fail "Patroni cannot import psycopg2"
 for unit in etcd.service patroni.service; do
 	[[ ! -e "$root/etc/systemd/system/multi-user.target.wants/$unit" ]] ||
 		fail "$unit is enabled in the image: user data enables it for its roles"
 done
 [[ ! -e "$root/var/lib/etcd/default" ]] || fail "etcd's package-made member is left in /var/lib/etcd/default"
 grep -qx softdog "$root/etc/modules-load.d/dob-softdog.conf" || fail "softdog is not loaded at boot"
-grep -q 'OWNER="postgres"' "$root/etc/udev/rules.d/60-dob-watchdog.rules" ||
-	fail "/dev/watchdog is not given to postgres"
+grep -q 'OWNER="postgres".*TAG+="systemd"' "$root/etc/udev/rules.d/60-dob-watchdog.rules" ||
+	fail "/dev/watchdog is not given to postgres as a device unit"
 for helper in $(packer/provision.sh --list-helpers); do
 	[[ -x "$root/usr/local/lib/dob/$helper" ]] || fail "/usr/local/lib/dob/$helper missing"
 done

@@ -8,10 +8,11 @@
 # installs, which is not installed on the CI machine, so they are verified inside a
 # temporary root laid out like a host: this machine's own units (systemd, PostgreSQL),
 # ours in /etc/systemd/system, and an empty executable at each path the image installs
-# (/usr/local/bin/<[[bin]] of Cargo.toml>, /usr/local/lib/dob/<helper>). A unit that runs
+# (/usr/local/bin/<[[bin]] of Cargo.toml>, /usr/local/lib/dob/<helper>, Patroni in
+# /opt/patroni). A unit that runs
 # anything else must find it on this machine (copied in) or the check fails.
-# Drop-in directories (<unit>.d/*.conf) extend the units Debian's packages ship (patroni,
-# etcd): they are verified through those units, so the packages are installed here
+# Drop-in directories (<unit>.d/*.conf) extend the units Debian's packages ship (etcd):
+# they are verified through those units, so the packages are installed here
 # (scripts/install-deps.sh drill) if missing.
 # scripts/ci/check-ami.sh verifies the same units again against the real installed image.
 set -euo pipefail
@@ -29,12 +30,19 @@ done
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
 
-mkdir -p "$root/usr/lib/systemd" "$root/etc/systemd/system" "$root/usr/local/bin" "$root/usr/local/lib/dob"
+mkdir -p "$root/usr/lib/systemd" "$root/etc/systemd/system" "$root/usr/local/bin" "$root/usr/local/lib/dob" \
+	"$root/opt/patroni/bin"
 for dir in /usr/lib/systemd/system /lib/systemd/system; do
 	if [[ -d "$dir" ]]; then
 		cp -a "$dir" "$root/usr/lib/systemd/"
 		break
 	fi
+done
+
+# A unit of ours replaces any packaged unit of the same name (the image installs no such
+# package: Debian's patroni, say, which this machine may have from an older drill).
+for unit in systemd/*.service systemd/*.socket systemd/*.timer; do
+	rm -f "$root/usr/lib/systemd/system/$(basename "$unit")"
 done
 
 # What the image installs (packer/provision.sh is the one source of both lists).
@@ -45,6 +53,8 @@ done < <(packer/provision.sh --list-binaries Cargo.toml)
 while read -r helper; do
 	installs+=("/usr/local/lib/dob/$helper")
 done < <(packer/provision.sh --list-helpers)
+# Patroni's virtualenv (packer/patroni/install.sh).
+installs+=(/opt/patroni/bin/patroni)
 for path in "${installs[@]}"; do
 	install -m 0755 /dev/null "$root$path"
 done

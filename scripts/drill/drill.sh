@@ -32,10 +32,15 @@
 # dob-restore, and Patroni's own (replication, the DR standby cluster's, pg_rewind);
 # pg_hba refuses plaintext TCP outright, which the drill checks before the scenarios.
 # Scenarios, in order:
+#   patroni_upgrade
+#              every member's Patroni from Debian's 3.0.2 to 3.3, then to the pinned
+#              release, in place under load with both clusters paused: the same
+#              leader before and after, nothing acknowledged lost
 #   rolling_deploy
 #              dob-api replaced host by host as scripts/deploy/rolling-restart.sh does
 #              it (deregister and drain, restart, register, healthy again): no request
-#              through the NLB stand-in may fail
+#              through the NLB stand-in may fail (one that committed but answered after
+#              the client's 2 s timeout is reported as slow, not failed)
 #   switchover dob-promote --switchover (patronictl switchover) on the leader's host:
 #              the other host leads, the old leader streams from it, nothing acknowledged
 #              is lost
@@ -164,11 +169,16 @@ WITNESS_BUCKET=dob-drill-witness
 WEST_FENCE_GROUP=dob-drill-$WEST_REGION
 DR_FENCE_GROUP=dob-drill-$DR_REGION
 # Leader key TTL and Patroni's loop: a leader that cannot renew its key within TTL
-# demotes itself (ttl >= loop_wait + 2 * retry_timeout).
-TTL=10
+# demotes itself (ttl >= loop_wait + 2 * retry_timeout). 20 s is the hosts' value and the
+# least Patroni (since 3.1) accepts: it raises a lower one to 20.
+TTL=20
 # The NLB target group's deregistration delay is 30 s by default; the drill waits less
 # (dob-api's own SIGTERM drain closes what is left).
 DEREGISTRATION_DELAY=5
+
+# The PATH a host's units and sudo give the tools the drill runs as an operator would:
+# the image links patroni and patronictl from /usr/local/bin.
+HOST_PATH=/usr/local/bin:/usr/bin:/bin
 
 WORK="$(mktemp -d /var/tmp/dob-drill.XXXXXX)"
 chmod 755 "$WORK"
@@ -378,7 +388,7 @@ start_etcd() {
 }
 
 # Patroni's configuration as the image writes it (scripts/patroni-config.sh), with the
-# drill's paths, faster timings (TTL 10 s) and no watchdog (namespaces share one
+# drill's paths, a faster loop (loop_wait 2 s, retry_timeout 4 s) and no watchdog (namespaces share one
 # kernel: a softdog reset would take the whole machine down).
 write_patroni_config() {
 	local node=$1 dir="$WORK/$1"
@@ -475,9 +485,52 @@ pgbackrest_on() {
 
 # PGCONNECT_TIMEOUT as patroni.service sets it: PostgreSQL's own connections (the WAL
 # receiver's) give up on a host that does not answer and try the next one.
+# Which Patroni each member runs: the drill starts on Debian's 3.0.2 (what the images
+# before the pinned release ran); patroni_upgrade moves every member to PATRONI_STEP,
+# then to the image's own (packer/patroni/install.sh, as scripts/install-deps.sh drill
+# installs them).
+PATRONI_OLD=/usr/bin
+PATRONI_STEP=/opt/dob-drill/patroni-3.3/bin
+PATRONI_NEW=/opt/patroni/bin
+declare -A PATRONI_DIR=([a]="$PATRONI_OLD" [b]="$PATRONI_OLD" [dr]="$PATRONI_OLD")
+
 start_patroni() {
 	local node=$1
-	start_bg "$node" patroni env PGCONNECT_TIMEOUT=3 runuser -u postgres -- patroni "$WORK/$node/patroni.yml"
+	start_bg "$node" patroni env PGCONNECT_TIMEOUT=3 runuser -u postgres -- \
+		"${PATRONI_DIR[$node]}/patroni" "$WORK/$node/patroni.yml"
+}
+
+# The Patroni release a member's REST API reports.
+patroni_version() {
+	in_ns client curl -fsS -m 2 "http://${IP[$1]}:8008/patroni" 2>/dev/null |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["patroni"]["version"])' 2>/dev/null
+}
+
+patroni_version_is() { [[ "$(patroni_version "$1")" == "$2" ]]; }
+
+# patronictl NODE ARGS...: the member's own patronictl on its configuration, as root on
+# its host.
+patronictl_on() {
+	local node=$1
+	shift
+	in_ns "$node" env -i PATH="$HOST_PATH" "${PATRONI_DIR[$node]}/patronictl" \
+		-c "$WORK/$node/patroni.yml" "$@"
+}
+
+# upgrade_patroni NODE DIR: stop the member's Patroni (the cluster is paused, so
+# PostgreSQL keeps running) and start it again from DIR, as docs/deploy.md's "Upgrading
+# Patroni" does on a host with systemctl.
+upgrade_patroni() {
+	local node=$1 dir=$2 want pattern
+	want="$("$dir/patroni" --version | awk '{ print $2 }')"
+	# Patroni itself, not only the runuser above it (which may exit first): every
+	# process that runs this member's configuration.
+	pattern="patroni $WORK/$node/patroni.yml"
+	pkill -TERM -f -- "$pattern"
+	wait_for "Patroni on $node to stop" 60 eval "! pgrep -f -- '$pattern' >/dev/null"
+	PATRONI_DIR[$node]="$dir"
+	start_patroni "$node"
+	wait_for "Patroni $want on $node to answer" 60 patroni_version_is "$node" "$want"
 }
 
 # eu-west-1's hosts follow the leader; the DR host reads its own (standby) server.
@@ -537,7 +590,7 @@ dr_attached() { dr_state_is attached; }
 promote_on() {
 	local node=$1
 	shift
-	in_ns "$node" env -i PATH=/usr/bin:/bin "$BIN_DIR/dob-promote" "$@" \
+	in_ns "$node" env -i PATH="$HOST_PATH" "$BIN_DIR/dob-promote" "$@" \
 		--patroni-config "$WORK/$node/patroni.yml" --env-file "$WORK/$node/dob.env"
 }
 
@@ -546,7 +599,7 @@ promote_on() {
 lift_on() {
 	local node=$1
 	shift
-	in_ns "$node" env -i PATH=/usr/bin:/bin "$BIN_DIR/dob-promote" --lift-isolation "$@" \
+	in_ns "$node" env -i PATH="$HOST_PATH" "$BIN_DIR/dob-promote" --lift-isolation "$@" \
 		--env-file "$WORK/$node/dob.env"
 }
 
@@ -809,7 +862,7 @@ ec2_tier() {
 # The deploy's step: the fence records (epoch 0 naming eu-west-1, DR receipt attached)
 # in all three buckets, created only where none exists.
 fence_init() {
-	in_ns client env -i PATH=/usr/bin:/bin "$BIN_DIR/dob-promote" --fence-init --json \
+	in_ns client env -i PATH="$HOST_PATH" "$BIN_DIR/dob-promote" --fence-init --json \
 		--env-file "$WORK/dr/dob.env" >"$WORK/fence-init.json" 2>>"$WORK/fence-init.log" ||
 		dob_die "dob-promote --fence-init failed: $(cat "$WORK/fence-init.json" "$WORK/fence-init.log")"
 }
@@ -853,7 +906,7 @@ dr_streaming() {
 job_on() {
 	local node=$1 binary=$2
 	shift 2
-	in_ns "$node" env -i PATH=/usr/bin:/bin \
+	in_ns "$node" env -i PATH="$HOST_PATH" \
 		DOB_DATABASE_URL="postgresql://postgres:$(secret superuser)@${IP[$node]}:5432/dob?sslmode=verify-full" \
 		DOB_DATABASE_CA_FILE="$CA_FILE" DOB_PGBACKREST_CONFIG="$WORK/$node/pgbackrest.conf" \
 		DOB_S3_BUCKET=dob-drill DOB_S3_PREFIX=dob DOB_S3_REGION=eu-west-1 \
@@ -881,7 +934,7 @@ backup_unit_on() {
 tcp_psql() {
 	local node=$1 mode=$2
 	shift 2
-	in_ns client env -i PATH=/usr/bin:/bin PGPASSWORD="$(secret app)" PGSSLROOTCERT="$CA_FILE" \
+	in_ns client env -i PATH="$HOST_PATH" PGPASSWORD="$(secret app)" PGSSLROOTCERT="$CA_FILE" \
 		PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -XAtq \
 		"host=${IP[$node]} port=5432 dbname=dob user=dob sslmode=$mode" "$@"
 }
@@ -1042,6 +1095,35 @@ dob_log "cluster up after $((SECONDS - started)) s: leader $(leader), the DR reg
 load_start main dns client
 sleep 5
 events="$WORK/events.jsonl"
+
+# patroni_upgrade: Debian's Patroni 3.0.2 -> 3.3 -> the pinned release, in place, under
+# load: pause both clusters, restart each member's Patroni on the next release,
+# resume. Patroni 4 upgrades reliably only from 3.1 or later, hence the middle step. No
+# leader may change and nothing acknowledged may be lost.
+upgrade_leader="$(leader)"
+from_version="$(patroni_version "$upgrade_leader")"
+fault="$(now)"
+for dir in "$PATRONI_STEP" "$PATRONI_NEW"; do
+	patronictl_on "$upgrade_leader" pause --wait >>"$WORK/patroni-upgrade.log" 2>&1 ||
+		dob_die "patronictl pause failed in eu-west-1 (see $WORK/patroni-upgrade.log)"
+	patronictl_on dr pause --wait >>"$WORK/patroni-upgrade.log" 2>&1 ||
+		dob_die "patronictl pause failed in the DR region (see $WORK/patroni-upgrade.log)"
+	for node in "${PG_NODES[@]}" dr; do
+		upgrade_patroni "$node" "$dir"
+	done
+	patronictl_on "$upgrade_leader" resume --wait >>"$WORK/patroni-upgrade.log" 2>&1 ||
+		dob_die "patronictl resume failed in eu-west-1 (see $WORK/patroni-upgrade.log)"
+	patronictl_on dr resume --wait >>"$WORK/patroni-upgrade.log" 2>&1 ||
+		dob_die "patronictl resume failed in the DR region (see $WORK/patroni-upgrade.log)"
+	dob_log "patroni_upgrade: every member runs Patroni $(patroni_version "$upgrade_leader")"
+done
+sleep 5
+versions="$(for node in "${PG_NODES[@]}" dr; do printf '"%s":"%s",' "$node" "$(patroni_version "$node")"; done)"
+printf '{"scenario":"patroni_upgrade","fault":%s,"from":"%s","step":"%s","want":"%s","versions":{%s},"leader_before":"%s","leader_after":"%s","detach":%s,"end":%s}\n' \
+	"$fault" "$from_version" "$("$PATRONI_STEP/patroni" --version | awk '{ print $2 }')" \
+	"$("$PATRONI_NEW/patroni" --version | awk '{ print $2 }')" "${versions%,}" "$upgrade_leader" \
+	"$(leader || true)" "$(detach_record)" "$(now)" >>"$events"
+
 fault="$(now)"
 rolling_restart
 sleep 3
@@ -1052,7 +1134,7 @@ from_leader="$(leader)"
 wait_for "a synchronous standby" 60 sync_standby_ready "$from_leader"
 fault="$(now)"
 switch_exit=0
-in_ns "$from_leader" env -i PATH=/usr/bin:/bin "$BIN_DIR/dob-promote" --switchover \
+in_ns "$from_leader" env -i PATH="$HOST_PATH" "$BIN_DIR/dob-promote" --switchover \
 	--patroni-config "$WORK/$from_leader/patroni.yml" --json >"$WORK/switchover.json" \
 	2>>"$WORK/switchover.log" || switch_exit=$?
 to_leader="$(leader || true)"

@@ -12,8 +12,8 @@ Each write is PUT /hello/<user> of a user never written before (the name encodes
 client name and a counter in letters, as usernames must be letters). Every 204 is
 appended to DIR/NAME.acked.jsonl as {"user", "date", "t", "acked_at"} and flushed at once, so a
 write the server acknowledged is on disk even if the drill is killed. Every other
-outcome (status, refused, timeout) goes to DIR/NAME.failed.jsonl with its time. Both
-name the address the request went to ("via").
+outcome (status, refused, timeout) goes to DIR/NAME.failed.jsonl with its time and the
+date it sent. Both name the address the request went to ("via").
 
 Bounded: stops after --max-seconds or --max-requests, or on SIGTERM/SIGINT, or when
 DIR/NAME.stop exists (checked between requests). Only standard library; each request
@@ -135,7 +135,7 @@ def main() -> int:
         if outcome == 204:
             acked.write(json.dumps({"user": user, "date": date, "t": sent_at, "acked_at": time.time(), "via": via}) + "\n")
         else:
-            failed.write(json.dumps({"user": user, "t": sent_at, "outcome": outcome, "via": via, "reason": reason}) + "\n")
+            failed.write(json.dumps({"user": user, "date": date, "t": sent_at, "outcome": outcome, "via": via, "reason": reason}) + "\n")
         elapsed = time.time() - sent_at
         if elapsed < interval:
             time.sleep(interval - elapsed)

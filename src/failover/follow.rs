@@ -302,6 +302,8 @@ mod tests {
             state: state.into(),
             timeline: Some(timeline),
             lag_mb: None,
+            receive_lag_mb: None,
+            replay_lag_mb: None,
         }
     }
 

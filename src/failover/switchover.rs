@@ -39,8 +39,14 @@ pub struct Member {
     pub state: String,
     #[serde(rename = "TL", default)]
     pub timeline: Option<u32>,
+    /// How far behind the leader, in MB: Patroni 3's one column.
     #[serde(rename = "Lag in MB", default)]
     pub lag_mb: Option<serde_json::Value>,
+    /// Patroni 4 splits it into what was received and what was replayed.
+    #[serde(rename = "Receive Lag", default)]
+    pub receive_lag_mb: Option<serde_json::Value>,
+    #[serde(rename = "Replay Lag", default)]
+    pub replay_lag_mb: Option<serde_json::Value>,
 }
 
 impl Member {
@@ -51,7 +57,14 @@ impl Member {
     fn is_healthy_replica(&self) -> bool {
         !self.is_leader()
             && matches!(self.state.as_str(), "running" | "streaming")
-            && self.lag_mb.as_ref().and_then(|v| v.as_u64()) == Some(0)
+            && self.caught_up()
+    }
+
+    /// Every lag column the listing has says 0 MB (a member with none is unknown).
+    fn caught_up(&self) -> bool {
+        let lags = [&self.lag_mb, &self.receive_lag_mb, &self.replay_lag_mb];
+        let mut given = lags.iter().filter_map(|lag| lag.as_ref()).peekable();
+        given.peek().is_some() && given.all(|lag| lag.as_u64() == Some(0))
     }
 }
 
@@ -206,6 +219,28 @@ mod tests {
         )
         .unwrap();
         assert!(done(&after, &plan));
+    }
+
+    /// Patroni 4 lists a replica's lag in two columns; both must be 0.
+    const TWO_PATRONI_4: &str = r#"[{"Cluster": "dob", "Member": "a", "Host": "10.71.0.11", "Role": "Sync Standby", "State": "streaming", "TL": 1, "Receive LSN": "0/5000060", "Receive Lag": 0, "Replay LSN": "0/5000060", "Replay Lag": 0},
+        {"Cluster": "dob", "Member": "b", "Host": "10.71.0.12", "Role": "Leader", "State": "running", "TL": 1, "LSN": "0/5000060"}]"#;
+
+    #[test]
+    fn patroni_4s_listing_names_the_same_candidate() {
+        let members = parse_members(TWO_PATRONI_4).unwrap();
+        assert_eq!(plan(&members, None).unwrap().candidate, "a");
+        let behind =
+            parse_members(&TWO_PATRONI_4.replace("\"Replay Lag\": 0", "\"Replay Lag\": 3"))
+                .unwrap();
+        assert!(
+            plan(&behind, None).is_err(),
+            "a replica still replaying is no candidate"
+        );
+        let unknown = parse_members(
+            &TWO_PATRONI_4.replace("\"Receive Lag\": 0", "\"Receive Lag\": \"unknown\""),
+        )
+        .unwrap();
+        assert!(plan(&unknown, None).is_err());
     }
 
     #[test]
