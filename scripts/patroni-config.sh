@@ -29,6 +29,11 @@
 #                           leader key TTL and loop timings in seconds (default 20, 5, 5;
 #                           ttl >= loop_wait + 2 x retry_timeout)
 #   DOB_MAXIMUM_LAG_ON_FAILOVER  bytes a replica may lag and still be promoted (1048576)
+#   DOB_PATRONI_FAILSAFE    true (default: a leader that loses etcd keeps leading while it
+#                           reaches every member's REST API, and demotes itself as soon as
+#                           one does not answer) or false (it demotes on losing etcd). A
+#                           new cluster's setting: a running one changes with
+#                           `patronictl edit-config -s failsafe_mode=true`
 #   DOB_WATCHDOG            off | automatic | required (default automatic: the softdog
 #                           watchdog resets a host whose Patroni hangs while leading)
 #   DOB_SECRETS_DIR         files superuser, replication, rewind, app and restapi, one
@@ -109,6 +114,7 @@ ttl="${DOB_PATRONI_TTL:-20}"
 loop_wait="${DOB_PATRONI_LOOP_WAIT:-5}"
 retry_timeout="${DOB_PATRONI_RETRY_TIMEOUT:-5}"
 max_lag="${DOB_MAXIMUM_LAG_ON_FAILOVER:-1048576}"
+failsafe="${DOB_PATRONI_FAILSAFE:-true}"
 watchdog="${DOB_WATCHDOG:-automatic}"
 secrets="${DOB_SECRETS_DIR:-/etc/dob/secrets}"
 data_dir="${DOB_PG_DATA_DIR:-/var/lib/postgresql/15/main}"
@@ -124,6 +130,8 @@ pgbackrest_stanza="${DOB_PGBACKREST_STANZA:-dob}"
 
 [[ "$synchronous" == true || "$synchronous" == false ]] ||
 	die "DOB_SYNCHRONOUS_MODE=$synchronous is not true or false"
+[[ "$failsafe" == true || "$failsafe" == false ]] ||
+	die "DOB_PATRONI_FAILSAFE=$failsafe is not true or false"
 [[ "$watchdog" =~ ^(off|automatic|required)$ ]] ||
 	die "DOB_WATCHDOG=$watchdog is not off, automatic or required"
 for number in ttl loop_wait retry_timeout max_lag; do
@@ -293,6 +301,7 @@ cat >"$tmp" <<-EOF
 	    loop_wait: $loop_wait
 	    retry_timeout: $retry_timeout
 	    maximum_lag_on_failover: $max_lag
+	    failsafe_mode: $failsafe
 	    synchronous_mode: $([[ -n "$standby_of" ]] && echo false || echo "$synchronous")
 	$(dcs_region_part)
 	    postgresql:

@@ -34,8 +34,8 @@
 # Scenarios, in order:
 #   patroni_upgrade
 #              every member's Patroni from Debian's 3.0.2 to 3.3, then to the pinned
-#              release, in place under load with both clusters paused: the same
-#              leader before and after, nothing acknowledged lost
+#              release, in place under load with both clusters paused, then failsafe
+#              mode on: the same leader before and after, nothing acknowledged lost
 #   rolling_deploy
 #              dob-api replaced host by host as scripts/deploy/rolling-restart.sh does
 #              it (deregister and drain, restart, register, healthy again): no request
@@ -408,6 +408,7 @@ write_patroni_config() {
 	env DOB_HOST_ADDRESS="${IP[$node]}" DOB_ETCD_HOSTS="$etcd_hosts" DOB_PEER_CIDRS="$SUBNET.0/24" \
 		DOB_PATRONI_NAME="$node" DOB_PATRONI_SCOPE="$scope" DOB_STANDBY_OF="$standby_of" \
 		DOB_PATRONI_TTL="$TTL" DOB_PATRONI_LOOP_WAIT=2 DOB_PATRONI_RETRY_TIMEOUT=4 \
+		DOB_PATRONI_FAILSAFE=false \
 		DOB_WATCHDOG=off DOB_SECRETS_DIR="$SECRETS" DOB_PG_DATA_DIR="$dir/data" \
 		DOB_PG_BIN_DIR="$PG_BIN" DOB_PG_SOCKET_DIR="$dir/run" DOB_PG_USER=postgres \
 		DOB_PG_CERT_FILE="$dir/tls/server.pem" DOB_PG_KEY_FILE="$dir/tls/server.key" \
@@ -507,6 +508,12 @@ patroni_version() {
 }
 
 patroni_version_is() { [[ "$(patroni_version "$1")" == "$2" ]]; }
+
+# Whether the cluster's dynamic configuration, as a member serves it, has failsafe mode.
+failsafe_on() {
+	in_ns client curl -fsS -m 2 "http://${IP[$1]}:8008/config" 2>/dev/null |
+		python3 -c 'import json, sys; sys.exit(0 if json.load(sys.stdin).get("failsafe_mode") is True else 1)'
+}
 
 # patronictl NODE ARGS...: the member's own patronictl on its configuration, as root on
 # its host.
@@ -1117,11 +1124,20 @@ for dir in "$PATRONI_STEP" "$PATRONI_NEW"; do
 		dob_die "patronictl resume failed in the DR region (see $WORK/patroni-upgrade.log)"
 	dob_log "patroni_upgrade: every member runs Patroni $(patroni_version "$upgrade_leader")"
 done
+# Then failsafe mode, as the runbook's last step: the clusters were made without it (as
+# the images before the pinned release made them).
+for node in "$upgrade_leader" dr; do
+	patronictl_on "$node" edit-config --force --quiet -s failsafe_mode=true >>"$WORK/patroni-upgrade.log" 2>&1 ||
+		dob_die "patronictl edit-config -s failsafe_mode=true failed on $node (see $WORK/patroni-upgrade.log)"
+done
+wait_for "failsafe mode in eu-west-1's configuration" 30 failsafe_on "$upgrade_leader"
 sleep 5
 versions="$(for node in "${PG_NODES[@]}" dr; do printf '"%s":"%s",' "$node" "$(patroni_version "$node")"; done)"
-printf '{"scenario":"patroni_upgrade","fault":%s,"from":"%s","step":"%s","want":"%s","versions":{%s},"leader_before":"%s","leader_after":"%s","detach":%s,"end":%s}\n' \
+failsafe=false
+failsafe_on "$upgrade_leader" && failsafe_on dr && failsafe=true
+printf '{"scenario":"patroni_upgrade","fault":%s,"from":"%s","step":"%s","want":"%s","versions":{%s},"failsafe":%s,"leader_before":"%s","leader_after":"%s","detach":%s,"end":%s}\n' \
 	"$fault" "$from_version" "$("$PATRONI_STEP/patroni" --version | awk '{ print $2 }')" \
-	"$("$PATRONI_NEW/patroni" --version | awk '{ print $2 }')" "${versions%,}" "$upgrade_leader" \
+	"$("$PATRONI_NEW/patroni" --version | awk '{ print $2 }')" "${versions%,}" "$failsafe" "$upgrade_leader" \
 	"$(leader || true)" "$(detach_record)" "$(now)" >>"$events"
 
 fault="$(now)"

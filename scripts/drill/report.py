@@ -32,8 +32,9 @@ is not ok.
   DR region may acknowledge a write.
 
 patroni_upgrade (every member's Patroni from Debian's 3.0.2 to 3.3, then to the pinned
-release, in place under load with both clusters paused) requires every member on the
-pinned release, the same leader before and after, and acked_lost 0.
+release, in place under load with both clusters paused, then failsafe mode set) requires
+every member on the pinned release, failsafe mode in both clusters' configuration, the
+same leader before and after, and acked_lost 0.
 
 The in-region scenarios (patroni_upgrade, rolling_deploy, switchover, az_loss,
 rejoin_after_az_loss, partition) also require the DR receipt state to be unchanged (attached,
@@ -329,9 +330,10 @@ def main() -> int:
             versions = event.get("versions") or {}
             upgraded = bool(versions) and all(v == event["want"] for v in versions.values())
             kept = event["leader_before"] == event["leader_after"]
-            result["ok"] = upgraded and kept and result["acked_lost"] == 0
+            result["ok"] = upgraded and kept and event.get("failsafe") is True and result["acked_lost"] == 0
             result["detail"] = (
                 f"Patroni {event['from']} -> {event['step']} -> {event['want']} in place, both clusters paused; "
+                f"failsafe mode {'on' if event.get('failsafe') else 'NOT on'}; "
                 f"members now {versions}; leader {event['leader_before']} -> {event['leader_after'] or 'none'}; "
                 f"{len(in_window)} writes acknowledged meanwhile"
             )
