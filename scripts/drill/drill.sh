@@ -388,8 +388,10 @@ start_etcd() {
 }
 
 # Patroni's configuration as the image writes it (scripts/patroni-config.sh), with the
-# drill's paths, a faster loop (loop_wait 2 s, retry_timeout 4 s) and no watchdog (namespaces share one
-# kernel: a softdog reset would take the whole machine down).
+# drill's paths, a faster loop (loop_wait 2 s, retry_timeout 4 s), no watchdog
+# (namespaces share one kernel: a softdog reset would take the whole machine down) and,
+# as the images before the pinned Patroni made clusters, no failsafe mode:
+# patroni_upgrade turns it on as the upgrade runbook does.
 write_patroni_config() {
 	local node=$1 dir="$WORK/$1"
 	local etcd_hosts scope=dob standby_of="" name pgbackrest_config=""
@@ -484,8 +486,6 @@ pgbackrest_on() {
 		--stanza=dob --log-level-console=warn "$@"
 }
 
-# PGCONNECT_TIMEOUT as patroni.service sets it: PostgreSQL's own connections (the WAL
-# receiver's) give up on a host that does not answer and try the next one.
 # Which Patroni each member runs: the drill starts on Debian's 3.0.2 (what the images
 # before the pinned release ran); patroni_upgrade moves every member to PATRONI_STEP,
 # then to the image's own (packer/patroni/install.sh, as scripts/install-deps.sh drill
@@ -495,6 +495,8 @@ PATRONI_STEP=/opt/dob-drill/patroni-3.3/bin
 PATRONI_NEW=/opt/patroni/bin
 declare -A PATRONI_DIR=([a]="$PATRONI_OLD" [b]="$PATRONI_OLD" [dr]="$PATRONI_OLD")
 
+# PGCONNECT_TIMEOUT as patroni.service sets it: PostgreSQL's own connections (the WAL
+# receiver's) give up on a host that does not answer and try the next one.
 start_patroni() {
 	local node=$1
 	start_bg "$node" patroni env PGCONNECT_TIMEOUT=3 runuser -u postgres -- \
