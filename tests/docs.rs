@@ -1,7 +1,7 @@
 //! The documentation against the code: every `DOB_*` variable the code reads is in
-//! docs/configuration.md, and every relative link of the project's Markdown resolves
-//! (the file exists; an anchor names one of its headings), so the docs cannot drift
-//! silently.
+//! docs/configuration.md, every relative link of the project's Markdown resolves
+//! (the file exists; an anchor names one of its headings), and every repository path it
+//! names in backticks exists, so the docs cannot drift silently.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -155,6 +155,74 @@ fn every_relative_link_in_the_readme_and_the_docs_resolves() {
     }
     assert!(checked > 20, "only {checked} links found");
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+/// The repository paths a page names in backticks (`scripts/drill/roles.py`): a word
+/// that starts with one of the tree's top-level directories and names one file or
+/// directory (no braces, globs, placeholders or spaces).
+fn named_paths(markdown: &str) -> Vec<String> {
+    const TOP: [&str; 8] = [
+        "scripts/",
+        "packer/",
+        "systemd/",
+        "src/",
+        "bench/",
+        "terraform/",
+        "tests/",
+        "docs/",
+    ];
+    let mut paths = Vec::new();
+    for line in prose_lines(markdown) {
+        for (i, code) in line.split('`').enumerate() {
+            let plain = code.trim_end_matches('/');
+            if i % 2 == 1
+                && TOP.iter().any(|top| code.starts_with(top))
+                && !plain.contains(|c: char| "{}*<>[] ".contains(c))
+            {
+                paths.push(plain.to_owned());
+            }
+        }
+    }
+    paths
+}
+
+#[test]
+fn every_repository_path_the_docs_name_exists() {
+    let root = Path::new(ROOT);
+    let mut pages = vec![root.join("README.md"), root.join("terraform/README.md")];
+    files_with_extension(&root.join("docs"), "md", &mut pages);
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        for path in named_paths(&text) {
+            checked += 1;
+            // A file the operator makes from a committed example (terraform.tfvars) counts.
+            let example = root.join(format!("{path}.example"));
+            if !root.join(&path).exists() && !example.exists() {
+                missing.push(format!(
+                    "{}: {path}",
+                    page.strip_prefix(root).unwrap().display()
+                ));
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} paths found");
+    assert!(
+        missing.is_empty(),
+        "paths the docs name that do not exist:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn named_paths_skip_patterns_and_placeholders() {
+    let text = "Run `scripts/drill/roles.py`, `packer/patroni/` and `scripts/{a,b}.sh`, \
+                `systemd/*.d`, `src/<module>.rs`, `make drill`.";
+    assert_eq!(
+        named_paths(text),
+        ["scripts/drill/roles.py", "packer/patroni"]
+    );
 }
 
 #[test]
