@@ -33,10 +33,12 @@ Bounded: stops after --max-seconds, or on SIGTERM/SIGINT. Only standard library.
 import argparse
 import json
 import os
-import signal
 import socket
 import sys
 import time
+
+import nlb
+from bounded import stop_on_signals
 
 
 def listener_answers(address: str) -> bool:
@@ -50,24 +52,9 @@ def listener_answers(address: str) -> bool:
 
 
 def backend_has_healthy_target(haproxy_socket: str, backend: str) -> bool:
-    """evaluate_target_health: at least one of the backend's servers is UP (HAProxy's
-    `show stat`, the status column)."""
-    try:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(2)
-            s.connect(haproxy_socket)
-            s.sendall(b"show stat\n")
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-    except OSError:
-        return False
-    for line in data.decode(errors="replace").splitlines():
-        row = line.split(",")
-        if len(row) > 17 and row[0] == backend and row[1] not in ("BACKEND", "FRONTEND"):
-            if row[17].startswith("UP"):
-                return True
-    return False
+    """evaluate_target_health: at least one of the backend's servers is UP (an UP one
+    about to go down still counts, as it still takes connections)."""
+    return any(status.startswith("UP") for status in nlb.statuses(haproxy_socket, backend))
 
 
 def main() -> int:
@@ -84,14 +71,7 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=1200.0)
     args = parser.parse_args()
 
-    stopping = False
-
-    def stop(_signum, _frame):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stopping = stop_on_signals()
 
     regions = [args.primary, args.secondary]
     backend = {args.primary: args.primary_backend, args.secondary: args.secondary_backend}
@@ -101,7 +81,7 @@ def main() -> int:
     answer = None
     started = time.monotonic()
     events = open(args.events, "a", buffering=1)
-    while not stopping and time.monotonic() - started < args.max_seconds:
+    while not stopping() and time.monotonic() - started < args.max_seconds:
         round_started = time.monotonic()
         record_healthy = {}
         for region in regions:

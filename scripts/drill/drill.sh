@@ -794,18 +794,7 @@ rolling_restart() {
 
 # Whether the NLB stand-in has every database host in service (its health checks passed).
 nlb_all_up() {
-	python3 - "$WORK/client/haproxy.sock" <<-'EOF'
-		import socket, sys
-		s = socket.socket(socket.AF_UNIX)
-		s.connect(sys.argv[1])
-		s.sendall(b"show stat\n")
-		data = b""
-		while chunk := s.recv(65536):
-		    data += chunk
-		rows = [line.split(",") for line in data.decode().splitlines() if line.startswith("hosts,")]
-		servers = [r for r in rows if r[1] not in ("BACKEND", "FRONTEND")]
-		sys.exit(0 if servers and all(r[17] == "UP" for r in servers) else 1)
-	EOF
+	python3 "$PWD/scripts/drill/nlb.py" "$WORK/client/haproxy.sock" hosts
 }
 
 api_ready() {

@@ -25,10 +25,11 @@ import http.client
 import json
 import os
 import random
-import signal
 import sys
 import time
 import urllib.parse
+
+from bounded import stop_on_signals
 
 LETTERS = "abcdefghij"
 
@@ -71,14 +72,7 @@ def main() -> int:
         return resolved["answer"]
     stop_file = os.path.join(args.out, f"{args.name}.stop")
     prefix = "".join(c for c in args.name if c.isalpha()) or "load"
-    stopping = False
-
-    def stop(_signum, _frame):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stopping = stop_on_signals()
 
     acked = open(os.path.join(args.out, f"{args.name}.acked.jsonl"), "a", buffering=1)
     failed = open(os.path.join(args.out, f"{args.name}.failed.jsonl"), "a", buffering=1)
@@ -87,7 +81,7 @@ def main() -> int:
     conn = None
     conn_via = None
     for i in range(args.max_requests):
-        if stopping or time.monotonic() - started > args.max_seconds or os.path.exists(stop_file):
+        if stopping() or time.monotonic() - started > args.max_seconds or os.path.exists(stop_file):
             break
         user = f"{prefix}x{letters(i)}"
         date = f"{random.randint(1950, 2005):04d}-{random.randint(1, 12):02d}-{random.randint(1, 28):02d}"

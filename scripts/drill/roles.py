@@ -19,9 +19,10 @@ Bounded: stops after --max-seconds, or on SIGTERM/SIGINT. Only standard library.
 import argparse
 import http.client
 import json
-import signal
 import sys
 import time
+
+from bounded import stop_on_signals
 
 
 def ask(address: str, timeout: float) -> dict:
@@ -53,19 +54,12 @@ def main() -> int:
     args = parser.parse_args()
     members = dict(m.split("=", 1) for m in args.member)
 
-    stopping = False
-
-    def stop(_signum, _frame):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stopping = stop_on_signals()
 
     last = {}
     started = time.monotonic()
     events = open(args.events, "a", buffering=1)
-    while not stopping and time.monotonic() - started < args.max_seconds:
+    while not stopping() and time.monotonic() - started < args.max_seconds:
         round_started = time.monotonic()
         for name, address in members.items():
             answer = ask(address, args.timeout)
