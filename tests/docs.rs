@@ -99,6 +99,14 @@ fn anchors_of(markdown: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The project's Markdown: the READMEs and docs/.
+fn pages() -> Vec<PathBuf> {
+    let root = Path::new(ROOT);
+    let mut pages = vec![root.join("README.md"), root.join("terraform/README.md")];
+    files_with_extension(&root.join("docs"), "md", &mut pages);
+    pages
+}
+
 /// The targets of the `[text](target)` links outside code blocks.
 fn link_targets(markdown: &str) -> Vec<String> {
     let mut targets = Vec::new();
@@ -119,8 +127,7 @@ fn link_targets(markdown: &str) -> Vec<String> {
 #[test]
 fn every_relative_link_in_the_readme_and_the_docs_resolves() {
     let root = Path::new(ROOT);
-    let mut pages = vec![root.join("README.md"), root.join("terraform/README.md")];
-    files_with_extension(&root.join("docs"), "md", &mut pages);
+    let pages = pages();
     let mut broken = Vec::new();
     let mut checked = 0;
     for page in &pages {
@@ -189,8 +196,7 @@ fn named_paths(markdown: &str) -> Vec<String> {
 #[test]
 fn every_repository_path_the_docs_name_exists() {
     let root = Path::new(ROOT);
-    let mut pages = vec![root.join("README.md"), root.join("terraform/README.md")];
-    files_with_extension(&root.join("docs"), "md", &mut pages);
+    let pages = pages();
     let mut missing = Vec::new();
     let mut checked = 0;
     for page in &pages {

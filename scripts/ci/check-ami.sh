@@ -41,8 +41,9 @@
 #    row streamed, the walsender's connection TLS); on it pg-is-primary.sh exits 1
 #    (dob-backup skips) and role-setup.sh's next boot is a no-op.
 # 7. The Patroni roles' first boot in the chroot: a member's etcd and Patroni
-#    configuration (this host's TLS files), accepted by patroni --validate-config; the
-#    witness.
+#    configuration (this host's TLS files, failsafe mode on), accepted by patroni
+#    --validate-config, and a failsafe value that is not true or false refused with
+#    nothing written; the witness.
 #
 # Environment: DOB_CI_CACHE (cache directory), DOB_CI_MIRROR (a Debian mirror URL instead
 # of the one apt uses), DOB_CI_KEEP_ROOT=1 (leave the root filesystem for inspection),
@@ -618,6 +619,22 @@ complaints="$(grep -Ev 'is not reachable|is already in use' <<<"$validation" || 
 	printf '%s\n' "$validation" >&2
 	dob_die "patroni --validate-config rejects the configuration role-setup.sh wrote"
 }
+# Failsafe mode: on in a new cluster; a value that is neither true nor false is refused
+# before anything is written.
+grep -q '^    failsafe_mode: true$' "$root/etc/patroni/config.yml" ||
+	dob_die "Patroni's configuration does not turn failsafe mode on"
+rm -rf "$root/tmp/dob-failsafe-check"
+mkdir -p "$root/tmp/dob-failsafe-check"
+if chroot "$root" env DOB_PATRONI_FAILSAFE=maybe DOB_HOST_ADDRESS=10.99.0.10 \
+	DOB_ETCD_HOSTS=10.99.0.10:2379 DOB_PEER_CIDRS=10.99.0.0/16 \
+	/usr/local/lib/dob/patroni-config.sh --out /tmp/dob-failsafe-check >"$work/failsafe.log" 2>&1; then
+	dob_die "patroni-config.sh accepted DOB_PATRONI_FAILSAFE=maybe"
+fi
+grep -q 'DOB_PATRONI_FAILSAFE=maybe is not true or false' "$work/failsafe.log" ||
+	dob_die "patroni-config.sh refused DOB_PATRONI_FAILSAFE=maybe without saying why: $(cat "$work/failsafe.log")"
+[[ -z "$(ls -A "$root/tmp/dob-failsafe-check")" ]] ||
+	dob_die "patroni-config.sh wrote files for a refused DOB_PATRONI_FAILSAFE"
+rm -rf "$root/tmp/dob-failsafe-check"
 
 # The witness: etcd only.
 printf '%s\n' DOB_ROLE=witness DOB_HOST_ADDRESS=10.99.2.10 DOB_ETCD_NAME=witness \
